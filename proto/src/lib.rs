@@ -1,0 +1,31 @@
+//! Strata's gRPC contract, package `strata.v1`.
+//!
+//! - [`v1`]: the protobuf messages and tonic clients, generated from `proto/`.
+//! - [`server`]: the tonic service traits the broker implements.
+//! - [`raw`]: the fetch-side replies as the broker builds them, splicing record
+//!   bytes kept in storage; on the wire they are exactly `v1::FetchResponse` and
+//!   `v1::SubscribeResponse`.
+//! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, for server reflection.
+
+pub mod raw;
+
+/// Messages and clients of `strata.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/client/strata.v1.rs"));
+}
+
+/// Server traits of `strata.v1` (messages come from [`v1`] and [`raw`]).
+#[allow(clippy::all, missing_docs)]
+pub mod server {
+    include!(concat!(env!("OUT_DIR"), "/server/strata.v1.rs"));
+}
+
+/// Encoded `FileDescriptorSet` of every Strata proto file.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
+
+/// Field number of `Record` entries inside `PartitionRecords`. Stored batches
+/// keep their records already framed with this field number (see
+/// docs/storage-format.md), which is what lets the broker splice them.
+pub const PARTITION_RECORDS_RECORDS_FIELD: u32 = 15;
