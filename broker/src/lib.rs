@@ -1,0 +1,3 @@
+//! Strata: an event broker. See README.md and docs/.
+
+pub mod log;

@@ -1,0 +1,122 @@
+//! Every on-disk constant of the log, in one place. docs/storage-format.md
+//! describes the same layout for people; change both together.
+
+/// Format version written in each batch header. Bump on any layout change.
+pub const BATCH_MAGIC: u8 = 1;
+
+// Batch header: fixed size, little-endian.
+/// Absolute offset of the first record (u64).
+pub const BASE_OFFSET_AT: usize = 0;
+/// Total batch size in bytes, header included (u32).
+pub const BATCH_LEN_AT: usize = 8;
+/// Format version (u8).
+pub const MAGIC_AT: usize = 12;
+/// CRC32 (IEEE, crc32fast) of bytes `CRC_COVERS_FROM..batch_len` (u32).
+pub const CRC_AT: usize = 13;
+/// First byte covered by the CRC.
+pub const CRC_COVERS_FROM: usize = 17;
+/// Attribute bits (u16): see `ATTR_*`.
+pub const ATTRIBUTES_AT: usize = 17;
+/// Offset of the last record minus base offset (u32).
+pub const LAST_OFFSET_DELTA_AT: usize = 19;
+/// Number of records in the batch (u32).
+pub const RECORD_COUNT_AT: usize = 23;
+/// Smallest record timestamp, ms since epoch (i64).
+pub const FIRST_TIMESTAMP_AT: usize = 27;
+/// Largest record timestamp, ms since epoch (i64).
+pub const MAX_TIMESTAMP_AT: usize = 35;
+/// Producer id, -1 when none (i64). Reserved for idempotent producers.
+pub const PRODUCER_ID_AT: usize = 43;
+/// Producer epoch, -1 when none (i16).
+pub const PRODUCER_EPOCH_AT: usize = 51;
+/// Sequence of the first record, -1 when none (i32).
+pub const BASE_SEQUENCE_AT: usize = 53;
+/// Size of the fixed header; records follow.
+pub const BATCH_HEADER_LEN: usize = 57;
+
+/// Attribute bits 0-2: compression codec. Only 0 (none) exists today.
+pub const ATTR_COMPRESSION_MASK: u16 = 0b111;
+/// Attribute bit 3: timestamps are the broker's append time.
+pub const ATTR_LOG_APPEND_TIME: u16 = 1 << 3;
+
+/// Protobuf field number that frames each record in a batch body; equals
+/// `PartitionRecords.records` so fetch replies can splice stored bytes.
+pub const RECORD_FIELD: u32 = 15;
+/// The framing key byte: field 15, wire type 2 (length-delimited).
+pub const RECORD_KEY_BYTE: u8 = ((RECORD_FIELD << 3) | 2) as u8;
+
+// Record fields inside the body (protobuf `strata.v1.Record`).
+/// `uint64 offset = 1` (always written, even when 0).
+pub const REC_OFFSET: u32 = 1;
+/// `int64 timestamp_ms = 2`.
+pub const REC_TIMESTAMP: u32 = 2;
+/// `optional bytes key = 3`.
+pub const REC_KEY: u32 = 3;
+/// `optional bytes value = 4`.
+pub const REC_VALUE: u32 = 4;
+/// `repeated Header headers = 5`.
+pub const REC_HEADER: u32 = 5;
+/// `string key = 1` inside `Header`.
+pub const HDR_KEY: u32 = 1;
+/// `bytes value = 2` inside `Header`.
+pub const HDR_VALUE: u32 = 2;
+
+/// Segment files are named by base offset, zero-padded to this many digits.
+pub const SEGMENT_NAME_DIGITS: usize = 20;
+/// Suffix of segment data files.
+pub const LOG_SUFFIX: &str = "log";
+/// Suffix of sparse offset index files.
+pub const INDEX_SUFFIX: &str = "index";
+/// Suffix of time index files.
+pub const TIME_INDEX_SUFFIX: &str = "timeindex";
+
+/// Offset index entry: relative offset (u32) then file position (u32).
+pub const INDEX_ENTRY_LEN: usize = 8;
+/// Time index entry: max timestamp so far (i64) then relative offset (u32).
+pub const TIME_INDEX_ENTRY_LEN: usize = 12;
+
+/// Largest segment a u32 file position can address.
+pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+
+/// Present in the data directory only while no broker runs on it after a
+/// clean stop; its absence at start-up means the last stop was a crash.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// Per-topic metadata file; its presence is the commit point of a topic.
+pub const TOPIC_META_FILE: &str = "topic.toml";
+/// Directory under the data dir holding one directory per topic.
+pub const TOPICS_DIR: &str = "topics";
+
+/// File name of a segment file.
+pub fn segment_file_name(base_offset: u64, suffix: &str) -> String {
+    format!("{base_offset:0width$}.{suffix}", width = SEGMENT_NAME_DIGITS)
+}
+
+/// Parses `<digits>.log` into a base offset.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(LOG_SUFFIX)?.strip_suffix('.')?;
+    if stem.len() != SEGMENT_NAME_DIGITS || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip() {
+        let name = segment_file_name(42, LOG_SUFFIX);
+        assert_eq!(name, "00000000000000000042.log");
+        assert_eq!(parse_segment_file_name(&name), Some(42));
+        assert_eq!(parse_segment_file_name("00000000000000000042.index"), None);
+        assert_eq!(parse_segment_file_name("42.log"), None);
+    }
+
+    #[test]
+    fn header_fields_are_contiguous() {
+        assert_eq!(CRC_AT + 4, CRC_COVERS_FROM);
+        assert_eq!(BASE_SEQUENCE_AT + 4, BATCH_HEADER_LEN);
+        assert_eq!(RECORD_KEY_BYTE, 0x7a);
+    }
+}

@@ -1,0 +1,347 @@
+//! Sparse, memory-mapped indexes of a segment.
+//!
+//! - [`OffsetIndex`]: (offset − base, file position) every `index_interval_bytes`.
+//! - [`TimeIndex`]: (largest timestamp so far, offset − base of the batch that
+//!   raised it), at most one entry per index interval.
+//!
+//! The active segment's index files are preallocated to their maximum size and
+//! mapped; on seal (segment roll or clean stop) they are cut to their entries.
+//! Entries are only hints: a lost or stale entry costs a longer scan, never a
+//! wrong answer, because readers always confirm against batch headers.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+use memmap2::MmapMut;
+
+use super::format::{INDEX_ENTRY_LEN, TIME_INDEX_ENTRY_LEN};
+
+/// Fixed-size entries in a mapped file.
+#[derive(Debug)]
+struct EntryFile<const E: usize> {
+    file: File,
+    /// `None` while the file is empty (a zero-length map is not allowed).
+    map: Option<MmapMut>,
+    entries: usize,
+    capacity: usize,
+}
+
+impl<const E: usize> EntryFile<E> {
+    /// Opens (or creates) `path`. `writable_capacity_bytes` = Some(max) for
+    /// an active segment (file grown to `max` and entries appended), None for
+    /// a sealed one. `valid(prev, entry)` decides where the real entries end
+    /// in a preallocated file.
+    fn open(
+        path: &Path,
+        writable_capacity_bytes: Option<usize>,
+        valid: impl Fn(Option<&[u8; E]>, &[u8; E]) -> bool,
+    ) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let len = file.metadata()?.len() as usize;
+        let capacity = match writable_capacity_bytes {
+            Some(max) => (max / E).max(len / E),
+            None => len / E,
+        };
+        if capacity * E != len {
+            file.set_len((capacity * E) as u64)?;
+        }
+        let map = if capacity == 0 {
+            None
+        } else {
+            // SAFETY: the file is owned by this segment and only changed
+            // through this map or by set_len in `seal`, which drops the map
+            // first; no other process writes a broker's data directory.
+            Some(unsafe { MmapMut::map_mut(&file)? })
+        };
+        let mut this = EntryFile { file, map, entries: 0, capacity };
+        let mut prev: Option<[u8; E]> = None;
+        while this.entries < len.min(capacity * E) / E {
+            let e = this.get(this.entries);
+            if !valid(prev.as_ref(), &e) {
+                break;
+            }
+            prev = Some(e);
+            this.entries += 1;
+        }
+        Ok(this)
+    }
+
+    fn get(&self, i: usize) -> [u8; E] {
+        let map = self.map.as_ref().expect("entry within capacity implies a map");
+        map[i * E..(i + 1) * E].try_into().expect("E bytes")
+    }
+
+    fn push(&mut self, entry: [u8; E]) -> bool {
+        if self.entries >= self.capacity {
+            return false;
+        }
+        let map = self.map.as_mut().expect("capacity > 0 implies a map");
+        map[self.entries * E..(self.entries + 1) * E].copy_from_slice(&entry);
+        self.entries += 1;
+        true
+    }
+
+    fn truncate(&mut self, entries: usize) {
+        if entries < self.entries {
+            if let Some(map) = self.map.as_mut() {
+                map[entries * E..self.entries * E].fill(0);
+            }
+            self.entries = entries;
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.entries >= self.capacity
+    }
+
+    /// Writes the map back, cuts the file to its entries and keeps it read-only.
+    fn seal(&mut self) -> io::Result<()> {
+        if let Some(map) = self.map.take() {
+            map.flush()?;
+        }
+        self.file.set_len((self.entries * E) as u64)?;
+        self.file.sync_all()?;
+        self.capacity = self.entries;
+        if self.capacity > 0 {
+            // SAFETY: as in `open`; the file now has exactly `capacity` entries.
+            self.map = Some(unsafe { MmapMut::map_mut(&self.file)? });
+        }
+        Ok(())
+    }
+
+    /// Binary search: the last index `i` with `pred(entry i)` true, assuming
+    /// `pred` is true for a prefix of the entries.
+    fn last_where(&self, pred: impl Fn(&[u8; E]) -> bool) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.entries);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if pred(&self.get(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1)
+    }
+}
+
+fn offset_entry(e: &[u8; INDEX_ENTRY_LEN]) -> (u32, u32) {
+    (u32::from_le_bytes(e[..4].try_into().unwrap()), u32::from_le_bytes(e[4..].try_into().unwrap()))
+}
+
+fn time_entry(e: &[u8; TIME_INDEX_ENTRY_LEN]) -> (i64, u32) {
+    (i64::from_le_bytes(e[..8].try_into().unwrap()), u32::from_le_bytes(e[8..].try_into().unwrap()))
+}
+
+/// Offset → file position, sparse.
+#[derive(Debug)]
+pub struct OffsetIndex(EntryFile<INDEX_ENTRY_LEN>);
+
+impl OffsetIndex {
+    /// Opens the index of a segment whose log holds `log_len` bytes. Entries
+    /// must grow strictly and point inside the log; the first that does not
+    /// ends the index (what follows is preallocated space or stale).
+    pub fn open(path: &Path, writable_capacity_bytes: Option<usize>, log_len: u64) -> io::Result<Self> {
+        let f = EntryFile::open(path, writable_capacity_bytes, |prev, e| {
+            let (rel, pos) = offset_entry(e);
+            let in_log = u64::from(pos) < log_len;
+            match prev.map(offset_entry) {
+                None => in_log,
+                Some((prel, ppos)) => in_log && rel > prel && pos > ppos,
+            }
+        })?;
+        Ok(OffsetIndex(f))
+    }
+
+    /// Adds an entry; false if the index is full (the segment must roll).
+    pub fn push(&mut self, rel_offset: u32, position: u32) -> bool {
+        let mut e = [0u8; INDEX_ENTRY_LEN];
+        e[..4].copy_from_slice(&rel_offset.to_le_bytes());
+        e[4..].copy_from_slice(&position.to_le_bytes());
+        self.0.push(e)
+    }
+
+    /// The last entry with relative offset <= `rel_offset`: (relative offset, position).
+    pub fn lookup(&self, rel_offset: u32) -> Option<(u32, u32)> {
+        self.0
+            .last_where(|e| offset_entry(e).0 <= rel_offset)
+            .map(|i| offset_entry(&self.0.get(i)))
+    }
+
+    /// The last entry, if any.
+    pub fn last(&self) -> Option<(u32, u32)> {
+        self.0.entries.checked_sub(1).map(|i| offset_entry(&self.0.get(i)))
+    }
+
+    /// Drops entries at relative offsets >= `rel_offset`.
+    pub fn truncate_from(&mut self, rel_offset: u32) {
+        let keep = self.0.last_where(|e| offset_entry(e).0 < rel_offset).map_or(0, |i| i + 1);
+        self.0.truncate(keep);
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.entries
+    }
+
+    /// True if there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.entries == 0
+    }
+
+    /// True if no entry can be added.
+    pub fn is_full(&self) -> bool {
+        self.0.is_full()
+    }
+
+    /// Cuts the file to its entries and syncs it.
+    pub fn seal(&mut self) -> io::Result<()> {
+        self.0.seal()
+    }
+}
+
+/// Timestamp → offset, sparse.
+#[derive(Debug)]
+pub struct TimeIndex(EntryFile<TIME_INDEX_ENTRY_LEN>);
+
+impl TimeIndex {
+    /// Opens a time index. Entries must carry positive, non-decreasing
+    /// timestamps and strictly growing offsets.
+    pub fn open(path: &Path, writable_capacity_bytes: Option<usize>) -> io::Result<Self> {
+        let f = EntryFile::open(path, writable_capacity_bytes, |prev, e| {
+            let (ts, rel) = time_entry(e);
+            match prev.map(time_entry) {
+                None => ts > 0,
+                Some((pts, prel)) => ts > pts && rel > prel,
+            }
+        })?;
+        Ok(TimeIndex(f))
+    }
+
+    /// Adds an entry; false if full.
+    pub fn push(&mut self, max_timestamp: i64, rel_offset: u32) -> bool {
+        let mut e = [0u8; TIME_INDEX_ENTRY_LEN];
+        e[..8].copy_from_slice(&max_timestamp.to_le_bytes());
+        e[8..].copy_from_slice(&rel_offset.to_le_bytes());
+        self.0.push(e)
+    }
+
+    /// The last entry whose timestamp is < `ts`: (timestamp, relative offset).
+    /// Every record before that entry's batch is older than `ts`.
+    pub fn last_before(&self, ts: i64) -> Option<(i64, u32)> {
+        self.0.last_where(|e| time_entry(e).0 < ts).map(|i| time_entry(&self.0.get(i)))
+    }
+
+    /// The last entry, if any.
+    pub fn last(&self) -> Option<(i64, u32)> {
+        self.0.entries.checked_sub(1).map(|i| time_entry(&self.0.get(i)))
+    }
+
+    /// Drops entries at relative offsets >= `rel_offset`.
+    pub fn truncate_from(&mut self, rel_offset: u32) {
+        let keep = self.0.last_where(|e| time_entry(e).1 < rel_offset).map_or(0, |i| i + 1);
+        self.0.truncate(keep);
+    }
+
+    /// True if no entry can be added.
+    pub fn is_full(&self) -> bool {
+        self.0.is_full()
+    }
+
+    /// Cuts the file to its entries and syncs it.
+    pub fn seal(&mut self) -> io::Result<()> {
+        self.0.seal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn offset_index_lookup_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut idx = OffsetIndex::open(&path, Some(80), 10_000).unwrap();
+        assert!(idx.lookup(5).is_none());
+        for i in 0..10u32 {
+            assert!(idx.push(i * 10, i * 1000));
+        }
+        assert!(idx.is_full());
+        assert!(!idx.push(100, 10_000));
+        assert_eq!(idx.lookup(0), Some((0, 0)));
+        assert_eq!(idx.lookup(35), Some((30, 3000)));
+        assert_eq!(idx.lookup(1_000), Some((90, 9000)));
+        drop(idx);
+        // Reopen with a shorter log: entries pointing past it are dropped.
+        let idx = OffsetIndex::open(&path, Some(80), 5_500).unwrap();
+        assert_eq!(idx.len(), 6);
+        assert_eq!(idx.last(), Some((50, 5000)));
+    }
+
+    #[test]
+    fn preallocated_zeroes_are_not_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut idx = OffsetIndex::open(&path, Some(4096), 1 << 20).unwrap();
+        idx.push(0, 0);
+        idx.push(7, 4100);
+        drop(idx); // a crash: the file keeps its preallocated size
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
+        let mut idx = OffsetIndex::open(&path, Some(4096), 1 << 20).unwrap();
+        assert_eq!(idx.len(), 2);
+        idx.seal().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 16);
+        let idx = OffsetIndex::open(&path, None, 1 << 20).unwrap();
+        assert_eq!(idx.last(), Some((7, 4100)));
+
+        let tpath = dir.path().join("0.timeindex");
+        let mut t = TimeIndex::open(&tpath, Some(1200)).unwrap();
+        t.push(100, 0);
+        t.push(150, 9);
+        drop(t);
+        let t = TimeIndex::open(&tpath, Some(1200)).unwrap();
+        assert_eq!(t.last(), Some((150, 9)));
+    }
+
+    #[test]
+    fn truncate_from_drops_later_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = OffsetIndex::open(&dir.path().join("i"), Some(800), 1 << 30).unwrap();
+        let mut t = TimeIndex::open(&dir.path().join("t"), Some(1200)).unwrap();
+        for i in 0..10u32 {
+            idx.push(i * 10, i * 100);
+            t.push(1000 + i64::from(i), i * 10);
+        }
+        idx.truncate_from(45);
+        t.truncate_from(45);
+        assert_eq!(idx.last(), Some((40, 400)));
+        assert_eq!(t.last(), Some((1004, 40)));
+        idx.truncate_from(0);
+        assert!(idx.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn lookup_finds_floor_entry(gaps in proptest::collection::vec(1u32..1000, 1..200), probe in 0u32..300_000) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut idx = OffsetIndex::open(&dir.path().join("i"), Some(8 * 200), u64::MAX).unwrap();
+            let mut t = TimeIndex::open(&dir.path().join("t"), Some(12 * 200)).unwrap();
+            let mut rel = 0u32;
+            let mut entries = Vec::new();
+            for (i, g) in gaps.iter().enumerate() {
+                if i > 0 { rel += g; }
+                idx.push(rel, rel * 3);
+                t.push(i64::from(rel) + 1, rel);
+                entries.push(rel);
+            }
+            let expect = entries.iter().rev().find(|&&e| e <= probe).map(|&e| (e, e * 3));
+            prop_assert_eq!(idx.lookup(probe), expect);
+            let ts = i64::from(probe);
+            let expect_t = entries.iter().rev().find(|&&e| i64::from(e) + 1 < ts).map(|&e| (i64::from(e) + 1, e));
+            prop_assert_eq!(t.last_before(ts), expect_t);
+        }
+    }
+}

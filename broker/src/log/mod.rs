@@ -1,0 +1,448 @@
+//! A partition's log: an ordered set of segments with one writer.
+//!
+//! - Appends take the writer lock, encode one batch into a reused buffer,
+//!   write it with one positional write and publish the new high watermark.
+//! - Reads take no writer lock: they snapshot the segment list and read
+//!   complete batches below each segment's published size.
+//! - Durability is a separate, shared step: a flusher task fsyncs the active
+//!   segment when asked, on a timer or after N records, and publishes the
+//!   durable offset; every producer waiting for `Acks::Durable` waits for that
+//!   offset, so one fsync serves them all (group commit).
+
+pub mod batch;
+pub mod format;
+pub mod index;
+pub mod segment;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{watch, Notify};
+
+use batch::{encode_batch, BatchHeader, RecordIter, RecordSource, Stamp};
+use format::{parse_segment_file_name, BATCH_HEADER_LEN, MAX_SEGMENT_BYTES};
+pub use segment::{IndexConfig, Segment, TailRecovery};
+
+/// Settings a log needs; taken from the topic's effective configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct LogConfig {
+    /// Roll the active segment before it would exceed this size.
+    pub segment_bytes: u64,
+    /// Roll the active segment once it is this old (and not empty).
+    pub segment_ms: u64,
+    /// Index sizing.
+    pub index: IndexConfig,
+    /// Stamp every record with the broker's append time.
+    pub log_append_time: bool,
+    /// Ask for an fsync after this many unflushed records (0 = never by count).
+    pub flush_records: u64,
+}
+
+/// Errors from a log that a caller can act on.
+#[derive(Debug)]
+pub enum LogError {
+    /// The requested offset is outside [log start, high watermark].
+    OffsetOutOfRange {
+        /// Requested offset.
+        offset: u64,
+        /// First readable offset.
+        log_start: u64,
+        /// One past the last readable offset.
+        high_watermark: u64,
+    },
+    /// The log was closed (shutdown or topic deletion).
+    Closed,
+    /// The disk failed us.
+    Io(io::Error),
+}
+
+impl From<io::Error> for LogError {
+    fn from(e: io::Error) -> Self {
+        LogError::Io(e)
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// One past the last record.
+    pub next_offset: u64,
+}
+
+/// Records read from a log, as stored (see `strata_proto::raw`).
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    /// Framed records, in offset order, starting at the requested offset.
+    pub chunks: Vec<Bytes>,
+    /// Offset to read next.
+    pub next_offset: u64,
+    /// High watermark at the time of the read.
+    pub high_watermark: u64,
+    /// Log start offset at the time of the read.
+    pub log_start: u64,
+    /// Total bytes in `chunks`.
+    pub bytes: usize,
+}
+
+struct Writer {
+    active: Arc<Segment>,
+    next_offset: u64,
+    buf: BytesMut,
+    unflushed_records: u64,
+    active_since: Instant,
+    config: LogConfig,
+    closed: bool,
+}
+
+/// One partition's log.
+pub struct Log {
+    dir: PathBuf,
+    name: String,
+    segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    writer: Mutex<Writer>,
+    high_watermark: watch::Sender<u64>,
+    durable: watch::Sender<u64>,
+    log_start: AtomicU64,
+    flush_wanted: Notify,
+    closed: AtomicBool,
+}
+
+/// What opening a log found.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// Segments found.
+    pub segments: usize,
+    /// The tail check of the last segment.
+    pub tail: TailRecovery,
+}
+
+impl Log {
+    /// Opens the log in `dir` (created if missing). Only the last segment's
+    /// tail is checked; earlier segments were fsynced and sealed when they
+    /// rolled, so they are trusted as they are.
+    pub fn open(dir: &Path, name: String, config: LogConfig) -> io::Result<(Log, OpenReport)> {
+        fs::create_dir_all(dir)?;
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(base) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        if bases.is_empty() {
+            bases.push(0);
+        }
+        let mut segments = BTreeMap::new();
+        let last = *bases.last().expect("at least one segment");
+        for &base in &bases[..bases.len() - 1] {
+            segments.insert(base, Arc::new(Segment::open(dir, base, false, config.index)?));
+        }
+        let active = Arc::new(Segment::open(dir, last, true, config.index)?);
+        let (next_offset, tail) = active.recover_tail(config.index)?;
+        segments.insert(last, active.clone());
+        sync_dir(dir)?;
+        let log_start = *segments.keys().next().expect("at least one segment");
+        let report = OpenReport { segments: segments.len(), tail };
+        let log = Log {
+            dir: dir.to_path_buf(),
+            name,
+            segments: RwLock::new(segments),
+            writer: Mutex::new(Writer {
+                active,
+                next_offset,
+                buf: BytesMut::new(),
+                unflushed_records: 0,
+                active_since: Instant::now(),
+                config,
+                closed: false,
+            }),
+            high_watermark: watch::Sender::new(next_offset),
+            // What recovery kept is on disk: it was fsynced or read back from it.
+            durable: watch::Sender::new(next_offset),
+            log_start: AtomicU64::new(log_start),
+            flush_wanted: Notify::new(),
+            closed: AtomicBool::new(false),
+        };
+        Ok((log, report))
+    }
+
+    /// A name for log lines ("topic/partition").
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// One past the last readable offset.
+    pub fn high_watermark(&self) -> u64 {
+        *self.high_watermark.borrow()
+    }
+
+    /// First readable offset.
+    pub fn log_start(&self) -> u64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    /// Offsets below this are fsynced.
+    pub fn durable_offset(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    /// Watches the high watermark (for long polls and subscriptions).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// Replaces the configuration used by later appends.
+    pub fn set_config(&self, config: LogConfig) {
+        self.writer.lock().expect("writer lock").config = config;
+    }
+
+    /// Number of segments and their total size in bytes.
+    pub fn disk_usage(&self) -> (usize, u64) {
+        let segs = self.segments.read().expect("segments lock");
+        (segs.len(), segs.values().map(|s| s.size()).sum())
+    }
+
+    /// Appends `records` (non-empty) as one batch.
+    pub fn append<R: RecordSource>(&self, records: &[R], now_ms: i64) -> Result<Appended, LogError> {
+        let mut w = self.writer.lock().expect("writer lock");
+        if w.closed {
+            return Err(LogError::Closed);
+        }
+        let base = w.next_offset;
+        let stamp = Stamp { append_time_ms: now_ms, log_append_time: w.config.log_append_time };
+        let mut buf = std::mem::take(&mut w.buf);
+        let meta = encode_batch(&mut buf, base, records, stamp);
+        let result = self.write_batch(&mut w, &buf, &meta);
+        w.buf = buf;
+        result?;
+        w.next_offset = meta.next_offset();
+        w.unflushed_records += u64::from(meta.record_count);
+        if w.config.flush_records > 0 && w.unflushed_records >= w.config.flush_records {
+            self.flush_wanted.notify_one();
+        }
+        self.high_watermark.send_replace(w.next_offset);
+        Ok(Appended { base_offset: base, next_offset: w.next_offset })
+    }
+
+    fn write_batch(&self, w: &mut Writer, batch: &[u8], meta: &batch::BatchMeta) -> Result<(), LogError> {
+        let size = w.active.size();
+        let too_big = size > 0 && size + batch.len() as u64 > w.config.segment_bytes.min(MAX_SEGMENT_BYTES);
+        let too_old = size > 0 && w.active_since.elapsed() >= Duration::from_millis(w.config.segment_ms);
+        // Relative offsets are u32: roll long before they could overflow.
+        let too_many = meta.next_offset() - w.active.base_offset() > u64::from(u32::MAX / 2);
+        if too_big || too_old || too_many || w.active.indexes_full() {
+            self.roll(w)?;
+        }
+        w.active.append(batch, meta, w.config.index)?;
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    fn roll(&self, w: &mut Writer) -> io::Result<()> {
+        let last = w.next_offset.checked_sub(1).filter(|&o| o >= w.active.base_offset());
+        w.active.seal(last)?;
+        // The sealed segment is fsynced: everything so far is durable.
+        self.durable.send_if_modified(|d| raise(d, w.next_offset));
+        let seg = Arc::new(Segment::open(&self.dir, w.next_offset, true, w.config.index)?);
+        sync_dir(&self.dir)?;
+        self.segments.write().expect("segments lock").insert(w.next_offset, seg.clone());
+        tracing::debug!(log = %self.name, base_offset = w.next_offset, "rolled segment");
+        w.active = seg;
+        w.active_since = Instant::now();
+        Ok(())
+    }
+
+    /// Reads up to `max_bytes` of records from `offset` (at least one batch if
+    /// any is available), from one segment.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        let hw = self.high_watermark();
+        let log_start = self.log_start();
+        if offset < log_start || offset > hw {
+            return Err(LogError::OffsetOutOfRange { offset, log_start, high_watermark: hw });
+        }
+        let mut result = ReadResult { next_offset: offset, high_watermark: hw, log_start, ..Default::default() };
+        if offset == hw {
+            return Ok(result);
+        }
+        let segments: Vec<Arc<Segment>> = {
+            let segs = self.segments.read().expect("segments lock");
+            segs.range(..=offset).next_back().into_iter().chain(segs.range(offset + 1..)).map(|(_, s)| s.clone()).collect()
+        };
+        for seg in segments {
+            let limit = seg.size();
+            let Some((pos, first)) = seg.find_batch(offset, limit)? else { continue };
+            if first.meta.base_offset >= hw {
+                break;
+            }
+            let want = (limit - pos).min(max_bytes.max(first.batch_len as usize) as u64);
+            let data = seg.read(pos, want as usize)?;
+            let mut p = 0usize;
+            while p + BATCH_HEADER_LEN <= data.len() {
+                let h = BatchHeader::parse(&data[p..])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.name)))?;
+                let end = p + h.batch_len as usize;
+                if end > data.len() || h.meta.base_offset >= hw {
+                    break;
+                }
+                let mut body = data.slice(p + BATCH_HEADER_LEN..end);
+                if h.meta.base_offset < offset {
+                    body = body.slice(batch::position_of_offset(&body, offset)..);
+                }
+                result.bytes += body.len();
+                if !body.is_empty() {
+                    result.chunks.push(body);
+                }
+                result.next_offset = h.meta.next_offset();
+                p = end;
+            }
+            break;
+        }
+        Ok(result)
+    }
+
+    /// The first record with timestamp >= `ts`: (offset, timestamp), or None
+    /// if every record is older.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>, LogError> {
+        let hw = self.high_watermark();
+        let segments: Vec<Arc<Segment>> =
+            self.segments.read().expect("segments lock").values().cloned().collect();
+        for seg in segments.iter().filter(|s| s.max_timestamp() >= ts) {
+            let limit = seg.size();
+            let mut pos = seg.time_search_start(ts);
+            while pos < limit {
+                let h = seg.header_at(pos)?;
+                if h.meta.base_offset >= hw {
+                    return Ok(None);
+                }
+                if h.meta.max_timestamp >= ts {
+                    let data = seg.read(pos, h.batch_len as usize)?;
+                    let found = RecordIter::new(&data[BATCH_HEADER_LEN..])
+                        .find(|r| r.timestamp_ms >= ts)
+                        .map(|r| (r.offset, r.timestamp_ms));
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                }
+                pos += u64::from(h.batch_len);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits until every offset below `offset` is fsynced.
+    pub async fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
+        let mut rx = self.durable.subscribe();
+        if *rx.borrow() >= offset {
+            return Ok(());
+        }
+        self.flush_wanted.notify_one();
+        tokio::select! {
+            r = rx.wait_for(|d| *d >= offset) => r.map(|_| ()).map_err(|_| LogError::Closed),
+            // A closed log has fsynced everything it acknowledged.
+            _ = self.wait_closed() => if self.durable_offset() >= offset { Ok(()) } else { Err(LogError::Closed) },
+        }
+    }
+
+    async fn wait_closed(&self) {
+        let mut hw = self.high_watermark.subscribe();
+        while !self.closed.load(Ordering::Acquire) {
+            if hw.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// fsyncs everything appended so far and publishes the durable offset.
+    pub async fn flush(self: &Arc<Self>) -> Result<(), LogError> {
+        let (seg, target, records) = {
+            let w = self.writer.lock().expect("writer lock");
+            (w.active.clone(), w.next_offset, w.unflushed_records)
+        };
+        if target <= self.durable_offset() {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || seg.sync())
+            .await
+            .map_err(|e| LogError::Io(io::Error::other(e)))??;
+        let mut w = self.writer.lock().expect("writer lock");
+        w.unflushed_records = w.unflushed_records.saturating_sub(records);
+        drop(w);
+        self.durable.send_if_modified(|d| raise(d, target));
+        Ok(())
+    }
+
+    /// The flusher: fsyncs when asked (durable acks, record count) or every
+    /// `interval`, until the log closes. One fsync covers every append before it.
+    pub async fn run_flusher(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.closed.load(Ordering::Acquire) {
+            tokio::select! {
+                _ = self.flush_wanted.notified() => {}
+                _ = tick.tick() => {}
+            }
+            if self.closed.load(Ordering::Acquire) {
+                break;
+            }
+            if let Err(e) = self.flush().await {
+                tracing::error!(log = %self.name, error = ?e, "fsync failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// Stops appends, fsyncs and seals the indexes. Reads keep working.
+    pub fn close(&self) -> io::Result<()> {
+        let mut w = self.writer.lock().expect("writer lock");
+        if w.closed {
+            return Ok(());
+        }
+        w.closed = true;
+        let last = w.next_offset.checked_sub(1).filter(|&o| o >= w.active.base_offset());
+        let result = w.active.seal(last);
+        if result.is_ok() {
+            self.durable.send_if_modified(|d| raise(d, w.next_offset));
+        }
+        self.closed.store(true, Ordering::Release);
+        self.flush_wanted.notify_one();
+        // Wake waiters of the high watermark so they notice the close.
+        self.high_watermark.send_modify(|_| {});
+        result
+    }
+
+    /// True once closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+fn raise(current: &mut u64, to: u64) -> bool {
+    if to > *current {
+        *current = to;
+        true
+    } else {
+        false
+    }
+}
+
+/// fsyncs a directory so created, renamed or removed entries survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,310 @@
+//! One segment: a `.log` file of batches plus its two indexes.
+//!
+//! Only the partition's writer appends, and it publishes `size` after each
+//! complete batch; readers use positional reads below that size, so they never
+//! wait for the writer and never see a partial batch.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use bytes::{Bytes, BytesMut};
+
+use super::batch::{BatchError, BatchHeader, BatchMeta};
+use super::format::*;
+use super::index::{OffsetIndex, TimeIndex};
+
+/// Index sizing and placement, from the topic's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexConfig {
+    /// Add an offset index entry after at least this many bytes.
+    pub interval_bytes: u64,
+    /// Preallocated size of an active segment's offset index (the time index
+    /// gets the same number of entries).
+    pub max_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Indexes {
+    offset: OffsetIndex,
+    time: TimeIndex,
+    /// Bytes appended since the last offset index entry.
+    bytes_since_entry: u64,
+}
+
+/// What a tail check found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TailRecovery {
+    /// Batches checked (from the last trustworthy index entry on).
+    pub batches_checked: u64,
+    /// Bytes cut off the end of the log, and why.
+    pub truncated: Option<(u64, String)>,
+}
+
+/// A segment of a partition's log.
+#[derive(Debug)]
+pub struct Segment {
+    base_offset: u64,
+    path: PathBuf,
+    file: File,
+    /// Bytes of complete batches; readers stay below it.
+    size: AtomicU64,
+    /// Largest record timestamp, i64::MIN while empty.
+    max_timestamp: AtomicI64,
+    indexes: RwLock<Indexes>,
+}
+
+fn paths(dir: &Path, base: u64) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join(segment_file_name(base, LOG_SUFFIX)),
+        dir.join(segment_file_name(base, INDEX_SUFFIX)),
+        dir.join(segment_file_name(base, TIME_INDEX_SUFFIX)),
+    )
+}
+
+impl Segment {
+    /// Opens (creating if needed) the segment at `base_offset` in `dir`.
+    /// `active` segments get writable, preallocated indexes; sealed ones are
+    /// opened as they were cut at seal time.
+    pub fn open(dir: &Path, base_offset: u64, active: bool, cfg: IndexConfig) -> io::Result<Segment> {
+        let (log_path, index_path, time_path) = paths(dir, base_offset);
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&log_path)?;
+        let size = file.metadata()?.len();
+        let capacity = active.then_some(cfg.max_bytes);
+        let time_capacity = capacity.map(|b| b / INDEX_ENTRY_LEN * TIME_INDEX_ENTRY_LEN);
+        let offset = OffsetIndex::open(&index_path, capacity, size)?;
+        let time = TimeIndex::open(&time_path, time_capacity)?;
+        let max_ts = time.last().map_or(i64::MIN, |(ts, _)| ts);
+        Ok(Segment {
+            base_offset,
+            path: log_path,
+            file,
+            size: AtomicU64::new(size),
+            max_timestamp: AtomicI64::new(max_ts),
+            indexes: RwLock::new(Indexes { offset, time, bytes_since_entry: 0 }),
+        })
+    }
+
+    /// First offset this segment may hold.
+    pub fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    /// Bytes of complete batches.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Largest record timestamp (i64::MIN if empty).
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    /// Path of the `.log` file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn rel(&self, offset: u64) -> u32 {
+        // Segments roll before a relative offset could overflow (see Log::append).
+        (offset - self.base_offset) as u32
+    }
+
+    /// True if no more index entries fit: the segment must roll.
+    pub fn indexes_full(&self) -> bool {
+        let ix = self.indexes.read().expect("index lock");
+        ix.offset.is_full() || ix.time.is_full()
+    }
+
+    /// Appends one encoded batch at the end. Writer only.
+    pub fn append(&self, batch: &[u8], meta: &BatchMeta, cfg: IndexConfig) -> io::Result<()> {
+        let pos = self.size.load(Ordering::Relaxed);
+        self.file.write_all_at(batch, pos)?;
+        let rel = self.rel(meta.base_offset);
+        {
+            let mut ix = self.indexes.write().expect("index lock");
+            if ix.offset.is_empty() || ix.bytes_since_entry >= cfg.interval_bytes {
+                ix.offset.push(rel, pos as u32);
+                ix.bytes_since_entry = 0;
+                if meta.max_timestamp > self.max_timestamp() {
+                    ix.time.push(meta.max_timestamp, rel);
+                }
+            }
+            ix.bytes_since_entry += batch.len() as u64;
+        }
+        self.max_timestamp.fetch_max(meta.max_timestamp, Ordering::AcqRel);
+        self.size.store(pos + batch.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `pos` (within `size()`).
+    pub fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let mut buf = BytesMut::zeroed(len);
+        self.file.read_exact_at(&mut buf, pos)?;
+        Ok(buf.freeze())
+    }
+
+    /// Reads the batch header at `pos`.
+    pub fn header_at(&self, pos: u64) -> io::Result<BatchHeader> {
+        let mut h = [0u8; BATCH_HEADER_LEN];
+        self.file.read_exact_at(&mut h, pos)?;
+        BatchHeader::parse(&h).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    }
+
+    /// The first batch that ends at or after `offset`, searching below byte
+    /// `limit`: (position, header). None if every batch there ends before it.
+    pub fn find_batch(&self, offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+        let start = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
+        let mut pos = {
+            let ix = self.indexes.read().expect("index lock");
+            ix.offset.lookup(start).map_or(0, |(_, p)| u64::from(p))
+        };
+        while pos < limit {
+            let h = self.header_at(pos)?;
+            if h.meta.base_offset + u64::from(h.meta.last_offset_delta) >= offset {
+                return Ok(Some((pos, h)));
+            }
+            pos += u64::from(h.batch_len);
+        }
+        Ok(None)
+    }
+
+    /// The position to start a timestamp search from: every record of the
+    /// batches before it is older than `ts`.
+    pub fn time_search_start(&self, ts: i64) -> u64 {
+        let ix = self.indexes.read().expect("index lock");
+        ix.time
+            .last_before(ts)
+            .and_then(|(_, rel)| ix.offset.lookup(rel))
+            .map_or(0, |(_, p)| u64::from(p))
+    }
+
+    /// Checks the tail of the log batch by batch, from the last index entry
+    /// that points at a valid batch, and truncates at the first torn or corrupt
+    /// batch. Rebuilds index entries for what it checked. Returns the offset
+    /// after the last good batch along with what was done.
+    ///
+    /// This is the recovery policy for the last segment of a partition: only
+    /// it can hold a partial write, because rolling a segment fsyncs it first.
+    pub fn recover_tail(&self, cfg: IndexConfig) -> io::Result<(u64, TailRecovery)> {
+        let file_len = self.file.metadata()?.len();
+        let mut report = TailRecovery::default();
+        let mut ix = self.indexes.write().expect("index lock");
+        // Walk back from the last index entry until one points at a good batch.
+        let (mut pos, mut next_offset) = loop {
+            match ix.offset.last() {
+                None => break (0, self.base_offset),
+                Some((rel, p)) => {
+                    let good = self.verified_batch_at(u64::from(p), file_len)?;
+                    if let Ok(h) = good {
+                        if h.meta.base_offset == self.base_offset + u64::from(rel) {
+                            break (u64::from(p), h.meta.base_offset);
+                        }
+                    }
+                    ix.offset.truncate_from(rel);
+                }
+            }
+        };
+        let resume_rel = self.rel(next_offset);
+        ix.offset.truncate_from(resume_rel);
+        ix.time.truncate_from(resume_rel);
+        let mut max_ts = ix.time.last().map_or(i64::MIN, |(ts, _)| ts);
+        ix.bytes_since_entry = 0;
+        while pos < file_len {
+            let h = match self.verified_batch_at(pos, file_len)? {
+                Ok(h) if h.meta.base_offset >= next_offset => h,
+                Ok(h) => {
+                    let why = format!("batch at offset {} overlaps offset {next_offset}", h.meta.base_offset);
+                    report.truncated = Some((file_len - pos, why));
+                    break;
+                }
+                Err(e) => {
+                    report.truncated = Some((file_len - pos, e.to_string()));
+                    break;
+                }
+            };
+            report.batches_checked += 1;
+            let rel = self.rel(h.meta.base_offset);
+            if ix.offset.is_empty() || ix.bytes_since_entry >= cfg.interval_bytes {
+                ix.offset.push(rel, pos as u32);
+                ix.bytes_since_entry = 0;
+                if h.meta.max_timestamp > max_ts {
+                    ix.time.push(h.meta.max_timestamp, rel);
+                }
+            }
+            ix.bytes_since_entry += u64::from(h.batch_len);
+            max_ts = max_ts.max(h.meta.max_timestamp);
+            next_offset = h.meta.next_offset();
+            pos += u64::from(h.batch_len);
+        }
+        if pos < file_len {
+            self.file.set_len(pos)?;
+            self.file.sync_all()?;
+        }
+        self.size.store(pos, Ordering::Release);
+        self.max_timestamp.store(max_ts, Ordering::Release);
+        Ok((next_offset, report))
+    }
+
+    /// Reads and verifies the whole batch at `pos`. The outer error is I/O;
+    /// the inner one says why the bytes are not a good batch.
+    fn verified_batch_at(&self, pos: u64, file_len: u64) -> io::Result<Result<BatchHeader, BatchError>> {
+        if file_len - pos < BATCH_HEADER_LEN as u64 {
+            return Ok(Err(BatchError::Truncated));
+        }
+        let h = match self.header_at(pos) {
+            Ok(h) => h,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                let mut b = [0u8; BATCH_HEADER_LEN];
+                self.file.read_exact_at(&mut b, pos)?;
+                return Ok(Err(BatchHeader::parse(&b).unwrap_err()));
+            }
+            Err(e) => return Err(e),
+        };
+        if u64::from(h.batch_len) > file_len - pos {
+            return Ok(Err(BatchError::Truncated));
+        }
+        let batch = self.read(pos, h.batch_len as usize)?;
+        Ok(BatchHeader::parse_verified(&batch))
+    }
+
+    /// fsyncs the log data (indexes are rebuilt from it if lost).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Makes the segment read-only for good: fsyncs the log, adds a final
+    /// time index entry so the segment's largest timestamp survives, and cuts
+    /// the indexes to size.
+    pub fn seal(&self, last_offset: Option<u64>) -> io::Result<()> {
+        self.sync()?;
+        let mut ix = self.indexes.write().expect("index lock");
+        let max_ts = self.max_timestamp();
+        if let Some(last) = last_offset {
+            if ix.time.last().is_none_or(|(ts, _)| ts < max_ts) && max_ts > 0 {
+                let rel = self.rel(last);
+                if ix.time.last().is_none_or(|(_, r)| r < rel) {
+                    ix.time.push(max_ts, rel);
+                }
+            }
+        }
+        ix.offset.seal()?;
+        ix.time.seal()
+    }
+
+    /// Removes the segment's files.
+    pub fn remove_files(&self) -> io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let (log, index, time) = paths(dir, self.base_offset);
+        for p in [log, index, time] {
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,218 @@
+use super::batch::tests::{value_record, TestRecord};
+use super::*;
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        segment_ms: u64::MAX,
+        index: IndexConfig { interval_bytes: 256, max_bytes: 4096 },
+        log_append_time: false,
+        flush_records: 0,
+    }
+}
+
+fn open(dir: &Path, segment_bytes: u64) -> (Log, OpenReport) {
+    Log::open(dir, "t/0".into(), config(segment_bytes)).unwrap()
+}
+
+fn records(n: usize, tag: u8) -> Vec<TestRecord> {
+    (0..n).map(|i| value_record(&[tag, i as u8, 0, 0, 0, 0, 0, 0, 0, 0])).collect()
+}
+
+/// Reads everything from `from`, returning (offset, value) pairs.
+fn read_all(log: &Log, from: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    while offset < log.high_watermark() {
+        let r = log.read(offset, 300).unwrap();
+        assert!(r.next_offset > offset, "read must make progress");
+        for chunk in &r.chunks {
+            for rec in RecordIter::new(chunk) {
+                out.push((rec.offset, rec.value.unwrap().to_vec()));
+            }
+        }
+        offset = r.next_offset;
+    }
+    out
+}
+
+#[test]
+fn append_read_roll_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, report) = open(dir.path(), 1000);
+    assert_eq!(report.segments, 1);
+    for b in 0..40u8 {
+        let a = log.append(&records(3, b), 1000 + i64::from(b)).unwrap();
+        assert_eq!(a.base_offset, u64::from(b) * 3);
+        assert_eq!(a.next_offset, a.base_offset + 3);
+    }
+    assert_eq!(log.high_watermark(), 120);
+    let (segments, _) = log.disk_usage();
+    assert!(segments > 3, "small segments must roll, got {segments}");
+    let all = read_all(&log, 0);
+    assert_eq!(all.len(), 120);
+    for (i, (off, v)) in all.iter().enumerate() {
+        assert_eq!(*off, i as u64);
+        assert_eq!(v[..2], [(i / 3) as u8, (i % 3) as u8]);
+    }
+    // From the middle of a batch: starts exactly there.
+    assert_eq!(read_all(&log, 61)[0].0, 61);
+    log.close().unwrap();
+    drop(log);
+
+    let (log, report) = open(dir.path(), 1000);
+    assert_eq!(report.tail.truncated, None);
+    assert_eq!(log.high_watermark(), 120);
+    assert_eq!(read_all(&log, 0).len(), 120);
+    assert_eq!(log.append(&records(1, 99), 5000).unwrap().base_offset, 120);
+}
+
+#[test]
+fn out_of_range_reads_name_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 1 << 20);
+    log.append(&records(5, 1), 1).unwrap();
+    match log.read(6, 100) {
+        Err(LogError::OffsetOutOfRange { offset: 6, log_start: 0, high_watermark: 5 }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    let r = log.read(5, 100).unwrap();
+    assert!(r.chunks.is_empty());
+    assert_eq!(r.next_offset, 5);
+}
+
+#[test]
+fn max_bytes_limits_whole_batches_but_returns_at_least_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 1 << 20);
+    for b in 0..10 {
+        log.append(&records(10, b), 1).unwrap();
+    }
+    let r = log.read(0, 1).unwrap();
+    assert_eq!(r.next_offset, 10, "one whole batch even if bigger than max_bytes");
+    let r = log.read(0, 100_000).unwrap();
+    assert_eq!(r.next_offset, 100);
+}
+
+fn crash_copy(dir: &Path) -> tempfile::TempDir {
+    // A copy of the files as they are now: what a kill -9 leaves behind.
+    let copy = tempfile::tempdir().unwrap();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
+    }
+    copy
+}
+
+fn last_log_file(dir: &Path) -> PathBuf {
+    let mut logs: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+#[test]
+fn torn_tail_is_cut_to_last_good_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 1 << 20);
+    for b in 0..20 {
+        log.append(&records(4, b), 1).unwrap();
+    }
+    let copy = crash_copy(dir.path());
+    let path = last_log_file(copy.path());
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 7).unwrap();
+    let (log2, report) = open(copy.path(), 1 << 20);
+    let (cut, why) = report.tail.truncated.expect("the torn batch is cut");
+    assert!(why.contains("truncated"), "{why}");
+    assert!(cut > 0);
+    assert_eq!(log2.high_watermark(), 76);
+    assert_eq!(read_all(&log2, 0).len(), 76);
+    assert_eq!(log2.append(&records(1, 7), 1).unwrap().base_offset, 76);
+}
+
+#[test]
+fn bit_flip_in_tail_is_cut_and_nothing_corrupt_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 1 << 20);
+    for b in 0..20 {
+        log.append(&records(4, b), 1).unwrap();
+    }
+    let copy = crash_copy(dir.path());
+    let path = last_log_file(copy.path());
+    let mut data = fs::read(&path).unwrap();
+    let n = data.len();
+    data[n - 3] ^= 0x10; // inside the last batch's records
+    fs::write(&path, &data).unwrap();
+    let (log2, report) = open(copy.path(), 1 << 20);
+    let (_, why) = report.tail.truncated.expect("the corrupt batch is cut");
+    assert!(why.contains("CRC"), "{why}");
+    assert_eq!(log2.high_watermark(), 76);
+    let all = read_all(&log2, 0);
+    assert_eq!(all.len(), 76);
+    assert!(all.iter().enumerate().all(|(i, (o, v))| *o == i as u64 && v[1] == (i % 4) as u8));
+}
+
+#[test]
+fn lost_index_entries_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 1 << 20);
+    for b in 0..50 {
+        log.append(&records(2, b), 1).unwrap();
+    }
+    let copy = crash_copy(dir.path());
+    // Zero the whole offset index: recovery rescans from the start.
+    let idx = last_log_file(copy.path()).with_extension("index");
+    let len = fs::metadata(&idx).unwrap().len();
+    fs::write(&idx, vec![0u8; len as usize]).unwrap();
+    let (log2, report) = open(copy.path(), 1 << 20);
+    assert_eq!(report.tail.truncated, None);
+    assert_eq!(report.tail.batches_checked, 50);
+    assert_eq!(read_all(&log2, 37)[0].0, 37);
+    assert_eq!(log2.high_watermark(), 100);
+}
+
+#[test]
+fn offset_for_timestamp_finds_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 2000);
+    // Batch b holds timestamps 1000+10b .. 1000+10b+4.
+    for b in 0..30i64 {
+        let recs: Vec<_> = (0..5).map(|i| TestRecord { ts: 1000 + 10 * b + i, ..value_record(b"x") }).collect();
+        log.append(&recs, 0).unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+    assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some((0, 1000)));
+    assert_eq!(log.offset_for_timestamp(1003).unwrap(), Some((3, 1003)));
+    assert_eq!(log.offset_for_timestamp(1006).unwrap(), Some((5, 1010)));
+    assert_eq!(log.offset_for_timestamp(1172).unwrap(), Some((87, 1172)));
+    assert_eq!(log.offset_for_timestamp(1295).unwrap(), None);
+    log.close().unwrap();
+    drop(log);
+    let (log, _) = open(dir.path(), 2000);
+    assert_eq!(log.offset_for_timestamp(1172).unwrap(), Some((87, 1172)));
+}
+
+#[tokio::test]
+async fn durable_waiters_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 1 << 20);
+    let log = Arc::new(log);
+    let flusher = tokio::spawn(log.clone().run_flusher(Duration::from_secs(3600)));
+    let mut ends = Vec::new();
+    for b in 0..10 {
+        ends.push(log.append(&records(1, b), 1).unwrap().next_offset);
+    }
+    assert_eq!(log.durable_offset(), 0);
+    let waits = ends.iter().map(|&e| log.wait_durable(e));
+    for r in futures::future::join_all(waits).await {
+        r.unwrap();
+    }
+    assert!(log.durable_offset() >= 10);
+    log.close().unwrap();
+    flusher.await.unwrap();
+    assert!(matches!(log.append(&records(1, 0), 1), Err(LogError::Closed)));
+}
