@@ -22,6 +22,21 @@ pub trait RecordSource {
     fn headers(&self) -> impl Iterator<Item = (&str, &[u8])>;
 }
 
+impl<T: RecordSource> RecordSource for &T {
+    fn timestamp_ms(&self) -> i64 {
+        (**self).timestamp_ms()
+    }
+    fn key(&self) -> Option<&[u8]> {
+        (**self).key()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        (**self).value()
+    }
+    fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        (**self).headers()
+    }
+}
+
 /// How timestamps are assigned while encoding.
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp {

@@ -1,0 +1,352 @@
+//! Configuration: built-in defaults, then a TOML file, then environment
+//! variables, then command-line flags, each overriding the one before.
+//!
+//! Environment rule: `STRATA_<SECTION>__<KEY>` (upper case, double underscore
+//! between section and key) sets `<section>.<key>`, e.g.
+//! `STRATA_SERVER__LISTEN=0.0.0.0:7400`. The value is read as a TOML value
+//! when it is one (numbers, booleans, quoted strings) and as a plain string
+//! otherwise. Unknown keys, from a file or the environment, are errors that
+//! name the key. config/strata.toml documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC server.
+    pub server: ServerConfig,
+    /// Storage engine.
+    pub storage: StorageConfig,
+    /// Defaults for topics (each can be overridden per topic).
+    pub topics: TopicDefaults,
+    /// Logs.
+    pub logging: LoggingConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest gRPC message accepted (a produce request, for instance).
+    pub max_request_bytes: u64,
+    /// Record bytes per fetch when the request leaves `max_bytes` at 0.
+    pub fetch_default_max_bytes: u64,
+    /// Longest long-poll wait a fetch may ask for.
+    pub fetch_max_wait_ms: u64,
+    /// How long a stop waits for in-flight requests before closing anyway.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:7400".into(),
+            max_request_bytes: 32 << 20,
+            fetch_default_max_bytes: 4 << 20,
+            fetch_max_wait_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// Durability a producer waits for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AckLevel {
+    /// Appended; no disk guarantee.
+    None,
+    /// Written to the OS (survives a broker crash, not a machine crash).
+    Written,
+    /// fsynced.
+    Durable,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Where topics live.
+    pub data_dir: PathBuf,
+    /// Acks used when a produce request does not say.
+    pub default_acks: AckLevel,
+    /// fsync unflushed data at least this often (ms).
+    pub flush_interval_ms: u64,
+    /// Also fsync after this many unflushed records per partition (0 = off).
+    pub flush_records: u64,
+    /// Bytes between offset index entries.
+    pub index_interval_bytes: u64,
+    /// Preallocated size of an active segment's offset index.
+    pub index_max_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./data"),
+            default_acks: AckLevel::Durable,
+            flush_interval_ms: 1000,
+            flush_records: 0,
+            index_interval_bytes: 4096,
+            index_max_bytes: 10 << 20,
+        }
+    }
+}
+
+/// Whose clock stamps records.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum TimestampType {
+    /// The producer's timestamp (or append time if it sent none).
+    CreateTime,
+    /// Always the broker's append time.
+    LogAppendTime,
+}
+
+/// `[topics]`: broker-wide defaults for topic settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicDefaults {
+    /// Partitions of a topic created without a count.
+    pub partitions: u32,
+    /// Most partitions one topic may have.
+    pub max_partitions: u32,
+    /// `segment.bytes`
+    pub segment_bytes: u64,
+    /// `segment.ms`
+    pub segment_ms: u64,
+    /// `max.message.bytes`: largest record, as stored.
+    pub max_message_bytes: u64,
+    /// `timestamp.type`
+    pub timestamp_type: TimestampType,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            partitions: 1,
+            max_partitions: 10_000,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            max_message_bytes: 1 << 20,
+            timestamp_type: TimestampType::CreateTime,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Filter, in tracing-subscriber's EnvFilter syntax (e.g. "info,strata=debug").
+    pub level: String,
+    /// `human` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig { level: "info".into(), format: LogFormat::Human }
+    }
+}
+
+/// A configuration problem, naming the key and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "STRATA_";
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (if any), then the
+    /// given environment variables (`STRATA_<SECTION>__<KEY>`).
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let source = file.map_or("defaults".to_string(), |p| p.display().to_string());
+        check_known_keys(&table, &source)?;
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some((section, key)) = rest.split_once("__") else { continue };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let value = parse_env_value(&raw);
+            let mut single = toml::Table::new();
+            single.insert(section.clone(), toml::Value::Table(toml::Table::from_iter([(key.clone(), value.clone())])));
+            check_known_keys(&single, &format!("environment variable {name}"))?;
+            table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| ConfigError(format!("environment variable {name}: section is not a table")))?
+                .insert(key, value);
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(format!("{source}: {}", e.message())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value against its valid range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn range(key: &str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+            if v < min || v > max {
+                return Err(ConfigError(format!("{key} = {v} is out of range: must be between {min} and {max}")));
+            }
+            Ok(())
+        }
+        self.server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| ConfigError(format!("server.listen = {:?} is not an address like 127.0.0.1:7400: {e}", self.server.listen)))?;
+        range("server.max_request_bytes", self.server.max_request_bytes, 1 << 16, 1 << 30)?;
+        range("server.fetch_default_max_bytes", self.server.fetch_default_max_bytes, 1, self.server.max_request_bytes)?;
+        range("server.fetch_max_wait_ms", self.server.fetch_max_wait_ms, 0, 3_600_000)?;
+        range("server.shutdown_grace_ms", self.server.shutdown_grace_ms, 0, 3_600_000)?;
+        range("storage.flush_interval_ms", self.storage.flush_interval_ms, 1, 3_600_000)?;
+        range("storage.index_interval_bytes", self.storage.index_interval_bytes, 1, 1 << 30)?;
+        range("storage.index_max_bytes", self.storage.index_max_bytes, 4096, 1 << 30)?;
+        range("topics.partitions", u64::from(self.topics.partitions), 1, u64::from(self.topics.max_partitions))?;
+        range("topics.max_partitions", u64::from(self.topics.max_partitions), 1, 100_000)?;
+        crate::partition::settings::validate_defaults(&self.topics).map_err(|e| ConfigError(e.to_string()))?;
+        if self.topics.max_message_bytes + 1024 > self.server.max_request_bytes {
+            return Err(ConfigError(format!(
+                "topics.max_message_bytes = {} must be at least 1 KiB below server.max_request_bytes = {}",
+                self.topics.max_message_bytes, self.server.max_request_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, for the start-up log line.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // Parse as the right-hand side of a TOML key; fall back to a string.
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Rejects keys the configuration does not have, naming them and the valid ones.
+fn check_known_keys(table: &toml::Table, source: &str) -> Result<(), ConfigError> {
+    let known = toml::Table::try_from(Config::default()).expect("defaults serialize");
+    for (section, value) in table {
+        let Some(known_section) = known.get(section).and_then(|v| v.as_table()) else {
+            let sections: Vec<_> = known.keys().map(String::as_str).collect();
+            return Err(ConfigError(format!(
+                "{source}: unknown config section [{section}]; sections are {}",
+                sections.join(", ")
+            )));
+        };
+        let Some(keys) = value.as_table() else {
+            return Err(ConfigError(format!("{source}: [{section}] must be a table")));
+        };
+        for key in keys.keys() {
+            if !known_section.contains_key(key) {
+                let valid: Vec<_> = known_section.keys().map(String::as_str).collect();
+                return Err(ConfigError(format!(
+                    "{source}: unknown config key {section}.{key}; keys in [{section}] are {}",
+                    valid.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.storage.default_acks, AckLevel::Durable);
+    }
+
+    #[test]
+    fn the_shipped_file_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/strata.toml");
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c, Config::default(), "config/strata.toml must document the built-in defaults");
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "[server]\nlisten = \"0.0.0.0:1\"\n[storage]\nflush_records = 5\n").unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[("STRATA_SERVER__LISTEN", "127.0.0.1:9"), ("STRATA_ADDR", "ignored"), ("HOME", "/x")]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9");
+        assert_eq!(c.storage.flush_records, 5);
+        let c = Config::load(Some(&path), env(&[("STRATA_STORAGE__DEFAULT_ACKS", "written")])).unwrap();
+        assert_eq!(c.storage.default_acks, AckLevel::Written);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "[storage]\nsegmnt_bytes = 5\n").unwrap();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert!(e.0.contains("storage.segmnt_bytes"), "{e}");
+        std::fs::write(&path, "[nope]\n").unwrap();
+        assert!(Config::load(Some(&path), env(&[])).unwrap_err().0.contains("[nope]"));
+        let e = Config::load(None, env(&[("STRATA_SERVER__LISTN", "x")])).unwrap_err();
+        assert!(e.0.contains("STRATA_SERVER__LISTN") && e.0.contains("server.listn"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_range() {
+        let e = Config::load(None, env(&[("STRATA_TOPICS__SEGMENT_BYTES", "10")])).unwrap_err();
+        assert!(e.0.contains("segment.bytes") || e.0.contains("segment_bytes"), "{e}");
+        let e = Config::load(None, env(&[("STRATA_SERVER__LISTEN", "nowhere")])).unwrap_err();
+        assert!(e.0.contains("server.listen"), "{e}");
+        let e = Config::load(None, env(&[("STRATA_STORAGE__DEFAULT_ACKS", "maybe")])).unwrap_err();
+        assert!(e.0.contains("maybe") || e.0.contains("variant"), "{e}");
+    }
+}

@@ -1,0 +1,151 @@
+//! Errors a caller of the broker core can act on. `server::status` maps them
+//! to gRPC status codes, in one place.
+
+use std::fmt;
+use std::io;
+
+use crate::log::LogError;
+
+/// A broker error.
+#[derive(Debug)]
+pub enum Error {
+    /// No topic of that name.
+    TopicNotFound {
+        /// Requested topic.
+        topic: String,
+    },
+    /// The topic has no such partition.
+    PartitionNotFound {
+        /// Topic.
+        topic: String,
+        /// Requested partition.
+        partition: u32,
+        /// Partitions the topic has.
+        partitions: u32,
+    },
+    /// A topic of that name exists already.
+    TopicExists {
+        /// The topic.
+        topic: String,
+    },
+    /// The topic name breaks the naming rules.
+    InvalidTopicName {
+        /// The name given.
+        name: String,
+        /// Which rule.
+        reason: String,
+    },
+    /// A partition count outside the valid range.
+    InvalidPartitions {
+        /// Requested count.
+        requested: u32,
+        /// Smallest valid count.
+        min: u32,
+        /// Largest valid count.
+        max: u32,
+    },
+    /// A configuration key is unknown or its value invalid.
+    InvalidConfig {
+        /// The key.
+        key: String,
+        /// What is wrong, with the valid range.
+        reason: String,
+    },
+    /// Some other field of the request is invalid; the message says which.
+    InvalidArgument(String),
+    /// A record is larger than the topic allows.
+    RecordTooLarge {
+        /// Index of the record in the request.
+        index: usize,
+        /// Its stored size in bytes.
+        size: usize,
+        /// The topic's `max.message.bytes`.
+        limit: u64,
+    },
+    /// A read or reset outside [log start, high watermark].
+    OffsetOutOfRange {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Requested offset.
+        offset: u64,
+        /// First readable offset.
+        log_start: u64,
+        /// One past the last readable offset.
+        high_watermark: u64,
+    },
+    /// The broker is stopping, or the partition was closed under the request.
+    Unavailable(String),
+    /// The disk failed; what we were doing and the OS error.
+    Storage {
+        /// What we were doing.
+        context: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// Result alias for broker operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with what we were doing.
+    pub fn storage(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Storage { context: context.into(), source }
+    }
+
+    /// Converts a log error, naming the partition.
+    pub fn from_log(topic: &str, partition: u32, e: LogError) -> Error {
+        match e {
+            LogError::OffsetOutOfRange { offset, log_start, high_watermark } => Error::OffsetOutOfRange {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                log_start,
+                high_watermark,
+            },
+            LogError::Closed => Error::Unavailable(format!("partition {topic}/{partition} is closed")),
+            LogError::Io(e) => Error::storage(format!("partition {topic}/{partition}"), e),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::TopicNotFound { topic } => write!(f, "topic '{topic}' does not exist"),
+            Error::PartitionNotFound { topic, partition, partitions } => write!(
+                f,
+                "topic '{topic}' has no partition {partition}; valid partitions are 0..{}",
+                partitions.saturating_sub(1)
+            ),
+            Error::TopicExists { topic } => write!(f, "topic '{topic}' already exists"),
+            Error::InvalidTopicName { name, reason } => write!(f, "invalid topic name '{name}': {reason}"),
+            Error::InvalidPartitions { requested, min, max } => {
+                write!(f, "invalid partition count {requested}: must be between {min} and {max}")
+            }
+            Error::InvalidConfig { key, reason } => write!(f, "invalid config '{key}': {reason}"),
+            Error::InvalidArgument(msg) => f.write_str(msg),
+            Error::RecordTooLarge { index, size, limit } => write!(
+                f,
+                "record {index} is {size} bytes, over the topic's max.message.bytes limit of {limit} bytes"
+            ),
+            Error::OffsetOutOfRange { topic, partition, offset, log_start, high_watermark } => write!(
+                f,
+                "offset {offset} is out of range for {topic}/{partition}: valid offsets are {log_start}..={high_watermark} (log start..=high watermark)"
+            ),
+            Error::Unavailable(msg) => f.write_str(msg),
+            Error::Storage { context, source } => write!(f, "storage error in {context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Storage { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

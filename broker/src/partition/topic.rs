@@ -1,0 +1,164 @@
+//! A topic: its partitions' logs, its settings, and where produced records go.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::partitioner::partition_for_key;
+use super::settings::TopicSettings;
+use crate::error::{Error, Result};
+use crate::log::batch::{stored_record_size, RecordSource};
+use crate::log::{Log, LogConfig};
+
+/// Where a produce request's records landed.
+#[derive(Default)]
+pub struct Produced {
+    /// (partition, offset) per record, in request order.
+    pub positions: Vec<(u32, u64)>,
+    /// Each log appended to, with the offset after its last new record (for
+    /// waiting on durability).
+    pub appended: Vec<(Arc<Log>, u64)>,
+}
+
+struct State {
+    overrides: BTreeMap<String, String>,
+    settings: TopicSettings,
+}
+
+/// A topic and its partitions.
+pub struct Topic {
+    name: String,
+    state: RwLock<State>,
+    logs: RwLock<Arc<Vec<Arc<Log>>>>,
+    round_robin: AtomicU32,
+}
+
+impl Topic {
+    pub(super) fn new(name: String, overrides: BTreeMap<String, String>, settings: TopicSettings, logs: Vec<Arc<Log>>) -> Topic {
+        Topic {
+            name,
+            state: RwLock::new(State { overrides, settings }),
+            logs: RwLock::new(Arc::new(logs)),
+            round_robin: AtomicU32::new(0),
+        }
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Current number of partitions.
+    pub fn partition_count(&self) -> u32 {
+        self.logs.read().expect("logs lock").len() as u32
+    }
+
+    /// A snapshot of the partitions' logs.
+    pub fn logs(&self) -> Arc<Vec<Arc<Log>>> {
+        self.logs.read().expect("logs lock").clone()
+    }
+
+    /// The log of one partition.
+    pub fn partition(&self, partition: u32) -> Result<Arc<Log>> {
+        let logs = self.logs();
+        logs.get(partition as usize).cloned().ok_or_else(|| Error::PartitionNotFound {
+            topic: self.name.clone(),
+            partition,
+            partitions: logs.len() as u32,
+        })
+    }
+
+    /// Effective settings.
+    pub fn settings(&self) -> TopicSettings {
+        self.state.read().expect("state lock").settings
+    }
+
+    /// Keys set on the topic itself.
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        self.state.read().expect("state lock").overrides.clone()
+    }
+
+    pub(super) fn set_settings(&self, overrides: BTreeMap<String, String>, settings: TopicSettings, log_config: LogConfig) {
+        *self.state.write().expect("state lock") = State { overrides, settings };
+        for log in self.logs().iter() {
+            log.set_config(log_config);
+        }
+    }
+
+    pub(super) fn add_partitions(&self, new_logs: Vec<Arc<Log>>) {
+        let mut logs = self.logs.write().expect("logs lock");
+        let mut all = Vec::clone(&logs);
+        all.extend(new_logs);
+        *logs = Arc::new(all);
+    }
+
+    pub(super) fn close(&self) {
+        for log in self.logs().iter() {
+            if let Err(e) = log.close() {
+                tracing::warn!(partition = log.name(), error = %e, "closing partition failed");
+            }
+        }
+    }
+
+    /// Checks every record before anything is appended, so a bad request
+    /// changes nothing.
+    fn validate<R: RecordSource>(&self, records: &[R]) -> Result<()> {
+        if records.is_empty() {
+            return Err(Error::InvalidArgument("produce request has no records".into()));
+        }
+        let limit = self.settings().max_message_bytes;
+        for (index, r) in records.iter().enumerate() {
+            if r.timestamp_ms() < 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "record {index} has timestamp {} ms; timestamps must be >= 0 (0 = broker append time)",
+                    r.timestamp_ms()
+                )));
+            }
+            let size = stored_record_size(r);
+            if size as u64 > limit {
+                return Err(Error::RecordTooLarge { index, size, limit });
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `records`, to `partition` or to partitions chosen by key
+    /// (keyless records: one round-robin partition per request).
+    pub fn produce<R: RecordSource>(&self, partition: Option<u32>, records: &[R], now_ms: i64) -> Result<Produced> {
+        self.validate(records)?;
+        let logs = self.logs();
+        let n = logs.len() as u32;
+        let fixed = match partition {
+            Some(p) => Some(self.partition(p).map(|_| p)?),
+            None if records.iter().all(|r| r.key().is_none()) => Some(self.round_robin.fetch_add(1, Ordering::Relaxed) % n),
+            None => None,
+        };
+        if let Some(p) = fixed {
+            let log = &logs[p as usize];
+            let a = log.append(records, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
+            return Ok(Produced {
+                positions: (a.base_offset..a.next_offset).map(|o| (p, o)).collect(),
+                appended: vec![(log.clone(), a.next_offset)],
+            });
+        }
+        // Mixed keys: one batch per target partition, records in request order.
+        let keyless = self.round_robin.fetch_add(1, Ordering::Relaxed) % n;
+        let targets: Vec<u32> = records.iter().map(|r| r.key().map_or(keyless, |k| partition_for_key(k, n))).collect();
+        let mut out = Produced { positions: vec![(0, 0); records.len()], appended: Vec::new() };
+        let mut partitions: Vec<u32> = targets.clone();
+        partitions.sort_unstable();
+        partitions.dedup();
+        for p in partitions {
+            let group: Vec<&R> = records.iter().zip(&targets).filter(|(_, &t)| t == p).map(|(r, _)| r).collect();
+            let log = &logs[p as usize];
+            let a = log.append(&group, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
+            let mut offset = a.base_offset;
+            for (i, _) in targets.iter().enumerate().filter(|(_, &t)| t == p) {
+                out.positions[i] = (p, offset);
+                offset += 1;
+            }
+            out.appended.push((log.clone(), a.next_offset));
+        }
+        Ok(out)
+    }
+}
