@@ -4,3 +4,6 @@ pub mod config;
 pub mod error;
 pub mod log;
 pub mod partition;
+pub mod server;
+
+pub use error::{Error, Result};

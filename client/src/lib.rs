@@ -1,1 +1,105 @@
+//! Rust client for Strata: a thin layer over the generated gRPC clients.
+//!
+//! Everything on the wire is plain `strata.v1` protobuf (re-exported as
+//! [`proto`]), so other languages can generate the same clients from `proto/`.
 
+use std::time::Duration;
+
+use bytes::Bytes;
+pub use strata_proto::v1 as proto;
+use proto::{admin_client::AdminClient, broker_client::BrokerClient};
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest reply the client accepts (a fetch returns whole batches).
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Connected clients of the Broker and Admin services, sharing one HTTP/2 connection.
+#[derive(Clone)]
+pub struct Client {
+    /// Produce, fetch, subscribe, list offsets.
+    pub broker: BrokerClient<Channel>,
+    /// Topic lifecycle.
+    pub admin: AdminClient<Channel>,
+}
+
+/// Turns "host:port" into "http://host:port" (an URI is kept as it is).
+pub fn endpoint_uri(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+impl Client {
+    /// Connects to a broker at `addr` ("127.0.0.1:7400" or "http://host:port").
+    pub async fn connect(addr: &str) -> Result<Client, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(endpoint_uri(addr))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            // Large windows keep a pipelined producer or a big fetch from
+            // stalling on HTTP/2 flow control.
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(16 << 20))
+            .connect()
+            .await?;
+        Ok(Client::from_channel(channel))
+    }
+
+    /// Wraps an existing channel.
+    pub fn from_channel(channel: Channel) -> Client {
+        Client {
+            broker: BrokerClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            admin: AdminClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        }
+    }
+
+    /// Creates a topic (`partitions` 0 = broker default).
+    pub async fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        configs: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<proto::TopicDescription, tonic::Status> {
+        let req = proto::CreateTopicRequest { name: name.into(), partitions, configs: configs.into_iter().collect() };
+        Ok(self.admin.create_topic(req).await?.into_inner().topic.unwrap_or_default())
+    }
+
+    /// Produces `records` to `topic` (to `partition`, or broker-chosen).
+    pub async fn produce(
+        &mut self,
+        topic: &str,
+        partition: Option<u32>,
+        records: Vec<proto::Record>,
+        acks: proto::Acks,
+    ) -> Result<proto::ProduceResponse, tonic::Status> {
+        let req = proto::ProduceRequest { topic: topic.into(), partition, records, acks: acks as i32, request_id: 0 };
+        Ok(self.broker.produce(req).await?.into_inner())
+    }
+
+    /// Fetches one partition from `offset`, waiting up to `max_wait` for data.
+    pub async fn fetch(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait: Duration,
+    ) -> Result<proto::PartitionRecords, tonic::Status> {
+        let req = proto::FetchRequest {
+            partitions: vec![proto::FetchPartition { topic: topic.into(), partition, offset, max_bytes }],
+            max_wait_ms: max_wait.as_millis() as u32,
+            min_bytes: 1,
+            max_bytes,
+        };
+        let mut reply = self.broker.fetch(req).await?.into_inner();
+        Ok(reply.partitions.pop().unwrap_or_default())
+    }
+}
+
+/// A record with a value and an optional key.
+pub fn record(key: Option<Bytes>, value: Bytes) -> proto::Record {
+    proto::Record { offset: 0, timestamp_ms: 0, key, value: Some(value), headers: Vec::new() }
+}

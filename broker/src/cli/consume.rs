@@ -1,0 +1,92 @@
+//! `strata consume`: print records as `partition<TAB>offset<TAB>key<TAB>value`.
+
+use std::io::Write;
+use strata_client::proto::*;
+
+use super::{connect, status_error, CliError, Connect};
+
+#[derive(clap::Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    topic: String,
+    /// One partition (default: all).
+    #[arg(long, short)]
+    partition: Option<u32>,
+    /// Start: earliest, latest, or an offset.
+    #[arg(long, default_value = "earliest")]
+    from: String,
+    /// Start at the first record with timestamp >= this (ms since epoch); overrides --from.
+    #[arg(long)]
+    timestamp: Option<i64>,
+    /// Keep waiting for new records (until Ctrl-C).
+    #[arg(long, short)]
+    follow: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max_records: Option<u64>,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
+    let mut client = connect(&args.connect).await?;
+    let described = client
+        .admin
+        .describe_topic(DescribeTopicRequest { name: args.topic.clone() })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .topic
+        .unwrap_or_default();
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) => vec![p],
+        None => described.partitions.iter().map(|p| p.partition).collect(),
+    };
+    let mut positions = Vec::new();
+    for &p in &partitions {
+        let spec = match (args.timestamp, args.from.as_str()) {
+            (Some(ts), _) => list_offsets_request::Spec::TimestampMs(ts),
+            (None, "earliest") => list_offsets_request::Spec::Earliest(true),
+            (None, "latest") => list_offsets_request::Spec::Latest(true),
+            (None, n) => {
+                let offset = n.parse().map_err(|_| format!("--from {n}: use earliest, latest or an offset"))?;
+                positions.push(FetchPartition { topic: args.topic.clone(), partition: p, offset, max_bytes: 0 });
+                continue;
+            }
+        };
+        let req = ListOffsetsRequest { topic: args.topic.clone(), partition: p, spec: Some(spec) };
+        let offset = client.broker.list_offsets(req).await.map_err(status_error)?.into_inner().offset;
+        positions.push(FetchPartition { topic: args.topic.clone(), partition: p, offset, max_bytes: 0 });
+    }
+    let mut printed = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        let req = FetchRequest {
+            partitions: positions.clone(),
+            max_wait_ms: if args.follow { 1000 } else { 0 },
+            min_bytes: 1,
+            max_bytes: 0,
+        };
+        let reply = client.broker.fetch(req).await.map_err(status_error)?.into_inner();
+        let mut caught_up = true;
+        let mut out = stdout.lock();
+        for (pos, part) in positions.iter_mut().zip(&reply.partitions) {
+            for r in &part.records {
+                let key = r.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let value = r.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                writeln!(out, "{}\t{}\t{}\t{}", part.partition, r.offset, key, value)?;
+                pos.offset = r.offset + 1;
+                printed += 1;
+                if args.max_records.is_some_and(|m| printed >= m) {
+                    return Ok(());
+                }
+            }
+            caught_up &= pos.offset >= part.high_watermark;
+        }
+        out.flush()?;
+        // In follow mode the next fetch long-polls for new records.
+        if caught_up && !args.follow {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Command line: `serve` runs the broker; the other commands are clients.
+
+mod bench;
+mod consume;
+mod produce;
+mod serve;
+mod topic;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use strata_client::proto::Acks;
+
+/// Boxed error for command results.
+pub type CliError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Strata: a durable, partitioned event broker over gRPC")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where client commands connect.
+#[derive(clap::Args, Clone)]
+pub struct Connect {
+    /// Broker address.
+    #[arg(long, env = "STRATA_ADDR", default_value = "127.0.0.1:7400", global = true)]
+    addr: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(serve::ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topic {
+        #[command(subcommand)]
+        command: topic::TopicCommand,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Produce lines from stdin or a file, one record per line.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(consume::ConsumeArgs),
+    /// Measure produce and consume throughput and latency against a broker.
+    Bench(bench::BenchArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file (with the environment applied), naming any bad key.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// Acknowledgement level on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum AcksArg {
+    /// Reply once appended.
+    None,
+    /// Reply once written to the OS.
+    Written,
+    /// Reply once fsynced.
+    Durable,
+}
+
+impl From<AcksArg> for Acks {
+    fn from(a: AcksArg) -> Acks {
+        match a {
+            AcksArg::None => Acks::None,
+            AcksArg::Written => Acks::Written,
+            AcksArg::Durable => Acks::Durable,
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Topic { command, connect } => topic::run(command, &connect).await,
+        Command::Produce(args) => produce::run(args).await,
+        Command::Consume(args) => consume::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            let config = strata::config::Config::load(Some(&file), std::env::vars())?;
+            println!("{}: valid", file.display());
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+    }
+}
+
+/// Connects a client, with the address in the error.
+pub async fn connect(c: &Connect) -> Result<strata_client::Client, CliError> {
+    strata_client::Client::connect(&c.addr)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", c.addr).into())
+}
+
+/// A gRPC status as a one-line error: "NotFound: topic 'x' does not exist".
+pub fn status_error(s: tonic::Status) -> CliError {
+    format!("{:?}: {}", s.code(), s.message()).into()
+}

@@ -1,0 +1,93 @@
+//! `strata serve`: the daemon.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use strata::config::{Config, LogFormat};
+use strata::partition::Manager;
+use tokio::net::TcpListener;
+
+use super::CliError;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (built-in defaults without one).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen address (overrides server.listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log format (overrides logging.format).
+    #[arg(long, value_parser = ["human", "json"])]
+    log_format: Option<String>,
+}
+
+fn init_logging(config: &Config) -> Result<(), CliError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.logging.level)
+        .map_err(|e| format!("logging.level = {:?}: {e}", config.logging.level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.logging.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    }
+    .map_err(|e| format!("cannot set up logging: {e}").into())
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the broker");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), CliError> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.storage.data_dir = dir;
+    }
+    if let Some(format) = args.log_format {
+        config.logging.format = if format == "json" { LogFormat::Json } else { LogFormat::Human };
+    }
+    config.validate()?;
+    init_logging(&config)?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.to_toml().replace('\n', " "), "starting strata");
+
+    let manager = {
+        let config = config.clone();
+        // Opening reads and may repair files: keep it off the async workers.
+        tokio::task::spawn_blocking(move || Manager::open(&config)).await??
+    };
+    let manager = Arc::new(manager);
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on {addr}");
+    strata::server::run(listener, manager, &config, stop_signal()).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! `strata.v1.Broker`: produce, fetch, subscribe, list offsets.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use futures::Stream;
+use strata_proto::raw;
+use strata_proto::server::broker_server::Broker;
+use strata_proto::v1::*;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status::to_status;
+use crate::config::{AckLevel, Config};
+use crate::error::{Error, Result};
+use crate::log::Log;
+use crate::partition::{Manager, Produced};
+
+/// Requests a ProduceStream may have in flight (appended, awaiting fsync).
+const MAX_IN_FLIGHT: usize = 64;
+/// Pushed messages buffered per subscription before the broker waits for the
+/// client (bounds memory per slow subscriber to this many replies).
+const SUBSCRIBE_BUFFER: usize = 4;
+
+/// The Broker service.
+#[derive(Clone)]
+pub struct BrokerService {
+    manager: Arc<Manager>,
+    default_acks: AckLevel,
+    fetch_default_max_bytes: u32,
+    fetch_max_wait: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Resolves when `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+impl BrokerService {
+    /// Serves `manager`; streams end when `shutdown` turns true.
+    pub fn new(manager: Arc<Manager>, config: &Config, shutdown: watch::Receiver<bool>) -> Self {
+        BrokerService {
+            manager,
+            default_acks: config.storage.default_acks,
+            fetch_default_max_bytes: config.server.fetch_default_max_bytes as u32,
+            fetch_max_wait: Duration::from_millis(config.server.fetch_max_wait_ms),
+            shutdown,
+        }
+    }
+
+    fn acks(&self, acks: i32) -> Result<AckLevel> {
+        match Acks::try_from(acks) {
+            Ok(Acks::Unspecified) => Ok(self.default_acks),
+            Ok(Acks::None) => Ok(AckLevel::None),
+            Ok(Acks::Written) => Ok(AckLevel::Written),
+            Ok(Acks::Durable) => Ok(AckLevel::Durable),
+            Err(_) => Err(Error::InvalidArgument(format!(
+                "acks {acks} is not valid: use 0 (broker default), 1 (none), 2 (written) or 3 (durable)"
+            ))),
+        }
+    }
+
+    /// Validates and appends now, in call order; returns the wait for the
+    /// requested durability, so a stream can pipeline the next request.
+    fn append(&self, req: &ProduceRequest) -> Result<(AckLevel, Produced)> {
+        if req.topic.is_empty() {
+            return Err(Error::InvalidArgument("produce request has no topic".into()));
+        }
+        let acks = self.acks(req.acks)?;
+        let topic = self.manager.topic(&req.topic)?;
+        let produced = topic.produce(req.partition, &req.records, self.manager.now_ms())?;
+        Ok((acks, produced))
+    }
+
+    async fn acknowledge(request_id: u64, acks: AckLevel, produced: Produced) -> Result<ProduceResponse> {
+        if acks == AckLevel::Durable {
+            for (log, end) in &produced.appended {
+                log.wait_durable(*end).await.map_err(|e| Error::from_log(log.name(), 0, e))?;
+            }
+        }
+        Ok(ProduceResponse {
+            request_id,
+            positions: produced.positions.into_iter().map(|(partition, offset)| RecordPosition { partition, offset }).collect(),
+            error: None,
+        })
+    }
+
+    fn log(&self, topic: &str, partition: u32) -> Result<Arc<Log>> {
+        self.manager.topic(topic)?.partition(partition)
+    }
+
+    /// Reads one partition: the reply entry and the offset to read next.
+    fn read(&self, topic: &str, partition: u32, log: &Log, offset: u64, max_bytes: usize) -> Result<(raw::PartitionRecords, u64)> {
+        let r = log.read(offset, max_bytes).map_err(|e| Error::from_log(topic, partition, e))?;
+        let records = raw::PartitionRecords {
+            topic: topic.to_string(),
+            partition,
+            high_watermark: r.high_watermark,
+            log_start_offset: r.log_start,
+            records: r.chunks,
+        };
+        Ok((records, r.next_offset))
+    }
+}
+
+fn stream_error(e: Error) -> strata_proto::v1::Error {
+    let s = to_status(e);
+    strata_proto::v1::Error { code: s.code() as i32, message: s.message().to_string() }
+}
+
+#[tonic::async_trait]
+impl Broker for BrokerService {
+    async fn produce(&self, req: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
+        let req = req.into_inner();
+        let (acks, produced) = self.append(&req)?;
+        Ok(Response::new(Self::acknowledge(req.request_id, acks, produced).await?))
+    }
+
+    type ProduceStreamStream = BoxStream<ProduceResponse>;
+
+    async fn produce_stream(
+        &self,
+        req: Request<Streaming<ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+        let svc = self.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            // Appends happen as requests arrive; acknowledgements (which may
+            // wait for a shared fsync) complete in order behind them.
+            let mut pending = FuturesOrdered::new();
+            let mut reading = true;
+            loop {
+                tokio::select! {
+                    msg = inbound.message(), if reading && pending.len() < MAX_IN_FLIGHT => match msg {
+                        Ok(Some(req)) => {
+                            let id = req.request_id;
+                            let ack = svc.append(&req).map(|(acks, produced)| Self::acknowledge(id, acks, produced));
+                            pending.push_back(async move {
+                                let reply = match ack {
+                                    Ok(wait) => wait.await,
+                                    Err(e) => Err(e),
+                                };
+                                reply.unwrap_or_else(|e| ProduceResponse { request_id: id, positions: Vec::new(), error: Some(stream_error(e)) })
+                            });
+                        }
+                        Ok(None) => reading = false,
+                        Err(status) => {
+                            tracing::debug!(%status, "produce stream broken by the client");
+                            reading = false;
+                        }
+                    },
+                    Some(reply) = pending.next() => {
+                        if tx.send(Ok(reply)).await.is_err() {
+                            return;
+                        }
+                    },
+                    _ = stopped(&mut shutdown), if reading => reading = false,
+                    else => break,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<raw::FetchResponse>, Status> {
+        let req = req.into_inner();
+        if req.partitions.is_empty() {
+            return Err(Error::InvalidArgument("fetch request names no partitions".into()).into());
+        }
+        let logs = req
+            .partitions
+            .iter()
+            .map(|p| self.log(&p.topic, p.partition))
+            .collect::<Result<Vec<_>>>()?;
+        let total_max = if req.max_bytes == 0 { self.fetch_default_max_bytes } else { req.max_bytes } as usize;
+        let max_wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(self.fetch_max_wait);
+        let min_bytes = (req.min_bytes as usize).max(1);
+        let deadline = Instant::now() + max_wait;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            // Watch before reading, so an append between the read and the wait still wakes us.
+            let mut watches: Vec<_> = logs.iter().map(|l| l.watch_high_watermark()).collect();
+            let mut reply = raw::FetchResponse::default();
+            let mut budget = total_max;
+            for (p, log) in req.partitions.iter().zip(&logs) {
+                let part_max = if p.max_bytes == 0 { total_max } else { p.max_bytes as usize };
+                let max = part_max.min(budget);
+                let (mut part, _) = self.read(&p.topic, p.partition, log, p.offset, max)?;
+                if max == 0 {
+                    // Over budget: offsets only (the read still validated the offset).
+                    part.records.clear();
+                }
+                budget = budget.saturating_sub(part.records_len());
+                reply.partitions.push(part);
+            }
+            let got = total_max - budget;
+            if got >= min_bytes || Instant::now() >= deadline || *shutdown.borrow() {
+                return Ok(Response::new(reply));
+            }
+            let any_change = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            tokio::select! {
+                _ = any_change => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = stopped(&mut shutdown) => {}
+            }
+        }
+    }
+
+    type SubscribeStream = BoxStream<raw::SubscribeResponse>;
+
+    async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = req.into_inner();
+        let log = self.log(&req.topic, req.partition)?;
+        let mut offset = req.offset.unwrap_or_else(|| log.high_watermark());
+        let max_bytes = if req.max_bytes == 0 { self.fetch_default_max_bytes } else { req.max_bytes } as usize;
+        // Check the start offset now, so a bad one fails the call itself.
+        self.read(&req.topic, req.partition, &log, offset, 1)?;
+        let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
+        let svc = self.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut hw = log.watch_high_watermark();
+                if log.is_closed() {
+                    let _ = tx.send(Err(Status::unavailable(format!("partition {} was closed", log.name())))).await;
+                    return;
+                }
+                match svc.read(&req.topic, req.partition, &log, offset, max_bytes) {
+                    Ok((records, next)) if !records.records.is_empty() => {
+                        tokio::select! {
+                            sent = tx.send(Ok(raw::SubscribeResponse { records })) => if sent.is_err() { return },
+                            _ = stopped(&mut shutdown) => return,
+                        }
+                        offset = next;
+                    }
+                    Ok(_) => {
+                        tokio::select! {
+                            _ = hw.changed() => {}
+                            _ = tx.closed() => return,
+                            _ = stopped(&mut shutdown) => return,
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_offsets(&self, req: Request<ListOffsetsRequest>) -> Result<Response<ListOffsetsResponse>, Status> {
+        let req = req.into_inner();
+        let log = self.log(&req.topic, req.partition)?;
+        let (log_start, hw) = (log.log_start(), log.high_watermark());
+        let (offset, timestamp_ms) = match req.spec {
+            None => {
+                return Err(Error::InvalidArgument("list offsets needs one of earliest, latest or timestamp_ms".into()).into())
+            }
+            Some(list_offsets_request::Spec::Earliest(_)) => (log_start, -1),
+            Some(list_offsets_request::Spec::Latest(_)) => (hw, -1),
+            Some(list_offsets_request::Spec::TimestampMs(ts)) => log
+                .offset_for_timestamp(ts)
+                .map_err(|e| Error::from_log(&req.topic, req.partition, e))?
+                .unwrap_or((hw, -1)),
+        };
+        Ok(Response::new(ListOffsetsResponse { offset, timestamp_ms, log_start_offset: log_start, high_watermark: hw }))
+    }
+}

@@ -1,0 +1,97 @@
+//! The gRPC server: the only layer that knows tonic and prost.
+//!
+//! [`run`] serves until `shutdown` resolves, then stops deliberately: health
+//! turns NOT_SERVING, streams end, in-flight requests get
+//! `server.shutdown_grace_ms` to finish, and storage is flushed, fsynced and
+//! marked clean.
+
+mod admin;
+mod broker;
+mod records;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_proto::server::{admin_server::AdminServer, broker_server::BrokerServer};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+pub use admin::AdminService;
+pub use broker::BrokerService;
+
+use crate::config::Config;
+use crate::partition::Manager;
+
+/// An error that stopped the server.
+pub type ServeError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves the Broker, Admin, health and reflection services on `listener`
+/// until `shutdown` resolves, then shuts the storage down cleanly.
+pub async fn run(
+    listener: TcpListener,
+    manager: Arc<Manager>,
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let max_message = config.server.max_request_bytes as usize;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<BrokerServer<BrokerService>>().await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let broker = BrokerServer::new(BrokerService::new(manager.clone(), config, stop_rx))
+        .max_decoding_message_size(max_message)
+        // A fetch returns at least one whole batch, which may exceed its max_bytes.
+        .max_encoding_message_size(max_message * 2);
+    let admin = AdminServer::new(AdminService::new(manager.clone()));
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (serve_stop_tx, serve_stop_rx) = oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(broker)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = serve_stop_rx.await;
+            }),
+    );
+
+    let served = tokio::select! {
+        r = &mut server => Some(r),
+        _ = shutdown => None,
+    };
+    let result = match served {
+        Some(r) => r.map_err(ServeError::from).and_then(|r| r.map_err(ServeError::from)),
+        None => {
+            tracing::info!("stopping: no new connections, finishing in-flight requests");
+            health.set_not_serving::<BrokerServer<BrokerService>>().await;
+            health.set_not_serving::<AdminServer<AdminService>>().await;
+            let _ = stop_tx.send(true);
+            let _ = serve_stop_tx.send(());
+            let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(r) => r.map_err(ServeError::from).and_then(|r| r.map_err(ServeError::from)),
+                Err(_) => {
+                    tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; closing remaining connections");
+                    server.abort();
+                    Ok(())
+                }
+            }
+        }
+    };
+    let closed = tokio::task::spawn_blocking(move || manager.shutdown()).await?;
+    result?;
+    closed?;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! The one place that maps broker errors to gRPC statuses.
+
+use tonic::{Code, Status};
+
+use crate::error::Error;
+
+/// Maps a broker error to the canonical gRPC code, keeping the message.
+pub fn to_status(e: Error) -> Status {
+    let code = match &e {
+        Error::TopicNotFound { .. } | Error::PartitionNotFound { .. } => Code::NotFound,
+        Error::TopicExists { .. } => Code::AlreadyExists,
+        Error::InvalidTopicName { .. }
+        | Error::InvalidPartitions { .. }
+        | Error::InvalidConfig { .. }
+        | Error::InvalidArgument(_)
+        | Error::RecordTooLarge { .. } => Code::InvalidArgument,
+        Error::OffsetOutOfRange { .. } => Code::OutOfRange,
+        Error::Unavailable(_) => Code::Unavailable,
+        Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => Code::ResourceExhausted,
+        Error::Storage { .. } => Code::Internal,
+    };
+    if code == Code::Internal || code == Code::ResourceExhausted {
+        tracing::error!(error = %e, "request failed on storage");
+    }
+    Status::new(code, e.to_string())
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        to_status(e)
+    }
+}
