@@ -1,0 +1,143 @@
+//! Test harness: runs the real `strata` binary on a free loopback port with a
+//! temporary data directory, and talks to it over gRPC.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_client::proto::*;
+use strata_client::Client;
+
+/// How long a broker may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running broker process.
+pub struct Broker {
+    child: Child,
+    /// "127.0.0.1:port"
+    pub addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Broker {
+    /// Starts a broker on `data_dir` with extra `serve` arguments and environment.
+    pub fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Broker {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env("STRATA_LOGGING__LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn strata");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let log = log.clone();
+            // Keep draining stderr for the whole life of the broker so it never blocks on a full pipe.
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.split("listening on ").nth(1) {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("broker did not start listening; log:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        Broker { child, addr, data_dir: data_dir.to_path_buf(), log }
+    }
+
+    /// Starts a broker on `data_dir` with defaults.
+    pub fn start(data_dir: &Path) -> Broker {
+        Broker::start_with(data_dir, &[], &[])
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr).await.expect("connect")
+    }
+
+    /// Log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no chance to flush or mark a clean stop.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM, then wait for the process to exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM").success();
+        assert!(ok, "kill -TERM failed");
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A record with a value and an optional key.
+pub fn rec(key: Option<&str>, value: &str) -> Record {
+    strata_client::record(key.map(|k| k.to_string().into()), value.to_string().into())
+}
+
+/// Creates a topic, panicking on failure.
+pub async fn create_topic(client: &mut Client, name: &str, partitions: u32) {
+    client.create_topic(name, partitions, []).await.expect("create topic");
+}
+
+/// Reads a partition from `from` up to its high watermark.
+pub async fn read_all(client: &mut Client, topic: &str, partition: u32, from: u64) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let part = client.fetch(topic, partition, offset, 1 << 20, Duration::ZERO).await.expect("fetch");
+        if let Some(last) = part.records.last() {
+            offset = last.offset + 1;
+        }
+        let done = part.records.is_empty() || offset >= part.high_watermark;
+        out.extend(part.records);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// The high watermark of a partition.
+pub async fn high_watermark(client: &mut Client, topic: &str, partition: u32) -> u64 {
+    let req = ListOffsetsRequest {
+        topic: topic.into(),
+        partition,
+        spec: Some(list_offsets_request::Spec::Latest(true)),
+    };
+    client.broker.list_offsets(req).await.expect("list offsets").into_inner().offset
+}
