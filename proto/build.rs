@@ -36,7 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .extern_path(".strata.v1", "crate::v1")
         .extern_path(".strata.v1.FetchResponse", "crate::raw::FetchResponse")
-        .extern_path(".strata.v1.SubscribeResponse", "crate::raw::SubscribeResponse")
+        .extern_path(
+            ".strata.v1.SubscribeResponse",
+            "crate::raw::SubscribeResponse",
+        )
         .out_dir(&server_dir)
         .compile_fds(fds)?;
     Ok(())

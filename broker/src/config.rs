@@ -160,7 +160,10 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        LoggingConfig { level: "info".into(), format: LogFormat::Human }
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Human,
+        }
     }
 }
 
@@ -182,11 +185,15 @@ pub const ENV_PREFIX: &str = "STRATA_";
 impl Config {
     /// Loads the configuration: defaults, then `file` (if any), then the
     /// given environment variables (`STRATA_<SECTION>__<KEY>`).
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
+                })?;
                 text.parse::<toml::Table>()
                     .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
             }
@@ -195,18 +202,29 @@ impl Config {
         let source = file.map_or("defaults".to_string(), |p| p.display().to_string());
         check_known_keys(&table, &source)?;
         for (name, raw) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
-            let Some((section, key)) = rest.split_once("__") else { continue };
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                continue;
+            };
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
             let value = parse_env_value(&raw);
             let mut single = toml::Table::new();
-            single.insert(section.clone(), toml::Value::Table(toml::Table::from_iter([(key.clone(), value.clone())])));
+            single.insert(
+                section.clone(),
+                toml::Value::Table(toml::Table::from_iter([(key.clone(), value.clone())])),
+            );
             check_known_keys(&single, &format!("environment variable {name}"))?;
             table
                 .entry(section)
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 .as_table_mut()
-                .ok_or_else(|| ConfigError(format!("environment variable {name}: section is not a table")))?
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "environment variable {name}: section is not a table"
+                    ))
+                })?
                 .insert(key, value);
         }
         let config: Config = toml::Value::Table(table)
@@ -220,24 +238,74 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn range(key: &str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
             if v < min || v > max {
-                return Err(ConfigError(format!("{key} = {v} is out of range: must be between {min} and {max}")));
+                return Err(ConfigError(format!(
+                    "{key} = {v} is out of range: must be between {min} and {max}"
+                )));
             }
             Ok(())
         }
-        self.server
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| ConfigError(format!("server.listen = {:?} is not an address like 127.0.0.1:7400: {e}", self.server.listen)))?;
-        range("server.max_request_bytes", self.server.max_request_bytes, 1 << 16, 1 << 30)?;
-        range("server.fetch_default_max_bytes", self.server.fetch_default_max_bytes, 1, self.server.max_request_bytes)?;
-        range("server.fetch_max_wait_ms", self.server.fetch_max_wait_ms, 0, 3_600_000)?;
-        range("server.shutdown_grace_ms", self.server.shutdown_grace_ms, 0, 3_600_000)?;
-        range("storage.flush_interval_ms", self.storage.flush_interval_ms, 1, 3_600_000)?;
-        range("storage.index_interval_bytes", self.storage.index_interval_bytes, 1, 1 << 30)?;
-        range("storage.index_max_bytes", self.storage.index_max_bytes, 4096, 1 << 30)?;
-        range("topics.partitions", u64::from(self.topics.partitions), 1, u64::from(self.topics.max_partitions))?;
-        range("topics.max_partitions", u64::from(self.topics.max_partitions), 1, 100_000)?;
-        crate::partition::settings::validate_defaults(&self.topics).map_err(|e| ConfigError(e.to_string()))?;
+        self.server.listen.parse::<SocketAddr>().map_err(|e| {
+            ConfigError(format!(
+                "server.listen = {:?} is not an address like 127.0.0.1:7400: {e}",
+                self.server.listen
+            ))
+        })?;
+        range(
+            "server.max_request_bytes",
+            self.server.max_request_bytes,
+            1 << 16,
+            1 << 30,
+        )?;
+        range(
+            "server.fetch_default_max_bytes",
+            self.server.fetch_default_max_bytes,
+            1,
+            self.server.max_request_bytes,
+        )?;
+        range(
+            "server.fetch_max_wait_ms",
+            self.server.fetch_max_wait_ms,
+            0,
+            3_600_000,
+        )?;
+        range(
+            "server.shutdown_grace_ms",
+            self.server.shutdown_grace_ms,
+            0,
+            3_600_000,
+        )?;
+        range(
+            "storage.flush_interval_ms",
+            self.storage.flush_interval_ms,
+            1,
+            3_600_000,
+        )?;
+        range(
+            "storage.index_interval_bytes",
+            self.storage.index_interval_bytes,
+            1,
+            1 << 30,
+        )?;
+        range(
+            "storage.index_max_bytes",
+            self.storage.index_max_bytes,
+            4096,
+            1 << 30,
+        )?;
+        range(
+            "topics.partitions",
+            u64::from(self.topics.partitions),
+            1,
+            u64::from(self.topics.max_partitions),
+        )?;
+        range(
+            "topics.max_partitions",
+            u64::from(self.topics.max_partitions),
+            1,
+            100_000,
+        )?;
+        crate::partition::settings::validate_defaults(&self.topics)
+            .map_err(|e| ConfigError(e.to_string()))?;
         if self.topics.max_message_bytes + 1024 > self.server.max_request_bytes {
             return Err(ConfigError(format!(
                 "topics.max_message_bytes = {} must be at least 1 KiB below server.max_request_bytes = {}",
@@ -274,7 +342,9 @@ fn check_known_keys(table: &toml::Table, source: &str) -> Result<(), ConfigError
             )));
         };
         let Some(keys) = value.as_table() else {
-            return Err(ConfigError(format!("{source}: [{section}] must be a table")));
+            return Err(ConfigError(format!(
+                "{source}: [{section}] must be a table"
+            )));
         };
         for key in keys.keys() {
             if !known_section.contains_key(key) {
@@ -294,7 +364,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -308,22 +381,38 @@ mod tests {
     fn the_shipped_file_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/strata.toml");
         let c = Config::load(Some(&path), env(&[])).unwrap();
-        assert_eq!(c, Config::default(), "config/strata.toml must document the built-in defaults");
+        assert_eq!(
+            c,
+            Config::default(),
+            "config/strata.toml must document the built-in defaults"
+        );
     }
 
     #[test]
     fn file_then_env_override() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.toml");
-        std::fs::write(&path, "[server]\nlisten = \"0.0.0.0:1\"\n[storage]\nflush_records = 5\n").unwrap();
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"0.0.0.0:1\"\n[storage]\nflush_records = 5\n",
+        )
+        .unwrap();
         let c = Config::load(
             Some(&path),
-            env(&[("STRATA_SERVER__LISTEN", "127.0.0.1:9"), ("STRATA_ADDR", "ignored"), ("HOME", "/x")]),
+            env(&[
+                ("STRATA_SERVER__LISTEN", "127.0.0.1:9"),
+                ("STRATA_ADDR", "ignored"),
+                ("HOME", "/x"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:9");
         assert_eq!(c.storage.flush_records, 5);
-        let c = Config::load(Some(&path), env(&[("STRATA_STORAGE__DEFAULT_ACKS", "written")])).unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[("STRATA_STORAGE__DEFAULT_ACKS", "written")]),
+        )
+        .unwrap();
         assert_eq!(c.storage.default_acks, AckLevel::Written);
     }
 
@@ -335,15 +424,24 @@ mod tests {
         let e = Config::load(Some(&path), env(&[])).unwrap_err();
         assert!(e.0.contains("storage.segmnt_bytes"), "{e}");
         std::fs::write(&path, "[nope]\n").unwrap();
-        assert!(Config::load(Some(&path), env(&[])).unwrap_err().0.contains("[nope]"));
+        assert!(Config::load(Some(&path), env(&[]))
+            .unwrap_err()
+            .0
+            .contains("[nope]"));
         let e = Config::load(None, env(&[("STRATA_SERVER__LISTN", "x")])).unwrap_err();
-        assert!(e.0.contains("STRATA_SERVER__LISTN") && e.0.contains("server.listn"), "{e}");
+        assert!(
+            e.0.contains("STRATA_SERVER__LISTN") && e.0.contains("server.listn"),
+            "{e}"
+        );
     }
 
     #[test]
     fn invalid_values_name_the_key_and_range() {
         let e = Config::load(None, env(&[("STRATA_TOPICS__SEGMENT_BYTES", "10")])).unwrap_err();
-        assert!(e.0.contains("segment.bytes") || e.0.contains("segment_bytes"), "{e}");
+        assert!(
+            e.0.contains("segment.bytes") || e.0.contains("segment_bytes"),
+            "{e}"
+        );
         let e = Config::load(None, env(&[("STRATA_SERVER__LISTEN", "nowhere")])).unwrap_err();
         assert!(e.0.contains("server.listen"), "{e}");
         let e = Config::load(None, env(&[("STRATA_STORAGE__DEFAULT_ACKS", "maybe")])).unwrap_err();

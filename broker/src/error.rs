@@ -92,20 +92,29 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wraps an I/O error with what we were doing.
     pub fn storage(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Storage { context: context.into(), source }
+        Error::Storage {
+            context: context.into(),
+            source,
+        }
     }
 
     /// Converts a log error, naming the partition.
     pub fn from_log(topic: &str, partition: u32, e: LogError) -> Error {
         match e {
-            LogError::OffsetOutOfRange { offset, log_start, high_watermark } => Error::OffsetOutOfRange {
+            LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                high_watermark,
+            } => Error::OffsetOutOfRange {
                 topic: topic.to_string(),
                 partition,
                 offset,
                 log_start,
                 high_watermark,
             },
-            LogError::Closed => Error::Unavailable(format!("partition {topic}/{partition} is closed")),
+            LogError::Closed => {
+                Error::Unavailable(format!("partition {topic}/{partition} is closed"))
+            }
             LogError::Io(e) => Error::storage(format!("partition {topic}/{partition}"), e),
         }
     }

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-pub use strata_proto::v1 as proto;
 use proto::{admin_client::AdminClient, broker_client::BrokerClient};
+pub use strata_proto::v1 as proto;
 use tonic::transport::{Channel, Endpoint};
 
 /// Largest reply the client accepts (a fetch returns whole batches).
@@ -63,8 +63,18 @@ impl Client {
         partitions: u32,
         configs: impl IntoIterator<Item = (String, String)>,
     ) -> Result<proto::TopicDescription, tonic::Status> {
-        let req = proto::CreateTopicRequest { name: name.into(), partitions, configs: configs.into_iter().collect() };
-        Ok(self.admin.create_topic(req).await?.into_inner().topic.unwrap_or_default())
+        let req = proto::CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            configs: configs.into_iter().collect(),
+        };
+        Ok(self
+            .admin
+            .create_topic(req)
+            .await?
+            .into_inner()
+            .topic
+            .unwrap_or_default())
     }
 
     /// Produces `records` to `topic` (to `partition`, or broker-chosen).
@@ -75,7 +85,13 @@ impl Client {
         records: Vec<proto::Record>,
         acks: proto::Acks,
     ) -> Result<proto::ProduceResponse, tonic::Status> {
-        let req = proto::ProduceRequest { topic: topic.into(), partition, records, acks: acks as i32, request_id: 0 };
+        let req = proto::ProduceRequest {
+            topic: topic.into(),
+            partition,
+            records,
+            acks: acks as i32,
+            request_id: 0,
+        };
         Ok(self.broker.produce(req).await?.into_inner())
     }
 
@@ -89,7 +105,12 @@ impl Client {
         max_wait: Duration,
     ) -> Result<proto::PartitionRecords, tonic::Status> {
         let req = proto::FetchRequest {
-            partitions: vec![proto::FetchPartition { topic: topic.into(), partition, offset, max_bytes }],
+            partitions: vec![proto::FetchPartition {
+                topic: topic.into(),
+                partition,
+                offset,
+                max_bytes,
+            }],
             max_wait_ms: max_wait.as_millis() as u32,
             min_bytes: 1,
             max_bytes,
@@ -101,5 +122,11 @@ impl Client {
 
 /// A record with a value and an optional key.
 pub fn record(key: Option<Bytes>, value: Bytes) -> proto::Record {
-    proto::Record { offset: 0, timestamp_ms: 0, key, value: Some(value), headers: Vec::new() }
+    proto::Record {
+        offset: 0,
+        timestamp_ms: 0,
+        key,
+        value: Some(value),
+        headers: Vec::new(),
+    }
 }

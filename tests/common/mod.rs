@@ -62,10 +62,18 @@ impl Broker {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!("broker did not start listening; log:\n{}", log.lock().unwrap().join("\n"));
+                panic!(
+                    "broker did not start listening; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             }
         };
-        Broker { child, addr, data_dir: data_dir.to_path_buf(), log }
+        Broker {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
     }
 
     /// Starts a broker on `data_dir` with defaults.
@@ -92,7 +100,11 @@ impl Broker {
     /// SIGTERM, then wait for the process to exit.
     pub fn stop(mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM").success();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM")
+            .success();
         assert!(ok, "kill -TERM failed");
         self.child.wait().expect("wait")
     }
@@ -112,7 +124,10 @@ pub fn rec(key: Option<&str>, value: &str) -> Record {
 
 /// Creates a topic, panicking on failure.
 pub async fn create_topic(client: &mut Client, name: &str, partitions: u32) {
-    client.create_topic(name, partitions, []).await.expect("create topic");
+    client
+        .create_topic(name, partitions, [])
+        .await
+        .expect("create topic");
 }
 
 /// Reads a partition from `from` up to its high watermark.
@@ -120,7 +135,10 @@ pub async fn read_all(client: &mut Client, topic: &str, partition: u32, from: u6
     let mut out = Vec::new();
     let mut offset = from;
     loop {
-        let part = client.fetch(topic, partition, offset, 1 << 20, Duration::ZERO).await.expect("fetch");
+        let part = client
+            .fetch(topic, partition, offset, 1 << 20, Duration::ZERO)
+            .await
+            .expect("fetch");
         if let Some(last) = part.records.last() {
             offset = last.offset + 1;
         }
@@ -139,5 +157,11 @@ pub async fn high_watermark(client: &mut Client, topic: &str, partition: u32) ->
         partition,
         spec: Some(list_offsets_request::Spec::Latest(true)),
     };
-    client.broker.list_offsets(req).await.expect("list offsets").into_inner().offset
+    client
+        .broker
+        .list_offsets(req)
+        .await
+        .expect("list offsets")
+        .into_inner()
+        .offset
 }

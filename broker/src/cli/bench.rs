@@ -1,2 +1,344 @@
-pub async fn run(_a: BenchArgs) -> Result<(), super::CliError> { Err("todo".into()) }
-#[derive(clap::Args)] pub struct BenchArgs {}
+//! `strata bench`: produce then consume a fixed workload against a running
+//! broker and report throughput and per-batch latency percentiles.
+//!
+//! Producers use ProduceStream with a window of requests in flight (as a real
+//! high-throughput producer would); the consumer then reads everything back
+//! with Fetch. Latency is per batch: request sent → reply received.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use strata_client::proto::*;
+use strata_client::Client;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{connect, status_error, AcksArg, CliError, Connect};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Topic to use (created if missing; default: a new bench-<time> topic, deleted afterwards).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Bytes per record value.
+    #[arg(long, default_value_t = 1000)]
+    record_size: usize,
+    /// Records per produce request.
+    #[arg(long, default_value_t = 1000)]
+    batch_records: usize,
+    /// Produce requests in total (spread over the producers).
+    #[arg(long, default_value_t = 1000)]
+    batches: usize,
+    /// Concurrent producers (each on its own connection).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Partitions of the topic; producer i writes partition i % partitions.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Durability each produce waits for.
+    #[arg(long, value_enum, default_value = "durable")]
+    acks: AcksArg,
+    /// Produce requests in flight per producer.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// Bytes per fetch.
+    #[arg(long, default_value_t = 4 << 20)]
+    fetch_bytes: u32,
+    /// Only produce.
+    #[arg(long)]
+    skip_consume: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+/// Throughput and latency of one phase.
+struct Phase {
+    records: u64,
+    bytes: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+}
+
+impl Phase {
+    fn report(&self, name: &str) {
+        let secs = self.elapsed.as_secs_f64();
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{name:<8} {:>10} records {:>9.1} MB in {:>6.2} s = {:>7.1} MB/s {:>10.0} records/s | latency per batch ms: p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}",
+            self.records,
+            self.bytes as f64 / 1e6,
+            secs,
+            self.bytes as f64 / 1e6 / secs,
+            self.records as f64 / secs,
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            self.latency_us.max() as f64 / 1000.0,
+        );
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Prints progress to stderr every second until dropped.
+struct Progress(tokio::task::JoinHandle<()>);
+
+impl Progress {
+    fn start(name: &'static str, done: Arc<AtomicU64>, total: u64, record_size: usize) -> Progress {
+        Progress(tokio::spawn(async move {
+            let start = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let n = done.load(Ordering::Relaxed);
+                let mb = (n as usize * record_size) as f64 / 1e6;
+                eprintln!(
+                    "{name}: {:>5.1}% {n}/{total} records, {:.1} MB/s",
+                    100.0 * n as f64 / total as f64,
+                    mb / start.elapsed().as_secs_f64()
+                );
+            }
+        }))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn produce_one(
+    addr: Connect,
+    topic: String,
+    partition: u32,
+    batches: usize,
+    args: Arc<BenchArgs>,
+    payload: Bytes,
+    done: Arc<AtomicU64>,
+) -> Result<Histogram<u64>, CliError> {
+    let mut client = connect(&addr).await?;
+    let (tx, rx) = mpsc::channel::<ProduceRequest>(args.in_flight);
+    let mut replies = client
+        .broker
+        .produce_stream(ReceiverStream::new(rx))
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let window = Arc::new(Semaphore::new(args.in_flight));
+    let acks: Acks = args.acks.into();
+    let batch_records = args.batch_records;
+    let sent_at = Arc::new(std::sync::Mutex::new(HashMap::with_capacity(
+        args.in_flight * 2,
+    )));
+    let sender = {
+        let (window, sent_at) = (window.clone(), sent_at.clone());
+        tokio::spawn(async move {
+            for id in 0..batches as u64 {
+                let permit = window.acquire().await.expect("window open");
+                permit.forget();
+                let records = (0..batch_records)
+                    .map(|_| strata_client::record(None, payload.clone()))
+                    .collect();
+                let req = ProduceRequest {
+                    topic: topic.clone(),
+                    partition: Some(partition),
+                    records,
+                    acks: acks as i32,
+                    request_id: id,
+                };
+                sent_at.lock().expect("sent_at").insert(id, Instant::now());
+                if tx.send(req).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut latency = histogram();
+    for _ in 0..batches {
+        let reply = match replies.next().await {
+            Some(r) => r.map_err(status_error)?,
+            None => return Err("produce stream closed early".into()),
+        };
+        if let Some(e) = reply.error {
+            return Err(format!("produce failed: code {}: {}", e.code, e.message).into());
+        }
+        let sent = sent_at
+            .lock()
+            .expect("sent_at")
+            .remove(&reply.request_id)
+            .ok_or("reply to an unknown request")?;
+        latency.record(sent.elapsed().as_micros().max(1) as u64)?;
+        done.fetch_add(reply.positions.len() as u64, Ordering::Relaxed);
+        window.add_permits(1);
+    }
+    sender.await?;
+    Ok(latency)
+}
+
+async fn produce_phase(args: &Arc<BenchArgs>, topic: &str) -> Result<Phase, CliError> {
+    let payload: Bytes = (0..args.record_size)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    let total = (args.batches * args.batch_records) as u64;
+    let done = Arc::new(AtomicU64::new(0));
+    let _progress = Progress::start("produce", done.clone(), total, args.record_size);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.producers {
+        let batches =
+            args.batches / args.producers + usize::from(i < args.batches % args.producers);
+        let partition = i as u32 % args.partitions;
+        tasks.push(tokio::spawn(produce_one(
+            args.connect.clone(),
+            topic.to_string(),
+            partition,
+            batches,
+            args.clone(),
+            payload.clone(),
+            done.clone(),
+        )));
+    }
+    let mut latency = histogram();
+    for t in tasks {
+        latency.add(t.await??)?;
+    }
+    let elapsed = start.elapsed();
+    Ok(Phase {
+        records: total,
+        bytes: total * args.record_size as u64,
+        elapsed,
+        latency_us: latency,
+    })
+}
+
+async fn consume_phase(
+    client: &mut Client,
+    args: &BenchArgs,
+    topic: &str,
+    expected: u64,
+) -> Result<Phase, CliError> {
+    let done = Arc::new(AtomicU64::new(0));
+    let _progress = Progress::start("consume", done.clone(), expected, args.record_size);
+    let mut positions: Vec<FetchPartition> = (0..args.partitions)
+        .map(|p| FetchPartition {
+            topic: topic.to_string(),
+            partition: p,
+            offset: 0,
+            max_bytes: args.fetch_bytes,
+        })
+        .collect();
+    let mut latency = histogram();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let start = Instant::now();
+    while records < expected {
+        let req = FetchRequest {
+            partitions: positions.clone(),
+            max_wait_ms: 1000,
+            min_bytes: 1,
+            max_bytes: args.fetch_bytes * args.partitions,
+        };
+        let t = Instant::now();
+        let reply = client
+            .broker
+            .fetch(req)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        latency.record(t.elapsed().as_micros().max(1) as u64)?;
+        for (pos, part) in positions.iter_mut().zip(&reply.partitions) {
+            if let Some(last) = part.records.last() {
+                pos.offset = last.offset + 1;
+            }
+            records += part.records.len() as u64;
+            bytes += part
+                .records
+                .iter()
+                .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
+                .sum::<u64>();
+        }
+        done.store(records, Ordering::Relaxed);
+    }
+    Ok(Phase {
+        records,
+        bytes,
+        elapsed: start.elapsed(),
+        latency_us: latency,
+    })
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), CliError> {
+    if args.producers == 0
+        || args.partitions == 0
+        || args.batch_records == 0
+        || args.batches == 0
+        || args.in_flight == 0
+    {
+        return Err("--producers, --partitions, --batch-records, --batches and --in-flight must be at least 1".into());
+    }
+    let args = Arc::new(args);
+    let mut client = connect(&args.connect).await?;
+    let temporary = args.topic.is_none();
+    let topic = args.topic.clone().unwrap_or_else(|| {
+        format!(
+            "bench-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+        )
+    });
+    match client.create_topic(&topic, args.partitions, []).await {
+        Ok(_) => {}
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+        Err(s) => return Err(status_error(s)),
+    }
+    let before: u64 = {
+        let d = client
+            .admin
+            .describe_topic(DescribeTopicRequest {
+                name: topic.clone(),
+            })
+            .await
+            .map_err(status_error)?;
+        d.into_inner()
+            .topic
+            .unwrap_or_default()
+            .partitions
+            .iter()
+            .map(|p| p.high_watermark)
+            .sum()
+    };
+    if before > 0 && !args.skip_consume {
+        return Err(
+            format!("topic {topic} is not empty; use a new topic to measure consumption").into(),
+        );
+    }
+    println!(
+        "workload: {} producer(s), {} partition(s), {} B records, {} records/batch, {} batches, acks={:?}, {} in flight, broker {}",
+        args.producers, args.partitions, args.record_size, args.batch_records, args.batches, args.acks, args.in_flight, args.connect.addr
+    );
+    let produced = produce_phase(&args, &topic).await?;
+    produced.report("produce");
+    if !args.skip_consume {
+        let consumed = consume_phase(&mut client, &args, &topic, produced.records).await?;
+        consumed.report("consume");
+    }
+    if temporary {
+        client
+            .admin
+            .delete_topic(DeleteTopicRequest { name: topic })
+            .await
+            .map_err(status_error)?;
+    }
+    Ok(())
+}

@@ -32,7 +32,9 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let mut client = connect(&args.connect).await?;
     let described = client
         .admin
-        .describe_topic(DescribeTopicRequest { name: args.topic.clone() })
+        .describe_topic(DescribeTopicRequest {
+            name: args.topic.clone(),
+        })
         .await
         .map_err(status_error)?
         .into_inner()
@@ -49,14 +51,36 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
             (None, "earliest") => list_offsets_request::Spec::Earliest(true),
             (None, "latest") => list_offsets_request::Spec::Latest(true),
             (None, n) => {
-                let offset = n.parse().map_err(|_| format!("--from {n}: use earliest, latest or an offset"))?;
-                positions.push(FetchPartition { topic: args.topic.clone(), partition: p, offset, max_bytes: 0 });
+                let offset = n
+                    .parse()
+                    .map_err(|_| format!("--from {n}: use earliest, latest or an offset"))?;
+                positions.push(FetchPartition {
+                    topic: args.topic.clone(),
+                    partition: p,
+                    offset,
+                    max_bytes: 0,
+                });
                 continue;
             }
         };
-        let req = ListOffsetsRequest { topic: args.topic.clone(), partition: p, spec: Some(spec) };
-        let offset = client.broker.list_offsets(req).await.map_err(status_error)?.into_inner().offset;
-        positions.push(FetchPartition { topic: args.topic.clone(), partition: p, offset, max_bytes: 0 });
+        let req = ListOffsetsRequest {
+            topic: args.topic.clone(),
+            partition: p,
+            spec: Some(spec),
+        };
+        let offset = client
+            .broker
+            .list_offsets(req)
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .offset;
+        positions.push(FetchPartition {
+            topic: args.topic.clone(),
+            partition: p,
+            offset,
+            max_bytes: 0,
+        });
     }
     let mut printed = 0u64;
     let stdout = std::io::stdout();
@@ -67,13 +91,26 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
             min_bytes: 1,
             max_bytes: 0,
         };
-        let reply = client.broker.fetch(req).await.map_err(status_error)?.into_inner();
+        let reply = client
+            .broker
+            .fetch(req)
+            .await
+            .map_err(status_error)?
+            .into_inner();
         let mut caught_up = true;
         let mut out = stdout.lock();
         for (pos, part) in positions.iter_mut().zip(&reply.partitions) {
             for r in &part.records {
-                let key = r.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                let value = r.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let key = r
+                    .key
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let value = r
+                    .value
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
                 writeln!(out, "{}\t{}\t{}\t{}", part.partition, r.offset, key, value)?;
                 pos.offset = r.offset + 1;
                 printed += 1;

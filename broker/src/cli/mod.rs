@@ -15,7 +15,11 @@ use strata_client::proto::Acks;
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Strata: a durable, partitioned event broker over gRPC")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a durable, partitioned event broker over gRPC"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,7 +29,12 @@ pub struct Cli {
 #[derive(clap::Args, Clone)]
 pub struct Connect {
     /// Broker address.
-    #[arg(long, env = "STRATA_ADDR", default_value = "127.0.0.1:7400", global = true)]
+    #[arg(
+        long,
+        env = "STRATA_ADDR",
+        default_value = "127.0.0.1:7400",
+        global = true
+    )]
     addr: String,
 }
 
@@ -91,7 +100,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Config { command: ConfigCommand::Check { file } } => {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
             let config = strata::config::Config::load(Some(&file), std::env::vars())?;
             println!("{}: valid", file.display());
             print!("{}", config.to_toml());

@@ -214,7 +214,11 @@ pub fn encode_batch<R: RecordSource>(
         first_timestamp: first_ts,
         max_timestamp: max_ts,
     };
-    let attributes = if stamp.log_append_time { ATTR_LOG_APPEND_TIME } else { 0 };
+    let attributes = if stamp.log_append_time {
+        ATTR_LOG_APPEND_TIME
+    } else {
+        0
+    };
     write_header(buf, &meta, attributes);
     meta
 }
@@ -443,11 +447,17 @@ pub(crate) mod tests {
     }
 
     pub fn value_record(v: &[u8]) -> TestRecord {
-        TestRecord { value: Some(v.to_vec()), ..Default::default() }
+        TestRecord {
+            value: Some(v.to_vec()),
+            ..Default::default()
+        }
     }
 
     fn stamp() -> Stamp {
-        Stamp { append_time_ms: 1_700_000_000_000, log_append_time: false }
+        Stamp {
+            append_time_ms: 1_700_000_000_000,
+            log_append_time: false,
+        }
     }
 
     fn arb_record() -> impl Strategy<Value = TestRecord> {
@@ -455,9 +465,17 @@ pub(crate) mod tests {
             prop_oneof![Just(0i64), 1i64..i64::MAX],
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
-            proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..10)), 0..4),
+            proptest::collection::vec(
+                ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..10)),
+                0..4,
+            ),
         )
-            .prop_map(|(ts, key, value, headers)| TestRecord { ts, key, value, headers })
+            .prop_map(|(ts, key, value, headers)| TestRecord {
+                ts,
+                key,
+                value,
+                headers,
+            })
     }
 
     proptest! {
@@ -526,9 +544,15 @@ pub(crate) mod tests {
 
     #[test]
     fn log_append_time_overrides_producer_time() {
-        let r = TestRecord { ts: 5, ..Default::default() };
+        let r = TestRecord {
+            ts: 5,
+            ..Default::default()
+        };
         let mut buf = BytesMut::new();
-        let s = Stamp { log_append_time: true, ..stamp() };
+        let s = Stamp {
+            log_append_time: true,
+            ..stamp()
+        };
         let meta = encode_batch(&mut buf, 0, &[r], s);
         assert_eq!(meta.max_timestamp, s.append_time_ms);
         let h = BatchHeader::parse(&buf).unwrap();

@@ -69,9 +69,19 @@ impl Segment {
     /// Opens (creating if needed) the segment at `base_offset` in `dir`.
     /// `active` segments get writable, preallocated indexes; sealed ones are
     /// opened as they were cut at seal time.
-    pub fn open(dir: &Path, base_offset: u64, active: bool, cfg: IndexConfig) -> io::Result<Segment> {
+    pub fn open(
+        dir: &Path,
+        base_offset: u64,
+        active: bool,
+        cfg: IndexConfig,
+    ) -> io::Result<Segment> {
         let (log_path, index_path, time_path) = paths(dir, base_offset);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&log_path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&log_path)?;
         let size = file.metadata()?.len();
         let capacity = active.then_some(cfg.max_bytes);
         let time_capacity = capacity.map(|b| b / INDEX_ENTRY_LEN * TIME_INDEX_ENTRY_LEN);
@@ -84,7 +94,11 @@ impl Segment {
             file,
             size: AtomicU64::new(size),
             max_timestamp: AtomicI64::new(max_ts),
-            indexes: RwLock::new(Indexes { offset, time, bytes_since_entry: 0 }),
+            indexes: RwLock::new(Indexes {
+                offset,
+                time,
+                bytes_since_entry: 0,
+            }),
         })
     }
 
@@ -135,7 +149,8 @@ impl Segment {
             }
             ix.bytes_since_entry += batch.len() as u64;
         }
-        self.max_timestamp.fetch_max(meta.max_timestamp, Ordering::AcqRel);
+        self.max_timestamp
+            .fetch_max(meta.max_timestamp, Ordering::AcqRel);
         self.size.store(pos + batch.len() as u64, Ordering::Release);
         Ok(())
     }
@@ -151,13 +166,16 @@ impl Segment {
     pub fn header_at(&self, pos: u64) -> io::Result<BatchHeader> {
         let mut h = [0u8; BATCH_HEADER_LEN];
         self.file.read_exact_at(&mut h, pos)?;
-        BatchHeader::parse(&h).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+        BatchHeader::parse(&h)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
     }
 
     /// The first batch that ends at or after `offset`, searching below byte
     /// `limit`: (position, header). None if every batch there ends before it.
     pub fn find_batch(&self, offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
-        let start = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
+        let start = offset
+            .saturating_sub(self.base_offset)
+            .min(u64::from(u32::MAX)) as u32;
         let mut pos = {
             let ix = self.indexes.read().expect("index lock");
             ix.offset.lookup(start).map_or(0, |(_, p)| u64::from(p))
@@ -217,7 +235,10 @@ impl Segment {
             let h = match self.verified_batch_at(pos, file_len)? {
                 Ok(h) if h.meta.base_offset >= next_offset => h,
                 Ok(h) => {
-                    let why = format!("batch at offset {} overlaps offset {next_offset}", h.meta.base_offset);
+                    let why = format!(
+                        "batch at offset {} overlaps offset {next_offset}",
+                        h.meta.base_offset
+                    );
                     report.truncated = Some((file_len - pos, why));
                     break;
                 }
@@ -251,7 +272,11 @@ impl Segment {
 
     /// Reads and verifies the whole batch at `pos`. The outer error is I/O;
     /// the inner one says why the bytes are not a good batch.
-    fn verified_batch_at(&self, pos: u64, file_len: u64) -> io::Result<Result<BatchHeader, BatchError>> {
+    fn verified_batch_at(
+        &self,
+        pos: u64,
+        file_len: u64,
+    ) -> io::Result<Result<BatchHeader, BatchError>> {
         if file_len - pos < BATCH_HEADER_LEN as u64 {
             return Ok(Err(BatchError::Truncated));
         }

@@ -41,7 +41,10 @@ fn parse_u64(key: &str, value: &str, min: u64, max: u64) -> Result<u64> {
         reason: format!("'{value}' is not a whole number; must be between {min} and {max}"),
     })?;
     if v < min || v > max {
-        return Err(Error::InvalidConfig { key: key.into(), reason: format!("{v} must be between {min} and {max}") });
+        return Err(Error::InvalidConfig {
+            key: key.into(),
+            reason: format!("{v} must be between {min} and {max}"),
+        });
     }
     Ok(v)
 }
@@ -50,9 +53,13 @@ impl TopicSettings {
     /// Applies one `key = value`, validating it.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         match key {
-            SEGMENT_BYTES => self.segment_bytes = parse_u64(key, value, MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)?,
+            SEGMENT_BYTES => {
+                self.segment_bytes = parse_u64(key, value, MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)?
+            }
             SEGMENT_MS => self.segment_ms = parse_u64(key, value, 1, i64::MAX as u64)?,
-            MAX_MESSAGE_BYTES => self.max_message_bytes = parse_u64(key, value, 1, MAX_MESSAGE_BYTES_LIMIT)?,
+            MAX_MESSAGE_BYTES => {
+                self.max_message_bytes = parse_u64(key, value, 1, MAX_MESSAGE_BYTES_LIMIT)?
+            }
             TIMESTAMP_TYPE => {
                 self.timestamp_type = match value {
                     "CreateTime" => TimestampType::CreateTime,
@@ -68,7 +75,10 @@ impl TopicSettings {
             _ => {
                 return Err(Error::InvalidConfig {
                     key: key.into(),
-                    reason: format!("unknown topic config key; valid keys are {}", KEYS.join(", ")),
+                    reason: format!(
+                        "unknown topic config key; valid keys are {}",
+                        KEYS.join(", ")
+                    ),
                 })
             }
         }
@@ -87,7 +97,10 @@ impl TopicSettings {
     }
 
     /// Broker defaults with the topic's overrides applied.
-    pub fn resolve(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> Result<TopicSettings> {
+    pub fn resolve(
+        defaults: &TopicDefaults,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicSettings> {
         let mut s = TopicSettings::from(defaults);
         for (k, v) in overrides {
             s.set(k, v)?;
@@ -113,9 +126,10 @@ pub fn validate_defaults(d: &TopicDefaults) -> Result<()> {
     let mut check = s;
     for key in KEYS {
         check.set(key, &s.get(key)).map_err(|e| match e {
-            Error::InvalidConfig { key, reason } => {
-                Error::InvalidConfig { key: format!("topics.{} ({key})", key.replace('.', "_")), reason }
-            }
+            Error::InvalidConfig { key, reason } => Error::InvalidConfig {
+                key: format!("topics.{} ({key})", key.replace('.', "_")),
+                reason,
+            },
             e => e,
         })?;
     }

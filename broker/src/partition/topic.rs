@@ -34,10 +34,18 @@ pub struct Topic {
 }
 
 impl Topic {
-    pub(super) fn new(name: String, overrides: BTreeMap<String, String>, settings: TopicSettings, logs: Vec<Arc<Log>>) -> Topic {
+    pub(super) fn new(
+        name: String,
+        overrides: BTreeMap<String, String>,
+        settings: TopicSettings,
+        logs: Vec<Arc<Log>>,
+    ) -> Topic {
         Topic {
             name,
-            state: RwLock::new(State { overrides, settings }),
+            state: RwLock::new(State {
+                overrides,
+                settings,
+            }),
             logs: RwLock::new(Arc::new(logs)),
             round_robin: AtomicU32::new(0),
         }
@@ -61,11 +69,13 @@ impl Topic {
     /// The log of one partition.
     pub fn partition(&self, partition: u32) -> Result<Arc<Log>> {
         let logs = self.logs();
-        logs.get(partition as usize).cloned().ok_or_else(|| Error::PartitionNotFound {
-            topic: self.name.clone(),
-            partition,
-            partitions: logs.len() as u32,
-        })
+        logs.get(partition as usize)
+            .cloned()
+            .ok_or_else(|| Error::PartitionNotFound {
+                topic: self.name.clone(),
+                partition,
+                partitions: logs.len() as u32,
+            })
     }
 
     /// Effective settings.
@@ -78,8 +88,16 @@ impl Topic {
         self.state.read().expect("state lock").overrides.clone()
     }
 
-    pub(super) fn set_settings(&self, overrides: BTreeMap<String, String>, settings: TopicSettings, log_config: LogConfig) {
-        *self.state.write().expect("state lock") = State { overrides, settings };
+    pub(super) fn set_settings(
+        &self,
+        overrides: BTreeMap<String, String>,
+        settings: TopicSettings,
+        log_config: LogConfig,
+    ) {
+        *self.state.write().expect("state lock") = State {
+            overrides,
+            settings,
+        };
         for log in self.logs().iter() {
             log.set_config(log_config);
         }
@@ -104,7 +122,9 @@ impl Topic {
     /// changes nothing.
     fn validate<R: RecordSource>(&self, records: &[R]) -> Result<()> {
         if records.is_empty() {
-            return Err(Error::InvalidArgument("produce request has no records".into()));
+            return Err(Error::InvalidArgument(
+                "produce request has no records".into(),
+            ));
         }
         let limit = self.settings().max_message_bytes;
         for (index, r) in records.iter().enumerate() {
@@ -124,18 +144,27 @@ impl Topic {
 
     /// Appends `records`, to `partition` or to partitions chosen by key
     /// (keyless records: one round-robin partition per request).
-    pub fn produce<R: RecordSource>(&self, partition: Option<u32>, records: &[R], now_ms: i64) -> Result<Produced> {
+    pub fn produce<R: RecordSource>(
+        &self,
+        partition: Option<u32>,
+        records: &[R],
+        now_ms: i64,
+    ) -> Result<Produced> {
         self.validate(records)?;
         let logs = self.logs();
         let n = logs.len() as u32;
         let fixed = match partition {
             Some(p) => Some(self.partition(p).map(|_| p)?),
-            None if records.iter().all(|r| r.key().is_none()) => Some(self.round_robin.fetch_add(1, Ordering::Relaxed) % n),
+            None if records.iter().all(|r| r.key().is_none()) => {
+                Some(self.round_robin.fetch_add(1, Ordering::Relaxed) % n)
+            }
             None => None,
         };
         if let Some(p) = fixed {
             let log = &logs[p as usize];
-            let a = log.append(records, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
+            let a = log
+                .append(records, now_ms)
+                .map_err(|e| Error::from_log(&self.name, p, e))?;
             return Ok(Produced {
                 positions: (a.base_offset..a.next_offset).map(|o| (p, o)).collect(),
                 appended: vec![(log.clone(), a.next_offset)],
@@ -143,19 +172,35 @@ impl Topic {
         }
         // Mixed keys: one batch per target partition, records in request order.
         let keyless = self.round_robin.fetch_add(1, Ordering::Relaxed) % n;
-        let targets: Vec<u32> = records.iter().map(|r| r.key().map_or(keyless, |k| partition_for_key(k, n))).collect();
-        let mut out = Produced { positions: vec![(0, 0); records.len()], appended: Vec::new() };
+        let targets: Vec<u32> = records
+            .iter()
+            .map(|r| r.key().map_or(keyless, |k| partition_for_key(k, n)))
+            .collect();
+        let mut out = Produced {
+            positions: vec![(0, 0); records.len()],
+            appended: Vec::new(),
+        };
         let mut partitions: Vec<u32> = targets.clone();
         partitions.sort_unstable();
         partitions.dedup();
         for p in partitions {
-            let group: Vec<&R> = records.iter().zip(&targets).filter(|(_, &t)| t == p).map(|(r, _)| r).collect();
+            let group: Vec<&R> = records
+                .iter()
+                .zip(&targets)
+                .filter(|(_, &t)| t == p)
+                .map(|(r, _)| r)
+                .collect();
             let log = &logs[p as usize];
-            let a = log.append(&group, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
-            let mut offset = a.base_offset;
-            for (i, _) in targets.iter().enumerate().filter(|(_, &t)| t == p) {
+            let a = log
+                .append(&group, now_ms)
+                .map_err(|e| Error::from_log(&self.name, p, e))?;
+            let indexes = targets
+                .iter()
+                .enumerate()
+                .filter(|(_, &t)| t == p)
+                .map(|(i, _)| i);
+            for (offset, i) in (a.base_offset..).zip(indexes) {
                 out.positions[i] = (p, offset);
-                offset += 1;
             }
             out.appended.push((log.clone(), a.next_offset));
         }

@@ -21,7 +21,10 @@ impl AdminService {
     }
 
     /// Runs a topic change off the async workers (it fsyncs files and dirs).
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Manager) -> Result<T> + Send + 'static) -> Result<T, Status> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Manager) -> Result<T> + Send + 'static,
+    ) -> Result<T, Status> {
         let manager = self.manager.clone();
         tokio::task::spawn_blocking(move || f(&manager))
             .await
@@ -50,7 +53,11 @@ fn describe(info: TopicInfo) -> TopicDescription {
             .map(|(key, value, on_topic)| ConfigEntry {
                 key,
                 value,
-                source: if on_topic { ConfigSource::Topic } else { ConfigSource::Default } as i32,
+                source: if on_topic {
+                    ConfigSource::Topic
+                } else {
+                    ConfigSource::Default
+                } as i32,
             })
             .collect(),
     }
@@ -58,20 +65,33 @@ fn describe(info: TopicInfo) -> TopicDescription {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn create_topic(&self, req: Request<CreateTopicRequest>) -> Result<Response<CreateTopicResponse>, Status> {
+    async fn create_topic(
+        &self,
+        req: Request<CreateTopicRequest>,
+    ) -> Result<Response<CreateTopicResponse>, Status> {
         let r = req.into_inner();
         let configs = r.configs.into_iter().collect();
-        let info = self.blocking(move |m| m.create_topic(&r.name, r.partitions, configs)).await?;
-        Ok(Response::new(CreateTopicResponse { topic: Some(describe(info)) }))
+        let info = self
+            .blocking(move |m| m.create_topic(&r.name, r.partitions, configs))
+            .await?;
+        Ok(Response::new(CreateTopicResponse {
+            topic: Some(describe(info)),
+        }))
     }
 
-    async fn delete_topic(&self, req: Request<DeleteTopicRequest>) -> Result<Response<DeleteTopicResponse>, Status> {
+    async fn delete_topic(
+        &self,
+        req: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
         let name = req.into_inner().name;
         self.blocking(move |m| m.delete_topic(&name)).await?;
         Ok(Response::new(DeleteTopicResponse {}))
     }
 
-    async fn list_topics(&self, _req: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
+    async fn list_topics(
+        &self,
+        _req: Request<ListTopicsRequest>,
+    ) -> Result<Response<ListTopicsResponse>, Status> {
         let topics = self
             .manager
             .list_topics()
@@ -81,9 +101,14 @@ impl Admin for AdminService {
         Ok(Response::new(ListTopicsResponse { topics }))
     }
 
-    async fn describe_topic(&self, req: Request<DescribeTopicRequest>) -> Result<Response<DescribeTopicResponse>, Status> {
+    async fn describe_topic(
+        &self,
+        req: Request<DescribeTopicRequest>,
+    ) -> Result<Response<DescribeTopicResponse>, Status> {
         let info = self.manager.describe_topic(&req.into_inner().name)?;
-        Ok(Response::new(DescribeTopicResponse { topic: Some(describe(info)) }))
+        Ok(Response::new(DescribeTopicResponse {
+            topic: Some(describe(info)),
+        }))
     }
 
     async fn alter_topic_config(
@@ -92,11 +117,18 @@ impl Admin for AdminService {
     ) -> Result<Response<AlterTopicConfigResponse>, Status> {
         let r = req.into_inner();
         if r.set.is_empty() && r.reset.is_empty() {
-            return Err(Error::InvalidArgument("nothing to change: give keys to set or reset".into()).into());
+            return Err(Error::InvalidArgument(
+                "nothing to change: give keys to set or reset".into(),
+            )
+            .into());
         }
         let set = r.set.into_iter().collect();
-        let info = self.blocking(move |m| m.alter_topic_config(&r.name, set, r.reset)).await?;
-        Ok(Response::new(AlterTopicConfigResponse { topic: Some(describe(info)) }))
+        let info = self
+            .blocking(move |m| m.alter_topic_config(&r.name, set, r.reset))
+            .await?;
+        Ok(Response::new(AlterTopicConfigResponse {
+            topic: Some(describe(info)),
+        }))
     }
 
     async fn create_partitions(
@@ -104,7 +136,11 @@ impl Admin for AdminService {
         req: Request<CreatePartitionsRequest>,
     ) -> Result<Response<CreatePartitionsResponse>, Status> {
         let r = req.into_inner();
-        let info = self.blocking(move |m| m.create_partitions(&r.name, r.total)).await?;
-        Ok(Response::new(CreatePartitionsResponse { topic: Some(describe(info)) }))
+        let info = self
+            .blocking(move |m| m.create_partitions(&r.name, r.total))
+            .await?;
+        Ok(Response::new(CreatePartitionsResponse {
+            topic: Some(describe(info)),
+        }))
     }
 }

@@ -72,18 +72,27 @@ pub async fn run(
         _ = shutdown => None,
     };
     let result = match served {
-        Some(r) => r.map_err(ServeError::from).and_then(|r| r.map_err(ServeError::from)),
+        Some(r) => r
+            .map_err(ServeError::from)
+            .and_then(|r| r.map_err(ServeError::from)),
         None => {
             tracing::info!("stopping: no new connections, finishing in-flight requests");
-            health.set_not_serving::<BrokerServer<BrokerService>>().await;
+            health
+                .set_not_serving::<BrokerServer<BrokerService>>()
+                .await;
             health.set_not_serving::<AdminServer<AdminService>>().await;
             let _ = stop_tx.send(true);
             let _ = serve_stop_tx.send(());
             let grace = Duration::from_millis(config.server.shutdown_grace_ms);
             match tokio::time::timeout(grace, &mut server).await {
-                Ok(r) => r.map_err(ServeError::from).and_then(|r| r.map_err(ServeError::from)),
+                Ok(r) => r
+                    .map_err(ServeError::from)
+                    .and_then(|r| r.map_err(ServeError::from)),
                 Err(_) => {
-                    tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; closing remaining connections");
+                    tracing::warn!(
+                        grace_ms = grace.as_millis() as u64,
+                        "grace period over; closing remaining connections"
+                    );
                     server.abort();
                     Ok(())
                 }

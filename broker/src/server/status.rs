@@ -16,7 +16,9 @@ pub fn to_status(e: Error) -> Status {
         | Error::RecordTooLarge { .. } => Code::InvalidArgument,
         Error::OffsetOutOfRange { .. } => Code::OutOfRange,
         Error::Unavailable(_) => Code::Unavailable,
-        Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => Code::ResourceExhausted,
+        Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            Code::ResourceExhausted
+        }
         Error::Storage { .. } => Code::Internal,
     };
     if code == Code::Internal || code == Code::ResourceExhausted {
