@@ -244,3 +244,46 @@ async fn durable_waiters_share_fsyncs() {
         Err(LogError::Closed)
     ));
 }
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_ms: 1,
+        ..config(1 << 30)
+    };
+    let (log, _) = Log::open(dir.path(), "t/0".into(), cfg).unwrap();
+    for b in 0..3 {
+        log.append(&records(1, b), 1).unwrap();
+        // The roll is about elapsed time itself: let 1 ms pass.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        log.disk_usage().0,
+        3,
+        "each append found a segment older than segment.ms"
+    );
+}
+
+#[tokio::test]
+async fn flush_after_n_records_without_anyone_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        flush_records: 5,
+        ..config(1 << 30)
+    };
+    let (log, _) = Log::open(dir.path(), "t/0".into(), cfg).unwrap();
+    let log = Arc::new(log);
+    // The timer alone would take an hour: only the record count can trigger this fsync.
+    let flusher = tokio::spawn(log.clone().run_flusher(Duration::from_secs(3600)));
+    let mut durable = log.durable.subscribe();
+    log.append(&records(4, 0), 1).unwrap();
+    assert_eq!(log.durable_offset(), 0);
+    log.append(&records(1, 1), 1).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), durable.wait_for(|d| *d >= 5))
+        .await
+        .unwrap()
+        .unwrap();
+    log.close().unwrap();
+    flusher.await.unwrap();
+}
