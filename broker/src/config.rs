@@ -23,8 +23,28 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Defaults for topics (each can be overridden per topic).
     pub topics: TopicDefaults,
+    /// Background retention and compaction.
+    pub cleaner: CleanerConfig,
     /// Logs.
     pub logging: LoggingConfig,
+}
+
+/// `[cleaner]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanerConfig {
+    /// How often retention looks for segments to delete (ms).
+    pub retention_check_interval_ms: u64,
+    /// How often the compactor looks for compacted topics to clean (ms).
+    pub compaction_interval_ms: u64,
+    /// Most bytes per second the compactor reads plus writes.
+    pub io_bytes_per_sec: u64,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig { retention_check_interval_ms: 300_000, compaction_interval_ms: 15_000, io_bytes_per_sec: 100 << 20 }
+    }
 }
 
 /// `[server]`
@@ -123,6 +143,16 @@ pub struct TopicDefaults {
     pub max_message_bytes: u64,
     /// `timestamp.type`
     pub timestamp_type: TimestampType,
+    /// `retention.ms` (-1 = forever)
+    pub retention_ms: i64,
+    /// `retention.bytes` per partition (-1 = unlimited)
+    pub retention_bytes: i64,
+    /// `cleanup.policy`: "delete", "compact" or "compact,delete"
+    pub cleanup_policy: String,
+    /// `delete.retention.ms`
+    pub delete_retention_ms: u64,
+    /// `min.compaction.lag.ms`
+    pub min_compaction_lag_ms: u64,
 }
 
 impl Default for TopicDefaults {
@@ -134,6 +164,11 @@ impl Default for TopicDefaults {
             segment_ms: 7 * 24 * 3600 * 1000,
             max_message_bytes: 1 << 20,
             timestamp_type: TimestampType::CreateTime,
+            retention_ms: -1,
+            retention_bytes: -1,
+            cleanup_policy: "delete".into(),
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_compaction_lag_ms: 0,
         }
     }
 }

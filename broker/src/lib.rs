@@ -1,9 +1,14 @@
 //! Strata: an event broker. See README.md and docs/.
 
+pub mod cleaner;
+pub mod compaction;
 pub mod config;
 pub mod error;
+pub mod failpoint;
 pub mod log;
 pub mod partition;
+pub mod retention;
 pub mod server;
+pub mod shutdown;
 
 pub use error::{Error, Result};

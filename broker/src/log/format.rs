@@ -70,6 +70,10 @@ pub const INDEX_SUFFIX: &str = "index";
 /// Suffix of time index files.
 pub const TIME_INDEX_SUFFIX: &str = "timeindex";
 
+/// Extra suffix of a compacted copy of a segment file while it is written
+/// (`<base>.log.cleaned`, ...). See `compaction` for the swap protocol.
+pub const CLEANED_SUFFIX: &str = "cleaned";
+
 /// Offset index entry: relative offset (u32) then file position (u32).
 pub const INDEX_ENTRY_LEN: usize = 8;
 /// Time index entry: max timestamp so far (i64) then relative offset (u32).

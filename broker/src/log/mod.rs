@@ -130,6 +130,7 @@ impl Log {
     /// rolled, so they are trusted as they are.
     pub fn open(dir: &Path, name: String, config: LogConfig) -> io::Result<(Log, OpenReport)> {
         fs::create_dir_all(dir)?;
+        crate::compaction::recover_cleaned(dir)?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -220,6 +221,54 @@ impl Log {
     pub fn disk_usage(&self) -> (usize, u64) {
         let segs = self.segments.read().expect("segments lock");
         (segs.len(), segs.values().map(|s| s.size()).sum())
+    }
+
+    /// Closed segments (every one but the active), oldest first, and the
+    /// total size of the log including the active segment.
+    pub fn closed_segments(&self) -> (Vec<Arc<Segment>>, u64) {
+        let segs = self.segments.read().expect("segments lock");
+        let total = segs.values().map(|s| s.size()).sum();
+        let closed = segs.values().take(segs.len() - 1).cloned().collect();
+        (closed, total)
+    }
+
+    /// Every segment, oldest first (the active one last).
+    pub fn all_segments(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().expect("segments lock").values().cloned().collect()
+    }
+
+    /// Deletes the `n` oldest segments (never the active one) and moves the
+    /// log start to the first remaining segment. Readers that already hold a
+    /// deleted segment finish their read from the unlinked file.
+    pub fn delete_oldest_segments(&self, n: usize) -> io::Result<Vec<Arc<Segment>>> {
+        let removed: Vec<Arc<Segment>> = {
+            let mut segs = self.segments.write().expect("segments lock");
+            let n = n.min(segs.len() - 1);
+            let keys: Vec<u64> = segs.keys().take(n).copied().collect();
+            let removed = keys.iter().filter_map(|k| segs.remove(k)).collect();
+            if let Some(&first) = segs.keys().next() {
+                self.log_start.fetch_max(first, Ordering::AcqRel);
+            }
+            removed
+        };
+        for s in &removed {
+            s.remove_files()?;
+        }
+        if !removed.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Swaps in the segment at `base` from its files on disk (after the
+    /// compactor committed a cleaned copy). Readers holding the old one keep it.
+    pub fn reload_segment(&self, base: u64, index: IndexConfig) -> io::Result<()> {
+        let seg = Arc::new(Segment::open(&self.dir, base, false, index)?);
+        let mut segs = self.segments.write().expect("segments lock");
+        if segs.contains_key(&base) {
+            segs.insert(base, seg);
+        }
+        Ok(())
     }
 
     /// Appends `records` (non-empty) as one batch.

@@ -35,6 +35,22 @@ struct Indexes {
     bytes_since_entry: u64,
 }
 
+impl Indexes {
+    /// Notes a batch appended at `pos`: an offset entry at the first batch and
+    /// then every `interval` bytes; a time entry with it when the segment's
+    /// largest timestamp (`max_before`, before this batch) grew.
+    fn note_batch(&mut self, rel: u32, pos: u64, h: &BatchHeader, max_before: i64, interval: u64) {
+        if self.offset.is_empty() || self.bytes_since_entry >= interval {
+            self.offset.push(rel, pos as u32);
+            self.bytes_since_entry = 0;
+            if h.meta.max_timestamp > max_before {
+                self.time.push(h.meta.max_timestamp, rel);
+            }
+        }
+        self.bytes_since_entry += u64::from(h.batch_len);
+    }
+}
+
 /// What a tail check found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TailRecovery {
@@ -42,6 +58,75 @@ pub struct TailRecovery {
     pub batches_checked: u64,
     /// Bytes cut off the end of the log, and why.
     pub truncated: Option<(u64, String)>,
+}
+
+/// Paths of the cleaned copy of a segment: (log, index, time index).
+pub fn cleaned_paths(dir: &Path, base: u64) -> [PathBuf; 3] {
+    let (log, index, time) = paths(dir, base);
+    [log, index, time].map(|p| {
+        let mut name = p.into_os_string();
+        name.push(".");
+        name.push(CLEANED_SUFFIX);
+        PathBuf::from(name)
+    })
+}
+
+/// Writes a compacted copy of a segment (`<base>.*.cleaned`), batch by batch,
+/// with its own indexes. Nothing is visible until `compaction` commits it.
+pub struct CleanedWriter {
+    base: u64,
+    file: io::BufWriter<File>,
+    indexes: Indexes,
+    pos: u64,
+    max_timestamp: i64,
+    interval: u64,
+}
+
+impl CleanedWriter {
+    /// Starts the copy of segment `base` in `dir`; `max_batches` bounds the index sizes.
+    pub fn create(dir: &Path, base: u64, max_batches: usize, cfg: IndexConfig) -> io::Result<CleanedWriter> {
+        let [log, index, time] = cleaned_paths(dir, base);
+        let file = File::create(log)?;
+        let offset = OffsetIndex::open(&index, Some(max_batches * INDEX_ENTRY_LEN), 0)?;
+        let time = TimeIndex::open(&time, Some((max_batches + 1) * TIME_INDEX_ENTRY_LEN))?;
+        Ok(CleanedWriter {
+            base,
+            file: io::BufWriter::with_capacity(1 << 20, file),
+            indexes: Indexes { offset, time, bytes_since_entry: 0 },
+            pos: 0,
+            max_timestamp: i64::MIN,
+            interval: cfg.interval_bytes,
+        })
+    }
+
+    /// Appends one complete, valid batch.
+    pub fn push(&mut self, batch: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let h = BatchHeader::parse(batch).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.file.write_all(batch)?;
+        let rel = (h.meta.base_offset - self.base) as u32;
+        self.indexes.note_batch(rel, self.pos, &h, self.max_timestamp, self.interval);
+        self.max_timestamp = self.max_timestamp.max(h.meta.max_timestamp);
+        self.pos += u64::from(h.batch_len);
+        Ok(())
+    }
+
+    /// Flushes and fsyncs the log copy (then calls `between`, a crash point),
+    /// then seals and fsyncs the index copies. Returns the copy's size.
+    pub fn finish(mut self, last_offset: u64, between: impl FnOnce()) -> io::Result<u64> {
+        use std::io::Write;
+        self.file.flush()?;
+        self.file.get_ref().sync_all()?;
+        between();
+        let rel = (last_offset - self.base) as u32;
+        let ix = &mut self.indexes;
+        if self.max_timestamp > ix.time.last().map_or(i64::MIN, |(ts, _)| ts) && self.max_timestamp > 0 && ix.time.last().is_none_or(|(_, r)| r < rel) {
+            ix.time.push(self.max_timestamp, rel);
+        }
+        ix.offset.seal()?;
+        ix.time.seal()?;
+        Ok(self.pos)
+    }
 }
 
 /// A segment of a partition's log.
@@ -248,15 +333,7 @@ impl Segment {
                 }
             };
             report.batches_checked += 1;
-            let rel = self.rel(h.meta.base_offset);
-            if ix.offset.is_empty() || ix.bytes_since_entry >= cfg.interval_bytes {
-                ix.offset.push(rel, pos as u32);
-                ix.bytes_since_entry = 0;
-                if h.meta.max_timestamp > max_ts {
-                    ix.time.push(h.meta.max_timestamp, rel);
-                }
-            }
-            ix.bytes_since_entry += u64::from(h.batch_len);
+            ix.note_batch(self.rel(h.meta.base_offset), pos, &h, max_ts, cfg.interval_bytes);
             max_ts = max_ts.max(h.meta.max_timestamp);
             next_offset = h.meta.next_offset();
             pos += u64::from(h.batch_len);

@@ -167,15 +167,23 @@ impl Manager {
         self.root.join(name)
     }
 
+    /// Index sizing for every segment.
+    pub fn index_config(&self) -> crate::log::IndexConfig {
+        let st = &self.config.storage;
+        crate::log::IndexConfig { interval_bytes: st.index_interval_bytes, max_bytes: st.index_max_bytes as usize }
+    }
+
+    /// Every topic, by name.
+    pub fn topics_snapshot(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().expect("topics lock").values().cloned().collect()
+    }
+
     fn log_config(&self, s: &TopicSettings) -> LogConfig {
         let st = &self.config.storage;
         LogConfig {
             segment_bytes: s.segment_bytes,
             segment_ms: s.segment_ms,
-            index: crate::log::IndexConfig {
-                interval_bytes: st.index_interval_bytes,
-                max_bytes: st.index_max_bytes as usize,
-            },
+            index: self.index_config(),
             log_append_time: s.timestamp_type == crate::config::TimestampType::LogAppendTime,
             flush_records: st.flush_records,
         }

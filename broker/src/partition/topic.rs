@@ -126,8 +126,15 @@ impl Topic {
                 "produce request has no records".into(),
             ));
         }
-        let limit = self.settings().max_message_bytes;
+        let settings = self.settings();
+        let limit = settings.max_message_bytes;
         for (index, r) in records.iter().enumerate() {
+            if settings.cleanup_policy.compact && r.key().is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "record {index} has no key, but topic '{}' is compacted (cleanup.policy={}): every record needs a key",
+                    self.name, settings.cleanup_policy
+                )));
+            }
             if r.timestamp_ms() < 0 {
                 return Err(Error::InvalidArgument(format!(
                     "record {index} has timestamp {} ms; timestamps must be >= 0 (0 = broker append time)",

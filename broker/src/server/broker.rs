@@ -19,6 +19,7 @@ use crate::config::{AckLevel, Config};
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::partition::{Manager, Produced};
+use crate::shutdown::stopped;
 
 /// Requests a ProduceStream may have in flight (appended, awaiting fsync).
 const MAX_IN_FLIGHT: usize = 64;
@@ -37,11 +38,6 @@ pub struct BrokerService {
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// Resolves when `shutdown` turns true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
-}
 
 impl BrokerService {
     /// Serves `manager`; streams end when `shutdown` turns true.

@@ -48,11 +48,13 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let broker = BrokerServer::new(BrokerService::new(manager.clone(), config, stop_rx))
+    let broker = BrokerServer::new(BrokerService::new(manager.clone(), config, stop_rx.clone()))
         .max_decoding_message_size(max_message)
         // A fetch returns at least one whole batch, which may exceed its max_bytes.
         .max_encoding_message_size(max_message * 2);
     let admin = AdminServer::new(AdminService::new(manager.clone()));
+
+    let cleaner = tokio::spawn(crate::cleaner::run(manager.clone(), config.cleaner.clone(), stop_rx.clone()));
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (serve_stop_tx, serve_stop_rx) = oneshot::channel::<()>();
@@ -99,6 +101,10 @@ pub async fn run(
             }
         }
     };
+    let _ = stop_tx.send(true);
+    if let Err(e) = cleaner.await {
+        tracing::error!(error = %e, "cleaner task failed");
+    }
     let closed = tokio::task::spawn_blocking(move || manager.shutdown()).await?;
     result?;
     closed?;

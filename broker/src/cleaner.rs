@@ -1,0 +1,127 @@
+//! The background cleaner: retention and compaction passes on timers, off
+//! the async workers, stopping between batches on shutdown.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::compaction::{compact_partition, Throttle};
+use crate::config::CleanerConfig;
+use crate::partition::Manager;
+use crate::retention::{segments_to_delete, SegmentStat};
+use crate::shutdown::stopped;
+
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    Retention,
+    Compaction,
+}
+
+/// Runs until `shutdown` turns true; an ongoing pass is asked to stop and awaited.
+pub async fn run(manager: Arc<Manager>, config: CleanerConfig, mut shutdown: watch::Receiver<bool>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut retention = tokio::time::interval(Duration::from_millis(config.retention_check_interval_ms));
+    let mut compaction = tokio::time::interval(Duration::from_millis(config.compaction_interval_ms));
+    for t in [&mut retention, &mut compaction] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    let compacted: Arc<Progress> = Arc::default();
+    loop {
+        let job = tokio::select! {
+            _ = retention.tick() => Job::Retention,
+            _ = compaction.tick() => Job::Compaction,
+            _ = stopped(&mut shutdown) => return,
+        };
+        let (m, s, c) = (manager.clone(), stop.clone(), compacted.clone());
+        let pass = tokio::task::spawn_blocking(move || match job {
+            Job::Retention => retention_pass(&m),
+            Job::Compaction => compaction_pass(&m, &s, config.io_bytes_per_sec, &c),
+        });
+        tokio::pin!(pass);
+        tokio::select! {
+            r = &mut pass => if let Err(e) = r { tracing::error!(?job, error = %e, "cleaner pass panicked") },
+            _ = stopped(&mut shutdown) => {
+                stop.store(true, Ordering::Release);
+                let _ = pass.await;
+                return;
+            }
+        }
+    }
+}
+
+/// High watermark per partition at its last compaction that left nothing for
+/// later (no young tombstones, no segment held back by the lag), so an
+/// unchanged partition is not scanned again.
+#[derive(Default)]
+struct Progress(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+fn retention_pass(manager: &Manager) {
+    let now = manager.now_ms();
+    for topic in manager.topics_snapshot() {
+        let s = topic.settings();
+        if !s.cleanup_policy.delete || (s.retention_ms < 0 && s.retention_bytes < 0) {
+            continue;
+        }
+        for log in topic.logs().iter() {
+            let (closed, total) = log.closed_segments();
+            let stats: Vec<_> = closed.iter().map(|c| SegmentStat { size: c.size(), max_timestamp: c.max_timestamp() }).collect();
+            let n = segments_to_delete(&stats, total, now, s.retention_ms, s.retention_bytes);
+            if n == 0 {
+                continue;
+            }
+            match log.delete_oldest_segments(n) {
+                Ok(removed) => tracing::info!(
+                    partition = log.name(),
+                    segments = removed.len(),
+                    bytes = removed.iter().map(|s| s.size()).sum::<u64>(),
+                    log_start = log.log_start(),
+                    "retention deleted old segments"
+                ),
+                Err(e) => tracing::error!(partition = log.name(), error = %e, "retention failed"),
+            }
+        }
+    }
+}
+
+fn compaction_pass(manager: &Manager, stop: &AtomicBool, bytes_per_sec: u64, progress: &Progress) {
+    let index = manager.index_config();
+    for topic in manager.topics_snapshot() {
+        let settings = topic.settings();
+        if !settings.cleanup_policy.compact {
+            continue;
+        }
+        for log in topic.logs().iter() {
+            let hw = log.high_watermark();
+            if progress.0.lock().expect("progress lock").get(log.name()) == Some(&hw) {
+                continue;
+            }
+            let started = Instant::now();
+            let mut throttle = Throttle::new(bytes_per_sec, stop);
+            match compact_partition(log, &settings, index, manager.now_ms(), &mut throttle) {
+                Ok(Some(stats)) => {
+                    let secs = started.elapsed().as_secs_f64();
+                    if stats.segments_rewritten > 0 {
+                        tracing::info!(
+                            partition = log.name(),
+                            segments = stats.segments_rewritten,
+                            bytes_before = stats.bytes_before,
+                            bytes_after = stats.bytes_after,
+                            records_dropped = stats.records_dropped,
+                            tombstones_dropped = stats.tombstones_dropped,
+                            mb_per_sec = format!("{:.1}", stats.bytes_before as f64 / 1e6 / secs.max(1e-9)),
+                            "compacted"
+                        );
+                    }
+                    if !stats.work_left {
+                        progress.0.lock().expect("progress lock").insert(log.name().to_string(), hw);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+                Err(e) => tracing::error!(partition = log.name(), error = %e, "compaction failed"),
+            }
+        }
+    }
+}
