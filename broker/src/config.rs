@@ -43,7 +43,11 @@ pub struct CleanerConfig {
 
 impl Default for CleanerConfig {
     fn default() -> Self {
-        CleanerConfig { retention_check_interval_ms: 300_000, compaction_interval_ms: 15_000, io_bytes_per_sec: 100 << 20 }
+        CleanerConfig {
+            retention_check_interval_ms: 300_000,
+            compaction_interval_ms: 15_000,
+            io_bytes_per_sec: 100 << 20,
+        }
     }
 }
 

@@ -165,3 +165,52 @@ pub async fn high_watermark(client: &mut Client, topic: &str, partition: u32) ->
         .into_inner()
         .offset
 }
+
+impl Broker {
+    /// Waits for the process to exit on its own (e.g. at a failpoint).
+    pub fn wait_exit(mut self, timeout: Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker did not exit in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Describes a topic.
+pub async fn describe(client: &mut Client, topic: &str) -> TopicDescription {
+    let req = DescribeTopicRequest { name: topic.into() };
+    client
+        .admin
+        .describe_topic(req)
+        .await
+        .expect("describe")
+        .into_inner()
+        .topic
+        .expect("topic")
+}

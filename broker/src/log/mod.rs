@@ -234,7 +234,12 @@ impl Log {
 
     /// Every segment, oldest first (the active one last).
     pub fn all_segments(&self) -> Vec<Arc<Segment>> {
-        self.segments.read().expect("segments lock").values().cloned().collect()
+        self.segments
+            .read()
+            .expect("segments lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Deletes the `n` oldest segments (never the active one) and moves the

@@ -84,7 +84,12 @@ pub struct CleanedWriter {
 
 impl CleanedWriter {
     /// Starts the copy of segment `base` in `dir`; `max_batches` bounds the index sizes.
-    pub fn create(dir: &Path, base: u64, max_batches: usize, cfg: IndexConfig) -> io::Result<CleanedWriter> {
+    pub fn create(
+        dir: &Path,
+        base: u64,
+        max_batches: usize,
+        cfg: IndexConfig,
+    ) -> io::Result<CleanedWriter> {
         let [log, index, time] = cleaned_paths(dir, base);
         let file = File::create(log)?;
         let offset = OffsetIndex::open(&index, Some(max_batches * INDEX_ENTRY_LEN), 0)?;
@@ -92,7 +97,11 @@ impl CleanedWriter {
         Ok(CleanedWriter {
             base,
             file: io::BufWriter::with_capacity(1 << 20, file),
-            indexes: Indexes { offset, time, bytes_since_entry: 0 },
+            indexes: Indexes {
+                offset,
+                time,
+                bytes_since_entry: 0,
+            },
             pos: 0,
             max_timestamp: i64::MIN,
             interval: cfg.interval_bytes,
@@ -102,10 +111,12 @@ impl CleanedWriter {
     /// Appends one complete, valid batch.
     pub fn push(&mut self, batch: &[u8]) -> io::Result<()> {
         use std::io::Write;
-        let h = BatchHeader::parse(batch).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let h = BatchHeader::parse(batch)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         self.file.write_all(batch)?;
         let rel = (h.meta.base_offset - self.base) as u32;
-        self.indexes.note_batch(rel, self.pos, &h, self.max_timestamp, self.interval);
+        self.indexes
+            .note_batch(rel, self.pos, &h, self.max_timestamp, self.interval);
         self.max_timestamp = self.max_timestamp.max(h.meta.max_timestamp);
         self.pos += u64::from(h.batch_len);
         Ok(())
@@ -120,7 +131,10 @@ impl CleanedWriter {
         between();
         let rel = (last_offset - self.base) as u32;
         let ix = &mut self.indexes;
-        if self.max_timestamp > ix.time.last().map_or(i64::MIN, |(ts, _)| ts) && self.max_timestamp > 0 && ix.time.last().is_none_or(|(_, r)| r < rel) {
+        if self.max_timestamp > ix.time.last().map_or(i64::MIN, |(ts, _)| ts)
+            && self.max_timestamp > 0
+            && ix.time.last().is_none_or(|(_, r)| r < rel)
+        {
             ix.time.push(self.max_timestamp, rel);
         }
         ix.offset.seal()?;
@@ -333,7 +347,13 @@ impl Segment {
                 }
             };
             report.batches_checked += 1;
-            ix.note_batch(self.rel(h.meta.base_offset), pos, &h, max_ts, cfg.interval_bytes);
+            ix.note_batch(
+                self.rel(h.meta.base_offset),
+                pos,
+                &h,
+                max_ts,
+                cfg.interval_bytes,
+            );
             max_ts = max_ts.max(h.meta.max_timestamp);
             next_offset = h.meta.next_offset();
             pos += u64::from(h.batch_len);

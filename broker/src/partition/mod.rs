@@ -170,12 +170,20 @@ impl Manager {
     /// Index sizing for every segment.
     pub fn index_config(&self) -> crate::log::IndexConfig {
         let st = &self.config.storage;
-        crate::log::IndexConfig { interval_bytes: st.index_interval_bytes, max_bytes: st.index_max_bytes as usize }
+        crate::log::IndexConfig {
+            interval_bytes: st.index_interval_bytes,
+            max_bytes: st.index_max_bytes as usize,
+        }
     }
 
     /// Every topic, by name.
     pub fn topics_snapshot(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().expect("topics lock").values().cloned().collect()
+        self.topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn log_config(&self, s: &TopicSettings) -> LogConfig {

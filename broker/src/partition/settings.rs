@@ -51,7 +51,10 @@ pub struct CleanupPolicy {
 impl CleanupPolicy {
     /// Parses `delete`, `compact`, `compact,delete` (either order).
     pub fn parse(s: &str) -> Option<CleanupPolicy> {
-        let mut p = CleanupPolicy { delete: false, compact: false };
+        let mut p = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
         for part in s.split(',').map(str::trim) {
             match part {
                 "delete" if !p.delete => p.delete = true,
@@ -102,10 +105,15 @@ pub struct TopicSettings {
 fn parse_i64_or_unlimited(key: &str, value: &str) -> Result<i64> {
     match value.trim() {
         "-1" => Ok(-1),
-        v => Ok(parse_u64(key, v, 0, i64::MAX as u64).map_err(|_| Error::InvalidConfig {
-            key: key.into(),
-            reason: format!("'{value}' must be -1 (unlimited) or between 0 and {}", i64::MAX),
-        })? as i64),
+        v => Ok(
+            parse_u64(key, v, 0, i64::MAX as u64).map_err(|_| Error::InvalidConfig {
+                key: key.into(),
+                reason: format!(
+                    "'{value}' must be -1 (unlimited) or between 0 and {}",
+                    i64::MAX
+                ),
+            })? as i64,
+        ),
     }
 }
 
@@ -136,13 +144,18 @@ impl TopicSettings {
             }
             RETENTION_MS => self.retention_ms = parse_i64_or_unlimited(key, value)?,
             RETENTION_BYTES => self.retention_bytes = parse_i64_or_unlimited(key, value)?,
-            DELETE_RETENTION_MS => self.delete_retention_ms = parse_u64(key, value, 0, i64::MAX as u64)?,
-            MIN_COMPACTION_LAG_MS => self.min_compaction_lag_ms = parse_u64(key, value, 0, i64::MAX as u64)?,
+            DELETE_RETENTION_MS => {
+                self.delete_retention_ms = parse_u64(key, value, 0, i64::MAX as u64)?
+            }
+            MIN_COMPACTION_LAG_MS => {
+                self.min_compaction_lag_ms = parse_u64(key, value, 0, i64::MAX as u64)?
+            }
             CLEANUP_POLICY => {
-                self.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(|| Error::InvalidConfig {
-                    key: key.into(),
-                    reason: format!("'{value}' must be delete, compact or compact,delete"),
-                })?
+                self.cleanup_policy =
+                    CleanupPolicy::parse(value).ok_or_else(|| Error::InvalidConfig {
+                        key: key.into(),
+                        reason: format!("'{value}' must be delete, compact or compact,delete"),
+                    })?
             }
             TIMESTAMP_TYPE => {
                 self.timestamp_type = match value {
@@ -207,8 +220,10 @@ impl From<&TopicDefaults> for TopicSettings {
             timestamp_type: d.timestamp_type,
             retention_ms: d.retention_ms,
             retention_bytes: d.retention_bytes,
-            cleanup_policy: CleanupPolicy::parse(&d.cleanup_policy)
-                .unwrap_or(CleanupPolicy { delete: true, compact: false }),
+            cleanup_policy: CleanupPolicy::parse(&d.cleanup_policy).unwrap_or(CleanupPolicy {
+                delete: true,
+                compact: false,
+            }),
             delete_retention_ms: d.delete_retention_ms,
             min_compaction_lag_ms: d.min_compaction_lag_ms,
         }
@@ -220,7 +235,10 @@ pub fn validate_defaults(d: &TopicDefaults) -> Result<()> {
     if CleanupPolicy::parse(&d.cleanup_policy).is_none() {
         return Err(Error::InvalidConfig {
             key: "topics.cleanup_policy".into(),
-            reason: format!("'{}' must be delete, compact or compact,delete", d.cleanup_policy),
+            reason: format!(
+                "'{}' must be delete, compact or compact,delete",
+                d.cleanup_policy
+            ),
         });
     }
     let s = TopicSettings::from(d);
@@ -253,7 +271,11 @@ mod tests {
             (SEGMENT_BYTES, "abc", "whole number"),
             (TIMESTAMP_TYPE, "Now", "CreateTime or LogAppendTime"),
             (RETENTION_MS, "-2", "-1 (unlimited)"),
-            (CLEANUP_POLICY, "compact,compact", "delete, compact or compact,delete"),
+            (
+                CLEANUP_POLICY,
+                "compact,compact",
+                "delete, compact or compact,delete",
+            ),
             ("retention.msx", "1", "valid keys are"),
         ] {
             let mut s = TopicSettings::from(&d);

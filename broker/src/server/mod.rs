@@ -54,7 +54,11 @@ pub async fn run(
         .max_encoding_message_size(max_message * 2);
     let admin = AdminServer::new(AdminService::new(manager.clone()));
 
-    let cleaner = tokio::spawn(crate::cleaner::run(manager.clone(), config.cleaner.clone(), stop_rx.clone()));
+    let cleaner = tokio::spawn(crate::cleaner::run(
+        manager.clone(),
+        config.cleaner.clone(),
+        stop_rx.clone(),
+    ));
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (serve_stop_tx, serve_stop_rx) = oneshot::channel::<()>();
