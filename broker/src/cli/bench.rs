@@ -49,6 +49,9 @@ pub struct BenchArgs {
     /// Bytes per fetch.
     #[arg(long, default_value_t = 4 << 20)]
     fetch_bytes: u32,
+    /// Key records with this many distinct keys (0 = keyless), e.g. to load a compacted topic.
+    #[arg(long, default_value_t = 0)]
+    keys: usize,
     /// Only produce.
     #[arg(long)]
     skip_consume: bool,
@@ -136,6 +139,10 @@ async fn produce_one(
     let window = Arc::new(Semaphore::new(args.in_flight));
     let acks: Acks = args.acks.into();
     let batch_records = args.batch_records;
+    // Built once: each record shares a key's bytes, no per-record allocation.
+    let keys: Vec<Bytes> = (0..args.keys)
+        .map(|k| Bytes::from(format!("key-{k:08}")))
+        .collect();
     let sent_at = Arc::new(std::sync::Mutex::new(HashMap::with_capacity(
         args.in_flight * 2,
     )));
@@ -146,7 +153,11 @@ async fn produce_one(
                 let permit = window.acquire().await.expect("window open");
                 permit.forget();
                 let records = (0..batch_records)
-                    .map(|_| strata_client::record(None, payload.clone()))
+                    .map(|i| {
+                        let key = (!keys.is_empty())
+                            .then(|| keys[(id as usize * batch_records + i) % keys.len()].clone());
+                        strata_client::record(key, payload.clone())
+                    })
                     .collect();
                 let req = ProduceRequest {
                     topic: topic.clone(),
