@@ -11,7 +11,7 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["strata/v1/broker.proto", "strata/v1/admin.proto"];
+const PROTOS: &[&str] = &["strata/v1/broker.proto", "strata/v1/admin.proto", "strata/v1/groups.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {

@@ -3,6 +3,7 @@
 pub mod cleaner;
 pub mod compaction;
 pub mod config;
+pub mod coordinator;
 pub mod error;
 pub mod failpoint;
 pub mod log;
