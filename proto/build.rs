@@ -26,20 +26,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::create_dir_all(&client_dir)?;
     fs::create_dir_all(&server_dir)?;
 
-    tonic_prost_build::configure()
-        .build_server(false)
-        .bytes(".")
-        .out_dir(&client_dir)
-        .compile_fds(fds.clone())?;
+    tonic_prost_build::configure().build_server(false).bytes(".").out_dir(&client_dir).compile_fds(fds.clone())?;
 
     tonic_prost_build::configure()
         .build_client(false)
         .extern_path(".strata.v1", "crate::v1")
         .extern_path(".strata.v1.FetchResponse", "crate::raw::FetchResponse")
-        .extern_path(
-            ".strata.v1.SubscribeResponse",
-            "crate::raw::SubscribeResponse",
-        )
+        .extern_path(".strata.v1.SubscribeResponse", "crate::raw::SubscribeResponse")
         .out_dir(&server_dir)
         .compile_fds(fds)?;
     Ok(())

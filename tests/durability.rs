@@ -16,49 +16,23 @@ async fn clean_restart_keeps_topics_records_and_configs() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     let mut c = broker.client().await;
-    c.create_topic(
-        "kept",
-        3,
-        [("segment.bytes".to_string(), "16384".to_string())],
-    )
-    .await
-    .unwrap();
+    c.create_topic("kept", 3, [("segment.bytes".to_string(), "16384".to_string())]).await.unwrap();
     let mut expected: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     for i in 0..300 {
         let key = format!("k{}", i % 17);
         let value = format!("value-{i}");
-        let reply = c
-            .produce("kept", None, vec![rec(Some(&key), &value)], Acks::Written)
-            .await
-            .unwrap();
-        expected
-            .entry(reply.positions[0].partition)
-            .or_default()
-            .push(value);
+        let reply = c.produce("kept", None, vec![rec(Some(&key), &value)], Acks::Written).await.unwrap();
+        expected.entry(reply.positions[0].partition).or_default().push(value);
     }
-    let status = broker.stop();
+    let status = broker.stop().await;
     assert!(status.success(), "clean stop exits 0: {status:?}");
-    assert!(
-        dir.path().join(".clean-shutdown").exists(),
-        "clean stop leaves the marker"
-    );
+    assert!(dir.path().join(".clean-shutdown").exists(), "clean stop leaves the marker");
 
     let broker = Broker::start(dir.path());
-    assert!(
-        !dir.path().join(".clean-shutdown").exists(),
-        "a running broker removes the marker"
-    );
+    assert!(!dir.path().join(".clean-shutdown").exists(), "a running broker removes the marker");
     let mut c = broker.client().await;
-    let d = c
-        .admin
-        .describe_topic(DescribeTopicRequest {
-            name: "kept".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .topic
-        .unwrap();
+    let d =
+        c.admin.describe_topic(DescribeTopicRequest { name: "kept".into() }).await.unwrap().into_inner().topic.unwrap();
     assert_eq!(d.partitions.len(), 3);
     let seg = d.configs.iter().find(|c| c.key == "segment.bytes").unwrap();
     assert_eq!(seg.value, "16384");
@@ -71,10 +45,7 @@ async fn clean_restart_keeps_topics_records_and_configs() {
         assert_eq!(&got, values, "partition {p}");
     }
     // And appends continue where they stopped.
-    let reply = c
-        .produce("kept", Some(0), vec![rec(None, "after")], Acks::Durable)
-        .await
-        .unwrap();
+    let reply = c.produce("kept", Some(0), vec![rec(None, "after")], Acks::Durable).await.unwrap();
     assert_eq!(reply.positions[0].offset, expected[&0].len() as u64);
 }
 
@@ -90,9 +61,7 @@ async fn produce_until_killed(
     };
     let mut n = 0;
     loop {
-        let values: Vec<String> = (0..50)
-            .map(|i| format!("r{round}-b{n}-{i}-{}", "z".repeat(100)))
-            .collect();
+        let values: Vec<String> = (0..50).map(|i| format!("r{round}-b{n}-{i}-{}", "z".repeat(100))).collect();
         let records = values.iter().map(|v| rec(None, v)).collect();
         match c.produce("crash", Some(0), records, Acks::Durable).await {
             Ok(reply) => {
@@ -118,31 +87,16 @@ async fn kill_9_during_durable_produce_loses_nothing_acknowledged() {
         let broker = Broker::start(dir.path());
         let mut c = broker.client().await;
         // Small segments: crashes also land near segment rolls.
-        c.create_topic(
-            "crash",
-            1,
-            [("segment.bytes".to_string(), "65536".to_string())],
-        )
-        .await
-        .unwrap();
+        c.create_topic("crash", 1, [("segment.bytes".to_string(), "65536".to_string())]).await.unwrap();
     }
     for round in 0..4 {
         let broker = Broker::start(dir.path());
         let enough = Arc::new(tokio::sync::Notify::new());
         let producers: Vec<_> = (0..3)
-            .map(|_| {
-                tokio::spawn(produce_until_killed(
-                    broker.addr.clone(),
-                    acked.clone(),
-                    round,
-                    enough.clone(),
-                ))
-            })
+            .map(|_| tokio::spawn(produce_until_killed(broker.addr.clone(), acked.clone(), round, enough.clone())))
             .collect();
         // Kill while the producers are mid-stream: after one of them has had 20 acks.
-        tokio::time::timeout(Duration::from_secs(60), enough.notified())
-            .await
-            .expect("producers make progress");
+        tokio::time::timeout(Duration::from_secs(60), enough.notified()).await.expect("producers make progress");
         broker.kill9();
         for p in producers {
             p.await.unwrap();
@@ -154,10 +108,7 @@ async fn kill_9_during_durable_produce_loses_nothing_acknowledged() {
         for (i, r) in all.iter().enumerate() {
             assert_eq!(r.offset, i as u64, "offsets stay dense after recovery");
             let v = r.value.as_ref().expect("every record has its value");
-            assert!(
-                v.starts_with(b"r") && v.ends_with(&[b'z'; 100]),
-                "no partial or corrupt record served"
-            );
+            assert!(v.starts_with(b"r") && v.ends_with(&[b'z'; 100]), "no partial or corrupt record served");
         }
         let acked = acked.lock().unwrap();
         assert!(!acked.is_empty());
@@ -165,11 +116,7 @@ async fn kill_9_during_durable_produce_loses_nothing_acknowledged() {
             let got = all
                 .get(*offset as usize)
                 .unwrap_or_else(|| panic!("acknowledged offset {offset} lost in round {round}"));
-            assert_eq!(
-                got.value.as_deref(),
-                Some(value.as_bytes()),
-                "offset {offset}"
-            );
+            assert_eq!(got.value.as_deref(), Some(value.as_bytes()), "offset {offset}");
         }
         drop(broker);
     }
@@ -194,9 +141,7 @@ async fn damaged_restart(dir: &Path, damage: impl FnOnce(&Path)) -> (Broker, Vec
     create_topic(&mut c, "torn", 1).await;
     for b in 0..10 {
         let records = (0..10).map(|i| rec(None, &format!("b{b}-r{i}"))).collect();
-        c.produce("torn", Some(0), records, Acks::Durable)
-            .await
-            .unwrap();
+        c.produce("torn", Some(0), records, Acks::Durable).await.unwrap();
     }
     broker.kill9();
     damage(&last_segment(dir, "torn"));
@@ -210,10 +155,7 @@ fn assert_first_90_intact(all: &[Record]) {
     assert_eq!(all.len(), 90, "cut back to the last good batch");
     for (i, r) in all.iter().enumerate() {
         assert_eq!(r.offset, i as u64);
-        assert_eq!(
-            r.value.as_deref(),
-            Some(format!("b{}-r{}", i / 10, i % 10).as_bytes())
-        );
+        assert_eq!(r.value.as_deref(), Some(format!("b{}-r{}", i / 10, i % 10).as_bytes()));
     }
 }
 
@@ -222,28 +164,15 @@ async fn truncated_tail_is_cut_back_to_the_last_good_batch() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, all) = damaged_restart(dir.path(), |log| {
         let len = std::fs::metadata(log).unwrap().len();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(log)
-            .unwrap()
-            .set_len(len - 5)
-            .unwrap();
+        std::fs::OpenOptions::new().write(true).open(log).unwrap().set_len(len - 5).unwrap();
     })
     .await;
     assert_first_90_intact(&all);
     let lines = broker.log_lines();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("recovery cut") && l.contains("truncated")),
-        "recovery logs what it cut"
-    );
+    assert!(lines.iter().any(|l| l.contains("recovery cut") && l.contains("truncated")), "recovery logs what it cut");
     // New appends continue at the cut.
     let mut c = broker.client().await;
-    let reply = c
-        .produce("torn", Some(0), vec![rec(None, "next")], Acks::Durable)
-        .await
-        .unwrap();
+    let reply = c.produce("torn", Some(0), vec![rec(None, "next")], Acks::Durable).await.unwrap();
     assert_eq!(reply.positions[0].offset, 90);
 }
 
@@ -258,10 +187,7 @@ async fn bit_flipped_tail_is_cut_back_to_the_last_good_batch() {
     })
     .await;
     assert_first_90_intact(&all);
-    assert!(broker
-        .log_lines()
-        .iter()
-        .any(|l| l.contains("recovery cut") && l.contains("CRC")));
+    assert!(broker.log_lines().iter().any(|l| l.contains("recovery cut") && l.contains("CRC")));
 }
 
 #[tokio::test]
@@ -273,13 +199,8 @@ async fn written_acks_survive_a_broker_crash() {
     create_topic(&mut c, "w", 1).await;
     let value = Bytes::from(vec![42u8; 3000]);
     for _ in 0..30 {
-        let r = Record {
-            value: Some(value.clone()),
-            ..Default::default()
-        };
-        c.produce("w", Some(0), vec![r], Acks::Written)
-            .await
-            .unwrap();
+        let r = Record { value: Some(value.clone()), ..Default::default() };
+        c.produce("w", Some(0), vec![r], Acks::Written).await.unwrap();
     }
     broker.kill9();
     let broker = Broker::start(dir.path());

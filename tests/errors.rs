@@ -14,11 +14,7 @@ fn assert_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, ne
     let s = r.expect_err("request must fail");
     assert_eq!(s.code(), code, "{}", s.message());
     for n in needles {
-        assert!(
-            s.message().contains(n),
-            "message {:?} should mention {n:?}",
-            s.message()
-        );
+        assert!(s.message().contains(n), "message {:?} should mention {n:?}", s.message());
     }
 }
 
@@ -36,178 +32,73 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     );
     let mut c = broker.client().await;
     create_topic(&mut c, "t", 2).await;
-    c.produce(
-        "t",
-        Some(0),
-        vec![rec(None, "a"), rec(None, "b")],
-        Acks::Durable,
-    )
-    .await
-    .unwrap();
+    c.produce("t", Some(0), vec![rec(None, "a"), rec(None, "b")], Acks::Durable).await.unwrap();
 
     // Unknown topic, everywhere.
-    assert_status(
-        c.produce("nope", None, vec![rec(None, "x")], Acks::Durable)
-            .await,
-        Code::NotFound,
-        &["nope"],
-    );
-    assert_status(
-        c.fetch("nope", 0, 0, 100, Default::default()).await,
-        Code::NotFound,
-        &["nope"],
-    );
-    let d = c
-        .admin
-        .describe_topic(DescribeTopicRequest {
-            name: "nope".into(),
-        })
-        .await;
+    assert_status(c.produce("nope", None, vec![rec(None, "x")], Acks::Durable).await, Code::NotFound, &["nope"]);
+    assert_status(c.fetch("nope", 0, 0, 100, Default::default()).await, Code::NotFound, &["nope"]);
+    let d = c.admin.describe_topic(DescribeTopicRequest { name: "nope".into() }).await;
     assert_status(d, Code::NotFound, &["nope"]);
-    let del = c
-        .admin
-        .delete_topic(DeleteTopicRequest {
-            name: "nope".into(),
-        })
-        .await;
+    let del = c.admin.delete_topic(DeleteTopicRequest { name: "nope".into() }).await;
     assert_status(del, Code::NotFound, &["nope"]);
-    let sub = c
-        .broker
-        .subscribe(SubscribeRequest {
-            topic: "nope".into(),
-            partition: 0,
-            offset: None,
-            max_bytes: 0,
-        })
-        .await;
+    let sub =
+        c.broker.subscribe(SubscribeRequest { topic: "nope".into(), partition: 0, offset: None, max_bytes: 0 }).await;
     assert_status(sub.map(|_| ()), Code::NotFound, &["nope"]);
 
     // Unknown partition names the valid range.
     assert_status(
-        c.produce("t", Some(2), vec![rec(None, "x")], Acks::Durable)
-            .await,
+        c.produce("t", Some(2), vec![rec(None, "x")], Acks::Durable).await,
         Code::NotFound,
         &["partition 2", "0..1"],
     );
-    assert_status(
-        c.fetch("t", 7, 0, 100, Default::default()).await,
-        Code::NotFound,
-        &["partition 7"],
-    );
+    assert_status(c.fetch("t", 7, 0, 100, Default::default()).await, Code::NotFound, &["partition 7"]);
 
     // Offsets outside [log start, high watermark] name the range.
-    assert_status(
-        c.fetch("t", 0, 3, 100, Default::default()).await,
-        Code::OutOfRange,
-        &["offset 3", "0..=2"],
-    );
-    let sub = c
-        .broker
-        .subscribe(SubscribeRequest {
-            topic: "t".into(),
-            partition: 0,
-            offset: Some(9),
-            max_bytes: 0,
-        })
-        .await;
+    assert_status(c.fetch("t", 0, 3, 100, Default::default()).await, Code::OutOfRange, &["offset 3", "0..=2"]);
+    let sub =
+        c.broker.subscribe(SubscribeRequest { topic: "t".into(), partition: 0, offset: Some(9), max_bytes: 0 }).await;
     assert_status(sub.map(|_| ()), Code::OutOfRange, &["offset 9", "0..=2"]);
     // The high watermark itself is valid: an empty read.
-    assert!(c
-        .fetch("t", 0, 2, 100, Default::default())
-        .await
-        .unwrap()
-        .records
-        .is_empty());
+    assert!(c.fetch("t", 0, 2, 100, Default::default()).await.unwrap().records.is_empty());
 
     // A record over max.message.bytes names the record and the limit; the
     // whole request is refused, including its good records.
-    let big = Record {
-        value: Some(Bytes::from(vec![7u8; 20_000])),
-        ..Default::default()
-    };
-    let r = c
-        .produce("t", Some(0), vec![rec(None, "fine"), big], Acks::Durable)
-        .await;
-    assert_status(
-        r,
-        Code::InvalidArgument,
-        &["record 1", "max.message.bytes", "10000"],
-    );
+    let big = Record { value: Some(Bytes::from(vec![7u8; 20_000])), ..Default::default() };
+    let r = c.produce("t", Some(0), vec![rec(None, "fine"), big], Acks::Durable).await;
+    assert_status(r, Code::InvalidArgument, &["record 1", "max.message.bytes", "10000"]);
 
     // A request over the server's message limit names the limit.
-    let many: Vec<_> = (0..200)
-        .map(|_| Record {
-            value: Some(Bytes::from(vec![1u8; 8000])),
-            ..Default::default()
-        })
-        .collect();
+    let many: Vec<_> =
+        (0..200).map(|_| Record { value: Some(Bytes::from(vec![1u8; 8000])), ..Default::default() }).collect();
     let r = c.produce("t", Some(0), many, Acks::Durable).await;
     assert_status(r, Code::OutOfRange, &["1048576"]);
 
     // Empty produce, negative timestamp, bad acks.
-    assert_status(
-        c.produce("t", Some(0), vec![], Acks::Durable).await,
-        Code::InvalidArgument,
-        &["no records"],
-    );
-    let neg = Record {
-        timestamp_ms: -5,
-        ..rec(None, "x")
-    };
+    assert_status(c.produce("t", Some(0), vec![], Acks::Durable).await, Code::InvalidArgument, &["no records"]);
+    let neg = Record { timestamp_ms: -5, ..rec(None, "x") };
     assert_status(
         c.produce("t", Some(0), vec![neg], Acks::Durable).await,
         Code::InvalidArgument,
         &["timestamp -5", ">= 0"],
     );
-    let bad_acks = ProduceRequest {
-        topic: "t".into(),
-        partition: Some(0),
-        records: vec![rec(None, "x")],
-        acks: 9,
-        request_id: 0,
-    };
-    assert_status(
-        c.broker.produce(bad_acks).await,
-        Code::InvalidArgument,
-        &["acks 9"],
-    );
+    let bad_acks =
+        ProduceRequest { topic: "t".into(), partition: Some(0), records: vec![rec(None, "x")], acks: 9, request_id: 0 };
+    assert_status(c.broker.produce(bad_acks).await, Code::InvalidArgument, &["acks 9"]);
 
     // Nothing above changed the log.
     assert_eq!(high_watermark(&mut c, "t", 0).await, 2);
     assert_eq!(high_watermark(&mut c, "t", 1).await, 0);
-    let values: Vec<_> = read_all(&mut c, "t", 0, 0)
-        .await
-        .into_iter()
-        .map(|r| r.value.unwrap())
-        .collect();
-    assert_eq!(
-        values,
-        vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
-    );
+    let values: Vec<_> = read_all(&mut c, "t", 0, 0).await.into_iter().map(|r| r.value.unwrap()).collect();
+    assert_eq!(values, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
 
     // Topic names.
-    for (name, needle) in [
-        ("", "empty"),
-        ("a/b", "'/'"),
-        ("..", "reserved"),
-        (&"x".repeat(250)[..], "249"),
-    ] {
+    for (name, needle) in [("", "empty"), ("a/b", "'/'"), ("..", "reserved"), (&"x".repeat(250)[..], "249")] {
         let r = c.create_topic(name, 1, []).await;
         assert_status(r, Code::InvalidArgument, &["invalid topic name", needle]);
     }
     // Partition counts.
-    assert_status(
-        c.create_topic("p", 100_000, []).await,
-        Code::InvalidArgument,
-        &["100000", "between 1 and 10000"],
-    );
-    let grow = c
-        .admin
-        .create_partitions(CreatePartitionsRequest {
-            name: "t".into(),
-            total: 1,
-        })
-        .await;
+    assert_status(c.create_topic("p", 100_000, []).await, Code::InvalidArgument, &["100000", "between 1 and 10000"]);
+    let grow = c.admin.create_partitions(CreatePartitionsRequest { name: "t".into(), total: 1 }).await;
     assert_status(grow, Code::InvalidArgument, &["between 3 and 10000"]);
     // Configs.
     let cfg = |k: &str, v: &str| [(k.to_string(), v.to_string())];
@@ -226,45 +117,16 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         set: HashMap::from([("timestamp.type".into(), "Later".into())]),
         reset: vec![],
     };
-    assert_status(
-        c.admin.alter_topic_config(alter).await,
-        Code::InvalidArgument,
-        &["timestamp.type", "CreateTime"],
-    );
+    assert_status(c.admin.alter_topic_config(alter).await, Code::InvalidArgument, &["timestamp.type", "CreateTime"]);
     // Existing topic.
-    assert_status(
-        c.create_topic("t", 1, []).await,
-        Code::AlreadyExists,
-        &["'t' already exists"],
-    );
+    assert_status(c.create_topic("t", 1, []).await, Code::AlreadyExists, &["'t' already exists"]);
 
     // None of those created or changed a topic.
-    let topics = c
-        .admin
-        .list_topics(ListTopicsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .topics;
-    assert_eq!(
-        topics
-            .iter()
-            .map(|t| (t.name.as_str(), t.partitions))
-            .collect::<Vec<_>>(),
-        vec![("t", 2)]
-    );
-    let d = c
-        .admin
-        .describe_topic(DescribeTopicRequest { name: "t".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .topic
-        .unwrap();
-    assert!(d
-        .configs
-        .iter()
-        .all(|c| c.source == ConfigSource::Default as i32));
+    let topics = c.admin.list_topics(ListTopicsRequest::default()).await.unwrap().into_inner().topics;
+    assert_eq!(topics.iter().map(|t| (t.name.as_str(), t.partitions)).collect::<Vec<_>>(), vec![("t", 2)]);
+    let d =
+        c.admin.describe_topic(DescribeTopicRequest { name: "t".into() }).await.unwrap().into_inner().topic.unwrap();
+    assert!(d.configs.iter().all(|c| c.source == ConfigSource::Default as i32));
 }
 
 #[tokio::test]
@@ -276,73 +138,25 @@ async fn topic_admin_lifecycle() {
     assert_eq!(d.partitions.len(), 1, "broker default partition count");
 
     let set = HashMap::from([("segment.bytes".to_string(), "65536".to_string())]);
-    let alter = AlterTopicConfigRequest {
-        name: "life".into(),
-        set,
-        reset: vec![],
-    };
-    let d = c
-        .admin
-        .alter_topic_config(alter)
-        .await
-        .unwrap()
-        .into_inner()
-        .topic
-        .unwrap();
+    let alter = AlterTopicConfigRequest { name: "life".into(), set, reset: vec![] };
+    let d = c.admin.alter_topic_config(alter).await.unwrap().into_inner().topic.unwrap();
     let seg = d.configs.iter().find(|c| c.key == "segment.bytes").unwrap();
-    assert_eq!(
-        (seg.value.as_str(), seg.source),
-        ("65536", ConfigSource::Topic as i32)
-    );
+    assert_eq!((seg.value.as_str(), seg.source), ("65536", ConfigSource::Topic as i32));
 
-    let d = c
-        .admin
-        .create_partitions(CreatePartitionsRequest {
-            name: "life".into(),
-            total: 3,
-        })
-        .await
-        .unwrap();
+    let d = c.admin.create_partitions(CreatePartitionsRequest { name: "life".into(), total: 3 }).await.unwrap();
     assert_eq!(d.into_inner().topic.unwrap().partitions.len(), 3);
-    c.produce(
-        "life",
-        Some(2),
-        vec![rec(None, "on the new partition")],
-        Acks::Durable,
-    )
-    .await
-    .unwrap();
+    c.produce("life", Some(2), vec![rec(None, "on the new partition")], Acks::Durable).await.unwrap();
 
-    let reset = AlterTopicConfigRequest {
-        name: "life".into(),
-        set: HashMap::new(),
-        reset: vec!["segment.bytes".into()],
-    };
-    let d = c
-        .admin
-        .alter_topic_config(reset)
-        .await
-        .unwrap()
-        .into_inner()
-        .topic
-        .unwrap();
+    let reset =
+        AlterTopicConfigRequest { name: "life".into(), set: HashMap::new(), reset: vec!["segment.bytes".into()] };
+    let d = c.admin.alter_topic_config(reset).await.unwrap().into_inner().topic.unwrap();
     let seg = d.configs.iter().find(|c| c.key == "segment.bytes").unwrap();
     assert_eq!(seg.source, ConfigSource::Default as i32);
 
-    c.admin
-        .delete_topic(DeleteTopicRequest {
-            name: "life".into(),
-        })
-        .await
-        .unwrap();
-    assert!(c
-        .admin
-        .list_topics(ListTopicsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .topics
-        .is_empty());
+    c.admin.delete_topic(DeleteTopicRequest { name: "life".into() }).await.unwrap();
+    assert!(c.admin.list_topics(ListTopicsRequest::default()).await.unwrap().into_inner().topics.is_empty());
+    let all = c.admin.list_topics(ListTopicsRequest { include_internal: true }).await.unwrap().into_inner().topics;
+    assert_eq!(all.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["__consumer_offsets"]);
     // The name can be reused, starting empty.
     create_topic(&mut c, "life", 1).await;
     assert_eq!(high_watermark(&mut c, "life", 0).await, 0);

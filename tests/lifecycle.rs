@@ -17,39 +17,25 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A broker whose cleaner runs every 100 ms.
 fn fast_cleaner(dir: &Path, extra_env: &[(&str, &str)]) -> Broker {
-    let mut env = vec![
-        ("STRATA_CLEANER__RETENTION_CHECK_INTERVAL_MS", "100"),
-        ("STRATA_CLEANER__COMPACTION_INTERVAL_MS", "100"),
-    ];
+    let mut env =
+        vec![("STRATA_CLEANER__RETENTION_CHECK_INTERVAL_MS", "100"), ("STRATA_CLEANER__COMPACTION_INTERVAL_MS", "100")];
     env.extend_from_slice(extra_env);
     Broker::start_with(dir, &[], &env)
 }
 
 fn cfg(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 async fn fill(c: &mut Client, topic: &str, batches: usize, timestamp_ms: i64) {
     for b in 0..batches {
-        let records = (0..10)
-            .map(|i| Record {
-                timestamp_ms,
-                ..rec(None, &format!("{b}-{i}-{}", "p".repeat(80)))
-            })
-            .collect();
-        c.produce(topic, Some(0), records, Acks::Written)
-            .await
-            .unwrap();
+        let records =
+            (0..10).map(|i| Record { timestamp_ms, ..rec(None, &format!("{b}-{i}-{}", "p".repeat(80))) }).collect();
+        c.produce(topic, Some(0), records, Acks::Written).await.unwrap();
     }
 }
 
@@ -58,13 +44,7 @@ async fn retention_by_size_deletes_oldest_segments_and_moves_log_start() {
     let dir = tempfile::tempdir().unwrap();
     let broker = fast_cleaner(dir.path(), &[]);
     let mut c = broker.client().await;
-    c.create_topic(
-        "sized",
-        1,
-        cfg(&[("segment.bytes", "4096"), ("retention.bytes", "10000")]),
-    )
-    .await
-    .unwrap();
+    c.create_topic("sized", 1, cfg(&[("segment.bytes", "4096"), ("retention.bytes", "10000")])).await.unwrap();
     fill(&mut c, "sized", 60, 0).await; // ~60 KB
     let d = eventually(WAIT, "retention by size", || {
         let mut c = c.clone();
@@ -77,23 +57,11 @@ async fn retention_by_size_deletes_oldest_segments_and_moves_log_start() {
     let p = &d.partitions[0];
     assert!(p.log_start_offset > 0, "log start moved");
     assert_eq!(p.high_watermark, 600, "appends are untouched");
-    assert!(
-        p.size_bytes >= 10_000 - 4096,
-        "no more than needed deleted: {} bytes left",
-        p.size_bytes
-    );
+    assert!(p.size_bytes >= 10_000 - 4096, "no more than needed deleted: {} bytes left", p.size_bytes);
     // Below the log start: OUT_OF_RANGE naming the new start.
-    let err = c
-        .fetch("sized", 0, 0, 1 << 20, Duration::ZERO)
-        .await
-        .unwrap_err();
+    let err = c.fetch("sized", 0, 0, 1 << 20, Duration::ZERO).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange);
-    assert!(
-        err.message()
-            .contains(&format!("{}..=600", p.log_start_offset)),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains(&format!("{}..=600", p.log_start_offset)), "{}", err.message());
     // From the log start on, everything is there and in order.
     let rest = read_all(&mut c, "sized", 0, p.log_start_offset).await;
     assert_eq!(rest.first().unwrap().offset, p.log_start_offset);
@@ -103,15 +71,7 @@ async fn retention_by_size_deletes_oldest_segments_and_moves_log_start() {
         partition: 0,
         spec: Some(list_offsets_request::Spec::Earliest(true)),
     };
-    assert_eq!(
-        c.broker
-            .list_offsets(earliest)
-            .await
-            .unwrap()
-            .into_inner()
-            .offset,
-        p.log_start_offset
-    );
+    assert_eq!(c.broker.list_offsets(earliest).await.unwrap().into_inner().offset, p.log_start_offset);
 }
 
 #[tokio::test]
@@ -120,12 +80,8 @@ async fn retention_by_time_deletes_old_segments_and_minus_one_keeps_everything()
     let broker = fast_cleaner(dir.path(), &[]);
     let mut c = broker.client().await;
     let small = ("segment.bytes", "4096");
-    c.create_topic("timed", 1, cfg(&[small, ("retention.ms", "60000")]))
-        .await
-        .unwrap();
-    c.create_topic("forever", 1, cfg(&[small, ("retention.ms", "-1")]))
-        .await
-        .unwrap();
+    c.create_topic("timed", 1, cfg(&[small, ("retention.ms", "60000")])).await.unwrap();
+    c.create_topic("forever", 1, cfg(&[small, ("retention.ms", "-1")])).await.unwrap();
     let hour_ago = now_ms() - 3_600_000;
     // Back-dated records fill several segments; fresh ones come after.
     fill(&mut c, "timed", 30, hour_ago).await;
@@ -140,10 +96,7 @@ async fn retention_by_time_deletes_old_segments_and_minus_one_keeps_everything()
         }
     })
     .await;
-    assert!(
-        start <= 300,
-        "fresh records (offsets 300..) are kept, log start {start}"
-    );
+    assert!(start <= 300, "fresh records (offsets 300..) are kept, log start {start}");
     let kept = read_all(&mut c, "timed", 0, start).await;
     assert!(kept.iter().filter(|r| r.timestamp_ms > hour_ago).count() == 100);
 
@@ -162,17 +115,12 @@ async fn retention_by_time_deletes_old_segments_and_minus_one_keeps_everything()
         .unwrap();
     eventually(WAIT, "a second retention pass", || {
         let mut c = c.clone();
-        async move {
-            (describe(&mut c, "timed").await.partitions[0].log_start_offset > start).then_some(())
-        }
+        async move { (describe(&mut c, "timed").await.partitions[0].log_start_offset > start).then_some(()) }
     })
     .await;
     assert!(hw_before > start);
     let forever = describe(&mut c, "forever").await;
-    assert_eq!(
-        forever.partitions[0].log_start_offset, 0,
-        "retention.ms=-1 keeps everything"
-    );
+    assert_eq!(forever.partitions[0].log_start_offset, 0, "retention.ms=-1 keeps everything");
     assert_eq!(read_all(&mut c, "forever", 0, 0).await.len(), 300);
 }
 
@@ -187,40 +135,22 @@ async fn produce_entity_updates(
 ) -> BTreeMap<String, (u64, Bytes)> {
     let mut table = BTreeMap::new();
     for v in 0..versions {
-        let records: Vec<_> = (0..keys)
-            .map(|k| rec(Some(&format!("user-{k}")), &format!("{{\"version\":{v}}}")))
-            .collect();
-        let reply = c
-            .produce(topic, Some(0), records, Acks::Written)
-            .await
-            .unwrap();
+        let records: Vec<_> =
+            (0..keys).map(|k| rec(Some(&format!("user-{k}")), &format!("{{\"version\":{v}}}"))).collect();
+        let reply = c.produce(topic, Some(0), records, Acks::Written).await.unwrap();
         for (k, pos) in reply.positions.iter().enumerate() {
-            table.insert(
-                format!("user-{k}"),
-                (pos.offset, Bytes::from(format!("{{\"version\":{v}}}"))),
-            );
+            table.insert(format!("user-{k}"), (pos.offset, Bytes::from(format!("{{\"version\":{v}}}"))));
         }
     }
     for k in 0..2 {
-        let tombstone = Record {
-            key: Some(format!("user-{k}").into()),
-            value: None,
-            ..Default::default()
-        };
-        c.produce(topic, Some(0), vec![tombstone], Acks::Written)
-            .await
-            .unwrap();
+        let tombstone = Record { key: Some(format!("user-{k}").into()), value: None, ..Default::default() };
+        c.produce(topic, Some(0), vec![tombstone], Acks::Written).await.unwrap();
         table.remove(&format!("user-{k}"));
     }
     // Bigger than a segment: the segment holding the last updates closes.
-    let filler = Record {
-        key: Some("filler".into()),
-        value: Some(Bytes::from(vec![b'f'; 5000])),
-        ..Default::default()
-    };
-    c.produce(topic, Some(0), vec![filler], Acks::Written)
-        .await
-        .unwrap();
+    let filler =
+        Record { key: Some("filler".into()), value: Some(Bytes::from(vec![b'f'; 5000])), ..Default::default() };
+    c.produce(topic, Some(0), vec![filler], Acks::Written).await.unwrap();
     table
 }
 
@@ -246,11 +176,7 @@ async fn compacted_topic_replays_to_the_latest_value_per_key() {
     let dir = tempfile::tempdir().unwrap();
     let broker = fast_cleaner(dir.path(), &[]);
     let mut c = broker.client().await;
-    let topic_cfg = cfg(&[
-        ("cleanup.policy", "compact"),
-        ("segment.bytes", "4096"),
-        ("delete.retention.ms", "0"),
-    ]);
+    let topic_cfg = cfg(&[("cleanup.policy", "compact"), ("segment.bytes", "4096"), ("delete.retention.ms", "0")]);
     c.create_topic("users", 1, topic_cfg).await.unwrap();
     let expected = produce_entity_updates(&mut c, "users", 20, 30).await;
     let produced = 20 * 30 + 2 + 1;
@@ -266,37 +192,18 @@ async fn compacted_topic_replays_to_the_latest_value_per_key() {
     })
     .await;
     assert!(count < produced);
-    assert_eq!(
-        table, expected,
-        "latest value per key, at the offset the producer was told"
-    );
-    assert!(
-        !table.contains_key("user-0") && !table.contains_key("user-1"),
-        "tombstoned keys disappear"
-    );
+    assert_eq!(table, expected, "latest value per key, at the offset the producer was told");
+    assert!(!table.contains_key("user-0") && !table.contains_key("user-1"), "tombstoned keys disappear");
     // Offsets are sparse now but the high watermark did not move.
     assert_eq!(high_watermark(&mut c, "users", 0).await, produced as u64);
     // Reading from an offset that was compacted away starts at the next kept record.
-    let from_zero = c
-        .fetch("users", 0, 0, 1 << 20, Duration::ZERO)
-        .await
-        .unwrap();
-    assert_eq!(
-        from_zero.records[0].offset,
-        expected.values().map(|(o, _)| *o).min().unwrap()
-    );
+    let from_zero = c.fetch("users", 0, 0, 1 << 20, Duration::ZERO).await.unwrap();
+    assert_eq!(from_zero.records[0].offset, expected.values().map(|(o, _)| *o).min().unwrap());
 
     // Keyless records are refused on a compacted topic, and change nothing.
-    let err = c
-        .produce("users", Some(0), vec![rec(None, "no key")], Acks::Written)
-        .await
-        .unwrap_err();
+    let err = c.produce("users", Some(0), vec![rec(None, "no key")], Acks::Written).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("no key") && err.message().contains("compact"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("no key") && err.message().contains("compact"), "{}", err.message());
     assert_eq!(high_watermark(&mut c, "users", 0).await, produced as u64);
 }
 
@@ -305,11 +212,8 @@ async fn tombstones_stay_until_delete_retention_ms() {
     let dir = tempfile::tempdir().unwrap();
     let broker = fast_cleaner(dir.path(), &[]);
     let mut c = broker.client().await;
-    let topic_cfg = cfg(&[
-        ("cleanup.policy", "compact"),
-        ("segment.bytes", "4096"),
-        ("delete.retention.ms", "3600000"),
-    ]);
+    let topic_cfg =
+        cfg(&[("cleanup.policy", "compact"), ("segment.bytes", "4096"), ("delete.retention.ms", "3600000")]);
     c.create_topic("slow", 1, topic_cfg).await.unwrap();
     let expected = produce_entity_updates(&mut c, "slow", 10, 20).await;
     // Compacted: live keys once each, plus the two young tombstones, plus the filler.
@@ -322,11 +226,7 @@ async fn tombstones_stay_until_delete_retention_ms() {
         }
     })
     .await;
-    let tombstones: Vec<_> = records
-        .iter()
-        .filter(|r| r.value.is_none())
-        .map(|r| r.key.clone().unwrap())
-        .collect();
+    let tombstones: Vec<_> = records.iter().filter(|r| r.value.is_none()).map(|r| r.key.clone().unwrap()).collect();
     assert_eq!(
         tombstones,
         vec![Bytes::from("user-0"), Bytes::from("user-1")],
@@ -338,26 +238,21 @@ async fn tombstones_stay_until_delete_retention_ms() {
 async fn crash_at_each_step_of_a_compaction_swap_leaves_a_correct_log() {
     for failpoint in strata::compaction::FAILPOINTS {
         let dir = tempfile::tempdir().unwrap();
-        let broker = fast_cleaner(dir.path(), &[("STRATA_FAILPOINTS", failpoint)]);
+        // Write the data with compaction off, so the crash cannot hit mid-produce.
+        let broker = Broker::start_with(dir.path(), &[], &[("STRATA_CLEANER__COMPACTION_INTERVAL_MS", "86400000")]);
         let mut c = broker.client().await;
-        let topic_cfg = cfg(&[
-            ("cleanup.policy", "compact"),
-            ("segment.bytes", "4096"),
-            ("delete.retention.ms", "0"),
-        ]);
+        let topic_cfg = cfg(&[("cleanup.policy", "compact"), ("segment.bytes", "4096"), ("delete.retention.ms", "0")]);
         c.create_topic("crashy", 1, topic_cfg).await.unwrap();
         let expected = produce_entity_updates(&mut c, "crashy", 10, 20).await;
         drop(c);
+        assert!(broker.stop().await.success());
+        let broker = fast_cleaner(dir.path(), &[("STRATA_FAILPOINTS", failpoint)]);
         // The cleaner reaches the failpoint and the process aborts, like a kill -9.
         let status = broker.wait_exit(WAIT);
         assert!(!status.success(), "{failpoint}: aborted");
 
         // Restart with compaction effectively off: what recovery left must already be right.
-        let broker = Broker::start_with(
-            dir.path(),
-            &[],
-            &[("STRATA_CLEANER__COMPACTION_INTERVAL_MS", "86400000")],
-        );
+        let broker = Broker::start_with(dir.path(), &[], &[("STRATA_CLEANER__COMPACTION_INTERVAL_MS", "86400000")]);
         let mut c = broker.client().await;
         let (table, _) = materialise(&mut c, "crashy").await;
         assert_eq!(table, expected, "{failpoint}: table intact after recovery");
@@ -366,10 +261,7 @@ async fn crash_at_each_step_of_a_compaction_swap_leaves_a_correct_log() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".cleaned"))
             .collect();
-        assert!(
-            leftovers.is_empty(),
-            "{failpoint}: recovery resolved {leftovers:?}"
-        );
+        assert!(leftovers.is_empty(), "{failpoint}: recovery resolved {leftovers:?}");
         drop(c);
         drop(broker);
 
@@ -394,11 +286,7 @@ async fn lifecycle_config_is_validated_and_described() {
     let broker = Broker::start(dir.path());
     let mut c = broker.client().await;
     for (k, v, needle) in [
-        (
-            "cleanup.policy",
-            "shred",
-            "delete, compact or compact,delete",
-        ),
+        ("cleanup.policy", "shred", "delete, compact or compact,delete"),
         ("retention.ms", "-7", "-1 (unlimited)"),
         ("retention.bytes", "lots", "-1 (unlimited)"),
         ("delete.retention.ms", "-1", "between 0"),
@@ -406,40 +294,14 @@ async fn lifecycle_config_is_validated_and_described() {
     ] {
         let err = c.create_topic("bad", 1, cfg(&[(k, v)])).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{k}={v}");
-        assert!(
-            err.message().contains(k) && err.message().contains(needle),
-            "{}",
-            err.message()
-        );
+        assert!(err.message().contains(k) && err.message().contains(needle), "{}", err.message());
     }
     let d = c
-        .create_topic(
-            "ok",
-            1,
-            cfg(&[
-                ("cleanup.policy", "compact,delete"),
-                ("retention.ms", "86400000"),
-            ]),
-        )
+        .create_topic("ok", 1, cfg(&[("cleanup.policy", "compact,delete"), ("retention.ms", "86400000")]))
         .await
         .unwrap();
-    let get = |k: &str| {
-        d.configs
-            .iter()
-            .find(|c| c.key == k)
-            .map(|c| (c.value.clone(), c.source))
-            .unwrap()
-    };
-    assert_eq!(
-        get("cleanup.policy"),
-        ("compact,delete".into(), ConfigSource::Topic as i32)
-    );
-    assert_eq!(
-        get("retention.ms"),
-        ("86400000".into(), ConfigSource::Topic as i32)
-    );
-    assert_eq!(
-        get("retention.bytes"),
-        ("-1".into(), ConfigSource::Default as i32)
-    );
+    let get = |k: &str| d.configs.iter().find(|c| c.key == k).map(|c| (c.value.clone(), c.source)).unwrap();
+    assert_eq!(get("cleanup.policy"), ("compact,delete".into(), ConfigSource::Topic as i32));
+    assert_eq!(get("retention.ms"), ("86400000".into(), ConfigSource::Topic as i32));
+    assert_eq!(get("retention.bytes"), ("-1".into(), ConfigSource::Default as i32));
 }

@@ -25,60 +25,26 @@ async fn round_trip_keeps_key_value_headers_and_timestamps() {
             key: Some(Bytes::from_static(b"user-1")),
             value: Some(Bytes::from_static(b"{\"clicked\":true}")),
             headers: vec![
-                Header {
-                    key: "trace".into(),
-                    value: Bytes::from_static(b"abc"),
-                },
-                Header {
-                    key: "trace".into(),
-                    value: Bytes::from_static(b"def"),
-                },
-                Header {
-                    key: "empty".into(),
-                    value: Bytes::new(),
-                },
+                Header { key: "trace".into(), value: Bytes::from_static(b"abc") },
+                Header { key: "trace".into(), value: Bytes::from_static(b"def") },
+                Header { key: "empty".into(), value: Bytes::new() },
             ],
         },
-        Record {
-            timestamp_ms: 0,
-            key: None,
-            value: Some(Bytes::from(vec![0u8, 255, 7])),
-            ..Default::default()
-        },
-        Record {
-            key: Some(Bytes::from_static(b"gone")),
-            value: None,
-            ..Default::default()
-        },
+        Record { timestamp_ms: 0, key: None, value: Some(Bytes::from(vec![0u8, 255, 7])), ..Default::default() },
+        Record { key: Some(Bytes::from_static(b"gone")), value: None, ..Default::default() },
     ];
-    let reply = c
-        .produce("events", Some(0), records.clone(), Acks::Durable)
-        .await
-        .unwrap();
-    let positions: Vec<_> = reply
-        .positions
-        .iter()
-        .map(|p| (p.partition, p.offset))
-        .collect();
+    let reply = c.produce("events", Some(0), records.clone(), Acks::Durable).await.unwrap();
+    let positions: Vec<_> = reply.positions.iter().map(|p| (p.partition, p.offset)).collect();
     assert_eq!(positions, vec![(0, 0), (0, 1), (0, 2)]);
 
     let got = read_all(&mut c, "events", 0, 0).await;
     assert_eq!(got.len(), 3);
     assert_eq!(got[0].offset, 0);
-    assert_eq!(
-        got[0].timestamp_ms, 1_600_000_000_000,
-        "producer timestamp kept"
-    );
+    assert_eq!(got[0].timestamp_ms, 1_600_000_000_000, "producer timestamp kept");
     assert_eq!(got[0].key, records[0].key);
     assert_eq!(got[0].value, records[0].value);
-    assert_eq!(
-        got[0].headers, records[0].headers,
-        "headers kept in order, duplicates included"
-    );
-    assert!(
-        got[1].timestamp_ms >= before && got[1].timestamp_ms <= now_ms(),
-        "0 = broker append time"
-    );
+    assert_eq!(got[0].headers, records[0].headers, "headers kept in order, duplicates included");
+    assert!(got[1].timestamp_ms >= before && got[1].timestamp_ms <= now_ms(), "0 = broker append time");
     assert_eq!(got[1].key, None);
     assert_eq!(got[1].value.as_deref(), Some(&[0u8, 255, 7][..]));
     assert_eq!(got[2].value, None, "tombstone: key without value");
@@ -90,34 +56,16 @@ async fn log_append_time_topics_use_the_broker_clock() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     let mut c = broker.client().await;
-    c.create_topic(
-        "stamped",
-        1,
-        [("timestamp.type".to_string(), "LogAppendTime".to_string())],
-    )
-    .await
-    .unwrap();
+    c.create_topic("stamped", 1, [("timestamp.type".to_string(), "LogAppendTime".to_string())]).await.unwrap();
     let before = now_ms();
-    let r = Record {
-        timestamp_ms: 5,
-        ..rec(None, "x")
-    };
-    c.produce("stamped", None, vec![r], Acks::Written)
-        .await
-        .unwrap();
+    let r = Record { timestamp_ms: 5, ..rec(None, "x") };
+    c.produce("stamped", None, vec![r], Acks::Written).await.unwrap();
     let got = read_all(&mut c, "stamped", 0, 0).await;
-    assert!(
-        got[0].timestamp_ms >= before,
-        "{} < {before}",
-        got[0].timestamp_ms
-    );
+    assert!(got[0].timestamp_ms >= before, "{} < {before}", got[0].timestamp_ms);
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 #[tokio::test]
@@ -130,21 +78,11 @@ async fn same_key_same_partition_and_keyless_spread() {
     let keys: Vec<String> = (0..40).map(|i| format!("customer-{i}")).collect();
     let mut first_seen = std::collections::HashMap::new();
     for round in 0..3 {
-        let records = keys
-            .iter()
-            .map(|k| rec(Some(k), &format!("{k}-{round}")))
-            .collect();
-        let reply = c
-            .produce("keyed", None, records, Acks::Written)
-            .await
-            .unwrap();
+        let records = keys.iter().map(|k| rec(Some(k), &format!("{k}-{round}"))).collect();
+        let reply = c.produce("keyed", None, records, Acks::Written).await.unwrap();
         assert_eq!(reply.positions.len(), keys.len());
         for (k, pos) in keys.iter().zip(&reply.positions) {
-            assert_eq!(
-                pos.partition,
-                partition_for_key(k.as_bytes(), 4),
-                "documented hash for {k}"
-            );
+            assert_eq!(pos.partition, partition_for_key(k.as_bytes(), 4), "documented hash for {k}");
             let p = *first_seen.entry(k.clone()).or_insert(pos.partition);
             assert_eq!(p, pos.partition, "key {k} moved between requests");
         }
@@ -161,19 +99,8 @@ async fn same_key_same_partition_and_keyless_spread() {
     // Keyless requests rotate over the partitions.
     let mut partitions = std::collections::HashSet::new();
     for _ in 0..4 {
-        let reply = c
-            .produce(
-                "keyed",
-                None,
-                vec![rec(None, "a"), rec(None, "b")],
-                Acks::Written,
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            reply.positions[0].partition, reply.positions[1].partition,
-            "one request, one partition"
-        );
+        let reply = c.produce("keyed", None, vec![rec(None, "a"), rec(None, "b")], Acks::Written).await.unwrap();
+        assert_eq!(reply.positions[0].partition, reply.positions[1].partition, "one request, one partition");
         partitions.insert(reply.positions[0].partition);
     }
     assert_eq!(partitions.len(), 4);
@@ -185,22 +112,11 @@ async fn offsets_are_dense_and_ordered_across_requests_and_segments() {
     let broker = Broker::start(dir.path());
     let mut c = broker.client().await;
     // Small segments so the log rolls many times.
-    c.create_topic(
-        "dense",
-        1,
-        [("segment.bytes".to_string(), "8192".to_string())],
-    )
-    .await
-    .unwrap();
+    c.create_topic("dense", 1, [("segment.bytes".to_string(), "8192".to_string())]).await.unwrap();
     let mut next = 0u64;
     for batch in 0..50 {
-        let records = (0..20)
-            .map(|i| rec(None, &format!("{batch}-{i}-{}", "x".repeat(40))))
-            .collect();
-        let reply = c
-            .produce("dense", Some(0), records, Acks::Written)
-            .await
-            .unwrap();
+        let records = (0..20).map(|i| rec(None, &format!("{batch}-{i}-{}", "x".repeat(40)))).collect();
+        let reply = c.produce("dense", Some(0), records, Acks::Written).await.unwrap();
         for p in &reply.positions {
             assert_eq!(p.offset, next);
             next += 1;
@@ -211,25 +127,12 @@ async fn offsets_are_dense_and_ordered_across_requests_and_segments() {
     for (i, r) in all.iter().enumerate() {
         assert_eq!(r.offset, i as u64);
         let v = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
-        assert!(
-            v.starts_with(&format!("{}-{}-", i / 20, i % 20)),
-            "{v} at {i}"
-        );
+        assert!(v.starts_with(&format!("{}-{}-", i / 20, i % 20)), "{v} at {i}");
     }
     // Reading from the middle of a batch starts exactly there.
     assert_eq!(read_all(&mut c, "dense", 0, 517).await[0].offset, 517);
-    let d = c
-        .admin
-        .describe_topic(DescribeTopicRequest {
-            name: "dense".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        d.topic.unwrap().partitions[0].segments > 5,
-        "segment.bytes=8192 rolls segments"
-    );
+    let d = c.admin.describe_topic(DescribeTopicRequest { name: "dense".into() }).await.unwrap().into_inner();
+    assert!(d.topic.unwrap().partitions[0].segments > 5, "segment.bytes=8192 rolls segments");
 }
 
 #[tokio::test]
@@ -241,19 +144,12 @@ async fn fetch_serves_several_partitions_within_max_bytes() {
     for p in 0..3u32 {
         for _ in 0..5 {
             let records = (0..10).map(|i| rec(None, &format!("p{p}-{i}"))).collect();
-            c.produce("multi", Some(p), records, Acks::Written)
-                .await
-                .unwrap();
+            c.produce("multi", Some(p), records, Acks::Written).await.unwrap();
         }
     }
     let req = FetchRequest {
         partitions: (0..3)
-            .map(|p| FetchPartition {
-                topic: "multi".into(),
-                partition: p,
-                offset: 10,
-                max_bytes: 0,
-            })
+            .map(|p| FetchPartition { topic: "multi".into(), partition: p, offset: 10, max_bytes: 0 })
             .collect(),
         max_wait_ms: 0,
         min_bytes: 0,
@@ -266,26 +162,13 @@ async fn fetch_serves_several_partitions_within_max_bytes() {
         assert_eq!(part.high_watermark, 50);
         assert_eq!(part.records.len(), 40);
         assert_eq!(part.records[0].offset, 10);
-        assert_eq!(
-            part.records[0].value.as_deref(),
-            Some(format!("p{p}-0").as_bytes())
-        );
+        assert_eq!(part.records[0].value.as_deref(), Some(format!("p{p}-0").as_bytes()));
     }
     // A tiny max_bytes still returns one whole batch, and no more.
-    let small = FetchRequest {
-        max_bytes: 1,
-        ..req
-    };
+    let small = FetchRequest { max_bytes: 1, ..req };
     let reply = c.broker.fetch(small).await.unwrap().into_inner();
-    assert_eq!(
-        reply.partitions[0].records.len(),
-        10,
-        "one batch (offsets 10..20)"
-    );
-    assert!(
-        reply.partitions[1].records.is_empty(),
-        "budget spent on partition 0"
-    );
+    assert_eq!(reply.partitions[0].records.len(), 10, "one batch (offsets 10..20)");
+    assert!(reply.partitions[1].records.is_empty(), "budget spent on partition 0");
 }
 
 #[tokio::test]
@@ -296,42 +179,23 @@ async fn long_poll_fetch_wakes_on_new_data() {
     create_topic(&mut c, "poll", 1).await;
     let mut consumer = c.clone();
     let started = Instant::now();
-    let poll = tokio::spawn(async move {
-        consumer
-            .fetch("poll", 0, 0, 1 << 20, Duration::from_secs(20))
-            .await
-            .unwrap()
-    });
+    let poll =
+        tokio::spawn(async move { consumer.fetch("poll", 0, 0, 1 << 20, Duration::from_secs(20)).await.unwrap() });
     // No broker-side signal says "the fetch is parked", so give it a moment;
     // if it was not yet parked the test still checks the record comes back.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !poll.is_finished(),
-        "an empty long poll must wait, not return at once"
-    );
-    c.produce("poll", Some(0), vec![rec(None, "wake up")], Acks::Written)
-        .await
-        .unwrap();
+    assert!(!poll.is_finished(), "an empty long poll must wait, not return at once");
+    c.produce("poll", Some(0), vec![rec(None, "wake up")], Acks::Written).await.unwrap();
     let part = poll.await.unwrap();
     assert_eq!(part.records.len(), 1, "the poll returned the new record");
     assert_eq!(part.records[0].value.as_deref(), Some(&b"wake up"[..]));
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "woke on data, not on the deadline"
-    );
+    assert!(started.elapsed() < Duration::from_secs(15), "woke on data, not on the deadline");
 
     // With nothing to read, max_wait is honoured and the reply is empty.
     let t = Instant::now();
-    let part = c
-        .fetch("poll", 0, 1, 1 << 20, Duration::from_millis(300))
-        .await
-        .unwrap();
+    let part = c.fetch("poll", 0, 1, 1 << 20, Duration::from_millis(300)).await.unwrap();
     assert!(part.records.is_empty());
-    assert!(
-        t.elapsed() >= Duration::from_millis(250),
-        "returned after {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() >= Duration::from_millis(250), "returned after {:?}", t.elapsed());
 }
 
 #[tokio::test]
@@ -340,36 +204,16 @@ async fn subscribe_pushes_appended_records() {
     let broker = Broker::start(dir.path());
     let mut c = broker.client().await;
     create_topic(&mut c, "push", 1).await;
-    c.produce(
-        "push",
-        Some(0),
-        vec![rec(None, "old-0"), rec(None, "old-1")],
-        Acks::Written,
-    )
-    .await
-    .unwrap();
+    c.produce("push", Some(0), vec![rec(None, "old-0"), rec(None, "old-1")], Acks::Written).await.unwrap();
 
     // From offset 1: the backlog first, then live appends.
-    let req = SubscribeRequest {
-        topic: "push".into(),
-        partition: 0,
-        offset: Some(1),
-        max_bytes: 0,
-    };
+    let req = SubscribeRequest { topic: "push".into(), partition: 0, offset: Some(1), max_bytes: 0 };
     let mut stream = c.broker.subscribe(req).await.unwrap().into_inner();
     let mut seen = Vec::new();
     let mut producer = c.clone();
     let produce = tokio::spawn(async move {
         for i in 0..20 {
-            producer
-                .produce(
-                    "push",
-                    Some(0),
-                    vec![rec(None, &format!("new-{i}"))],
-                    Acks::Written,
-                )
-                .await
-                .unwrap();
+            producer.produce("push", Some(0), vec![rec(None, &format!("new-{i}"))], Acks::Written).await.unwrap();
         }
     });
     while seen.len() < 21 {
@@ -379,10 +223,7 @@ async fn subscribe_pushes_appended_records() {
             .expect("stream open")
             .expect("no error");
         for r in msg.records.unwrap().records {
-            seen.push((
-                r.offset,
-                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
-            ));
+            seen.push((r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()));
         }
     }
     produce.await.unwrap();
@@ -393,21 +234,10 @@ async fn subscribe_pushes_appended_records() {
     }
 
     // Without an offset: only records appended after subscribing.
-    let req = SubscribeRequest {
-        topic: "push".into(),
-        partition: 0,
-        offset: None,
-        max_bytes: 0,
-    };
+    let req = SubscribeRequest { topic: "push".into(), partition: 0, offset: None, max_bytes: 0 };
     let mut live = c.broker.subscribe(req).await.unwrap().into_inner();
-    c.produce("push", Some(0), vec![rec(None, "latest")], Acks::Written)
-        .await
-        .unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(20), live.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    c.produce("push", Some(0), vec![rec(None, "latest")], Acks::Written).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(20), live.next()).await.unwrap().unwrap().unwrap();
     let records = msg.records.unwrap().records;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].offset, 22);
@@ -418,30 +248,15 @@ async fn list_offsets_earliest_latest_and_by_timestamp() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     let mut c = broker.client().await;
-    c.create_topic(
-        "times",
-        1,
-        [("segment.bytes".to_string(), "4096".to_string())],
-    )
-    .await
-    .unwrap();
+    c.create_topic("times", 1, [("segment.bytes".to_string(), "4096".to_string())]).await.unwrap();
     // Record i has timestamp 1_000_000 + 10 * i.
     for b in 0..20i64 {
         let records = (0..10)
-            .map(|i| Record {
-                timestamp_ms: 1_000_000 + 10 * (b * 10 + i),
-                ..rec(None, &"v".repeat(50))
-            })
+            .map(|i| Record { timestamp_ms: 1_000_000 + 10 * (b * 10 + i), ..rec(None, &"v".repeat(50)) })
             .collect();
-        c.produce("times", Some(0), records, Acks::Written)
-            .await
-            .unwrap();
+        c.produce("times", Some(0), records, Acks::Written).await.unwrap();
     }
-    let list = |spec| ListOffsetsRequest {
-        topic: "times".into(),
-        partition: 0,
-        spec: Some(spec),
-    };
+    let list = |spec| ListOffsetsRequest { topic: "times".into(), partition: 0, spec: Some(spec) };
     use list_offsets_request::Spec;
     let ask = |spec| {
         let mut b = c.broker.clone();
@@ -458,18 +273,10 @@ async fn list_offsets_earliest_latest_and_by_timestamp() {
         (1_001_990, 199, 1_001_990),
     ] {
         let r = ask(Spec::TimestampMs(ts)).await;
-        assert_eq!(
-            (r.offset, r.timestamp_ms),
-            (want_offset, want_ts),
-            "timestamp {ts}"
-        );
+        assert_eq!((r.offset, r.timestamp_ms), (want_offset, want_ts), "timestamp {ts}");
     }
     let r = ask(Spec::TimestampMs(9_999_999)).await;
-    assert_eq!(
-        (r.offset, r.timestamp_ms),
-        (200, -1),
-        "after the last record: the high watermark"
-    );
+    assert_eq!((r.offset, r.timestamp_ms), (200, -1), "after the last record: the high watermark");
 }
 
 #[tokio::test]
@@ -480,25 +287,15 @@ async fn produce_stream_pipelines_and_answers_in_order() {
     create_topic(&mut c, "piped", 1).await;
     let requests: Vec<ProduceRequest> = (0..200u64)
         .map(|i| ProduceRequest {
-            topic: if i == 100 {
-                "missing".into()
-            } else {
-                "piped".into()
-            },
+            topic: if i == 100 { "missing".into() } else { "piped".into() },
             partition: Some(0),
             records: (0..5).map(|j| rec(None, &format!("{i}-{j}"))).collect(),
             acks: Acks::Durable as i32,
             request_id: i,
         })
         .collect();
-    let replies: Vec<_> = c
-        .broker
-        .produce_stream(futures::stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner()
-        .collect()
-        .await;
+    let replies: Vec<_> =
+        c.broker.produce_stream(futures::stream::iter(requests)).await.unwrap().into_inner().collect().await;
     assert_eq!(replies.len(), 200);
     let mut next = 0;
     for (i, r) in replies.into_iter().enumerate() {

@@ -20,18 +20,11 @@ enum Job {
 }
 
 /// Runs until `shutdown` turns true; an ongoing pass is asked to stop and awaited.
-pub async fn run(
-    manager: Arc<Manager>,
-    config: CleanerConfig,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(manager: Arc<Manager>, config: CleanerConfig, mut shutdown: watch::Receiver<bool>) {
     let stop = Arc::new(AtomicBool::new(false));
     // First passes one interval after start: start-up stays quick.
     let every = |ms| {
-        tokio::time::interval_at(
-            tokio::time::Instant::now() + Duration::from_millis(ms),
-            Duration::from_millis(ms),
-        )
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_millis(ms), Duration::from_millis(ms))
     };
     let mut retention = every(config.retention_check_interval_ms);
     let mut compaction = every(config.compaction_interval_ms);
@@ -77,13 +70,8 @@ fn retention_pass(manager: &Manager) {
         }
         for log in topic.logs().iter() {
             let (closed, total) = log.closed_segments();
-            let stats: Vec<_> = closed
-                .iter()
-                .map(|c| SegmentStat {
-                    size: c.size(),
-                    max_timestamp: c.max_timestamp(),
-                })
-                .collect();
+            let stats: Vec<_> =
+                closed.iter().map(|c| SegmentStat { size: c.size(), max_timestamp: c.max_timestamp() }).collect();
             let n = segments_to_delete(&stats, total, now, s.retention_ms, s.retention_bytes);
             if n == 0 {
                 continue;
@@ -127,17 +115,12 @@ fn compaction_pass(manager: &Manager, stop: &AtomicBool, bytes_per_sec: u64, pro
                             bytes_after = stats.bytes_after,
                             records_dropped = stats.records_dropped,
                             tombstones_dropped = stats.tombstones_dropped,
-                            mb_per_sec =
-                                format!("{:.1}", stats.bytes_before as f64 / 1e6 / secs.max(1e-9)),
+                            mb_per_sec = format!("{:.1}", stats.bytes_before as f64 / 1e6 / secs.max(1e-9)),
                             "compacted"
                         );
                     }
                     if !stats.work_left {
-                        progress
-                            .0
-                            .lock()
-                            .expect("progress lock")
-                            .insert(log.name().to_string(), hw);
+                        progress.0.lock().expect("progress lock").insert(log.name().to_string(), hw);
                     }
                 }
                 Ok(None) => {}

@@ -35,11 +35,8 @@ use crate::log::{sync_dir, IndexConfig, Log, Segment};
 use crate::partition::TopicSettings;
 
 /// Crash points of the swap protocol, in order.
-pub const FAILPOINTS: [&str; 3] = [
-    "compaction-after-log-copy",
-    "compaction-before-commit",
-    "compaction-after-log-swap",
-];
+pub const FAILPOINTS: [&str; 3] =
+    ["compaction-after-log-copy", "compaction-before-commit", "compaction-after-log-swap"];
 
 /// Finishes or discards a swap that a crash interrupted, for every segment
 /// of the partition in `dir`: if `B.log.cleaned` still exists the copy was
@@ -51,10 +48,7 @@ pub fn recover_cleaned(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name().to_string_lossy().into_owned();
         if name.ends_with(&suffix) {
-            if let Some(base) = name
-                .get(..SEGMENT_NAME_DIGITS)
-                .and_then(|d| d.parse::<u64>().ok())
-            {
+            if let Some(base) = name.get(..SEGMENT_NAME_DIGITS).and_then(|d| d.parse::<u64>().ok()) {
                 bases.push(base);
             }
         }
@@ -101,22 +95,14 @@ pub struct Throttle<'a> {
 impl<'a> Throttle<'a> {
     /// At most `bytes_per_sec`; `stop` aborts the pass between batches.
     pub fn new(bytes_per_sec: u64, stop: &'a AtomicBool) -> Self {
-        Throttle {
-            bytes_per_sec: bytes_per_sec.max(1),
-            start: Instant::now(),
-            bytes: 0,
-            stop,
-        }
+        Throttle { bytes_per_sec: bytes_per_sec.max(1), start: Instant::now(), bytes: 0, stop }
     }
 
     /// Accounts `n` bytes of I/O, sleeping if ahead of the allowed rate.
     /// Errors with `Interrupted` once a stop was requested.
     fn account(&mut self, n: usize) -> io::Result<()> {
         if self.stop.load(Ordering::Acquire) {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "compaction stopped for shutdown",
-            ));
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "compaction stopped for shutdown"));
         }
         self.bytes += n as u64;
         let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
@@ -207,8 +193,7 @@ pub fn filter_batch(
     mut keep: impl FnMut(&RecordView) -> bool,
     out: &mut BytesMut,
 ) -> io::Result<Filtered> {
-    let h = BatchHeader::parse(batch)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let h = BatchHeader::parse(batch).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let body = &batch[BATCH_HEADER_LEN..h.batch_len as usize];
     out.clear();
     out.resize(BATCH_HEADER_LEN, 0);
@@ -229,12 +214,7 @@ pub fn filter_batch(
     if kept == 0 {
         return Ok(Filtered::Empty);
     }
-    let meta = BatchMeta {
-        record_count: kept,
-        first_timestamp: first_ts,
-        max_timestamp: max_ts,
-        ..h.meta
-    };
+    let meta = BatchMeta { record_count: kept, first_timestamp: first_ts, max_timestamp: max_ts, ..h.meta };
     write_header(out, &meta, h.attributes);
     Ok(Filtered::Rewritten)
 }
@@ -250,10 +230,7 @@ pub fn compact_partition(
     let (closed, _) = log.closed_segments();
     let lag_limit = now_ms.saturating_sub(settings.min_compaction_lag_ms as i64);
     let closed_count = closed.len();
-    let cleanable: Vec<_> = closed
-        .into_iter()
-        .take_while(|s| s.max_timestamp() <= lag_limit)
-        .collect();
+    let cleanable: Vec<_> = closed.into_iter().take_while(|s| s.max_timestamp() <= lag_limit).collect();
     if cleanable.is_empty() {
         return Ok(None);
     }
@@ -306,8 +283,7 @@ pub fn compact_partition(
                 }
                 Filtered::Empty => changed = true,
             }
-            let h = BatchHeader::parse(batch)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let h = BatchHeader::parse(batch).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             last_offset = h.meta.base_offset + u64::from(h.meta.last_offset_delta);
             Ok(())
         });
@@ -347,55 +323,26 @@ mod tests {
     use crate::log::batch::{encode_batch, Stamp};
 
     fn keyed(k: &str, v: Option<&str>) -> TestRecord {
-        TestRecord {
-            ts: 100,
-            key: Some(k.into()),
-            value: v.map(|v| v.into()),
-            headers: vec![],
-        }
+        TestRecord { ts: 100, key: Some(k.into()), value: v.map(|v| v.into()), headers: vec![] }
     }
 
     #[test]
     fn filter_keeps_offsets_and_batch_bounds() {
         let mut batch = BytesMut::new();
-        let records = [
-            keyed("a", Some("1")),
-            keyed("b", Some("2")),
-            keyed("a", Some("3")),
-            keyed("c", None),
-        ];
-        encode_batch(
-            &mut batch,
-            40,
-            &records,
-            Stamp {
-                append_time_ms: 1,
-                log_append_time: false,
-            },
-        );
+        let records = [keyed("a", Some("1")), keyed("b", Some("2")), keyed("a", Some("3")), keyed("c", None)];
+        encode_batch(&mut batch, 40, &records, Stamp { append_time_ms: 1, log_append_time: false });
         let mut out = BytesMut::new();
         // Keep offsets 41 and 43.
         let f = filter_batch(&batch, |r| r.offset % 2 == 1, &mut out).unwrap();
         assert_eq!(f, Filtered::Rewritten);
         let h = BatchHeader::parse_verified(&out).unwrap();
         assert_eq!(h.meta.base_offset, 40);
-        assert_eq!(
-            h.meta.last_offset_delta, 3,
-            "last offset kept so offsets never move"
-        );
+        assert_eq!(h.meta.last_offset_delta, 3, "last offset kept so offsets never move");
         assert_eq!(h.meta.record_count, 2);
-        let offsets: Vec<_> = RecordIter::new(&out[BATCH_HEADER_LEN..])
-            .map(|r| r.offset)
-            .collect();
+        let offsets: Vec<_> = RecordIter::new(&out[BATCH_HEADER_LEN..]).map(|r| r.offset).collect();
         assert_eq!(offsets, vec![41, 43]);
-        assert_eq!(
-            filter_batch(&batch, |_| true, &mut out).unwrap(),
-            Filtered::Unchanged
-        );
-        assert_eq!(
-            filter_batch(&batch, |_| false, &mut out).unwrap(),
-            Filtered::Empty
-        );
+        assert_eq!(filter_batch(&batch, |_| true, &mut out).unwrap(), Filtered::Unchanged);
+        assert_eq!(filter_batch(&batch, |_| false, &mut out).unwrap(), Filtered::Empty);
     }
 
     #[test]
@@ -433,10 +380,7 @@ mod tests {
 
     fn settings() -> TopicSettings {
         let mut s = TopicSettings::from(&crate::config::TopicDefaults::default());
-        s.cleanup_policy = crate::partition::settings::CleanupPolicy {
-            delete: false,
-            compact: true,
-        };
+        s.cleanup_policy = crate::partition::settings::CleanupPolicy { delete: false, compact: true };
         s.delete_retention_ms = 1000;
         s
     }
@@ -445,17 +389,9 @@ mod tests {
     fn compacting_a_log_keeps_latest_per_key_with_original_offsets() {
         use crate::log::{LogConfig, ReadResult};
         let dir = tempfile::tempdir().unwrap();
-        let index = IndexConfig {
-            interval_bytes: 128,
-            max_bytes: 4096,
-        };
-        let cfg = LogConfig {
-            segment_bytes: 600,
-            segment_ms: u64::MAX,
-            index,
-            log_append_time: false,
-            flush_records: 0,
-        };
+        let index = IndexConfig { interval_bytes: 128, max_bytes: 4096 };
+        let cfg =
+            LogConfig { segment_bytes: 600, segment_ms: u64::MAX, index, log_append_time: false, flush_records: 0 };
         let (log, _) = Log::open(dir.path(), "t/0".into(), cfg).unwrap();
         let mut expected = std::collections::BTreeMap::new();
         // 10 keys x 20 versions, timestamps 1000..; key 3 ends with an old tombstone, key 4 with a young one.
@@ -463,11 +399,7 @@ mod tests {
             for k in 0..10 {
                 let key = format!("key-{k}");
                 let tombstone = v == 19 && (k == 3 || k == 4);
-                let ts = if k == 4 && tombstone {
-                    1_000_000
-                } else {
-                    1000 + v
-                };
+                let ts = if k == 4 && tombstone { 1_000_000 } else { 1000 + v };
                 let value = (!tombstone).then(|| format!("v{v}"));
                 let r = TestRecord {
                     ts,
@@ -481,42 +413,25 @@ mod tests {
         }
         // A filler so every update sits in a closed segment.
         log.append(
-            &[TestRecord {
-                ts: 5000,
-                key: Some(b"filler".to_vec()),
-                value: Some(vec![0; 700]),
-                headers: vec![],
-            }],
+            &[TestRecord { ts: 5000, key: Some(b"filler".to_vec()), value: Some(vec![0; 700]), headers: vec![] }],
             0,
         )
         .unwrap();
         let before = log.disk_usage().1;
         let stop = AtomicBool::new(false);
         let mut throttle = Throttle::new(u64::MAX / 2, &stop);
-        let stats = compact_partition(&log, &settings(), index, 10_000, &mut throttle)
-            .unwrap()
-            .unwrap();
+        let stats = compact_partition(&log, &settings(), index, 10_000, &mut throttle).unwrap().unwrap();
         assert!(stats.segments_rewritten > 0);
         assert_eq!(stats.records_dropped, 190, "19 older versions of 10 keys");
-        assert_eq!(
-            stats.tombstones_dropped, 1,
-            "only the tombstone older than delete.retention.ms"
-        );
-        assert!(
-            stats.work_left,
-            "the young tombstone must be looked at again"
-        );
+        assert_eq!(stats.tombstones_dropped, 1, "only the tombstone older than delete.retention.ms");
+        assert!(stats.work_left, "the young tombstone must be looked at again");
         assert!(log.disk_usage().1 < before / 5);
 
         // Replay: exactly the latest record per key, at its original offset.
         let mut offset = log.log_start();
         let mut seen = Vec::new();
         while offset < log.high_watermark() {
-            let ReadResult {
-                chunks,
-                next_offset,
-                ..
-            } = log.read(offset, 1 << 20).unwrap();
+            let ReadResult { chunks, next_offset, .. } = log.read(offset, 1 << 20).unwrap();
             for c in &chunks {
                 for r in RecordIter::new(c) {
                     seen.push((
@@ -530,11 +445,8 @@ mod tests {
         }
         let filler = seen.pop().unwrap();
         assert_eq!(filler.0, "filler");
-        let mut want: Vec<_> = expected
-            .into_iter()
-            .filter(|(k, _)| k != "key-3")
-            .map(|(k, (o, v))| (k, o, v))
-            .collect();
+        let mut want: Vec<_> =
+            expected.into_iter().filter(|(k, _)| k != "key-3").map(|(k, (o, v))| (k, o, v)).collect();
         want.sort_by_key(|w| w.1);
         assert_eq!(seen, want);
 

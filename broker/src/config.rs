@@ -25,8 +25,38 @@ pub struct Config {
     pub topics: TopicDefaults,
     /// Background retention and compaction.
     pub cleaner: CleanerConfig,
+    /// Consumer groups.
+    pub groups: GroupsConfig,
     /// Logs.
     pub logging: LoggingConfig,
+}
+
+/// `[groups]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Session timeout for members that do not ask for one (ms).
+    pub session_timeout_ms: u64,
+    /// Smallest session timeout a member may ask for (ms).
+    pub min_session_timeout_ms: u64,
+    /// Largest session timeout a member may ask for (ms).
+    pub max_session_timeout_ms: u64,
+    /// Heartbeat interval the coordinator tells members (ms).
+    pub heartbeat_interval_ms: u64,
+    /// `uniform` (balanced, sticky) or `range`.
+    pub assignor: crate::coordinator::assignor::AssignorKind,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            session_timeout_ms: 45_000,
+            min_session_timeout_ms: 1_000,
+            max_session_timeout_ms: 300_000,
+            heartbeat_interval_ms: 3_000,
+            assignor: crate::coordinator::assignor::AssignorKind::Uniform,
+        }
+    }
 }
 
 /// `[cleaner]`
@@ -199,10 +229,7 @@ pub struct LoggingConfig {
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        LoggingConfig {
-            level: "info".into(),
-            format: LogFormat::Human,
-        }
+        LoggingConfig { level: "info".into(), format: LogFormat::Human }
     }
 }
 
@@ -224,17 +251,12 @@ pub const ENV_PREFIX: &str = "STRATA_";
 impl Config {
     /// Loads the configuration: defaults, then `file` (if any), then the
     /// given environment variables (`STRATA_<SECTION>__<KEY>`).
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
-                })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
             }
             None => toml::Table::new(),
         };
@@ -250,20 +272,13 @@ impl Config {
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
             let value = parse_env_value(&raw);
             let mut single = toml::Table::new();
-            single.insert(
-                section.clone(),
-                toml::Value::Table(toml::Table::from_iter([(key.clone(), value.clone())])),
-            );
+            single.insert(section.clone(), toml::Value::Table(toml::Table::from_iter([(key.clone(), value.clone())])));
             check_known_keys(&single, &format!("environment variable {name}"))?;
             table
                 .entry(section)
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 .as_table_mut()
-                .ok_or_else(|| {
-                    ConfigError(format!(
-                        "environment variable {name}: section is not a table"
-                    ))
-                })?
+                .ok_or_else(|| ConfigError(format!("environment variable {name}: section is not a table")))?
                 .insert(key, value);
         }
         let config: Config = toml::Value::Table(table)
@@ -277,74 +292,23 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn range(key: &str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
             if v < min || v > max {
-                return Err(ConfigError(format!(
-                    "{key} = {v} is out of range: must be between {min} and {max}"
-                )));
+                return Err(ConfigError(format!("{key} = {v} is out of range: must be between {min} and {max}")));
             }
             Ok(())
         }
         self.server.listen.parse::<SocketAddr>().map_err(|e| {
-            ConfigError(format!(
-                "server.listen = {:?} is not an address like 127.0.0.1:7400: {e}",
-                self.server.listen
-            ))
+            ConfigError(format!("server.listen = {:?} is not an address like 127.0.0.1:7400: {e}", self.server.listen))
         })?;
-        range(
-            "server.max_request_bytes",
-            self.server.max_request_bytes,
-            1 << 16,
-            1 << 30,
-        )?;
-        range(
-            "server.fetch_default_max_bytes",
-            self.server.fetch_default_max_bytes,
-            1,
-            self.server.max_request_bytes,
-        )?;
-        range(
-            "server.fetch_max_wait_ms",
-            self.server.fetch_max_wait_ms,
-            0,
-            3_600_000,
-        )?;
-        range(
-            "server.shutdown_grace_ms",
-            self.server.shutdown_grace_ms,
-            0,
-            3_600_000,
-        )?;
-        range(
-            "storage.flush_interval_ms",
-            self.storage.flush_interval_ms,
-            1,
-            3_600_000,
-        )?;
-        range(
-            "storage.index_interval_bytes",
-            self.storage.index_interval_bytes,
-            1,
-            1 << 30,
-        )?;
-        range(
-            "storage.index_max_bytes",
-            self.storage.index_max_bytes,
-            4096,
-            1 << 30,
-        )?;
-        range(
-            "topics.partitions",
-            u64::from(self.topics.partitions),
-            1,
-            u64::from(self.topics.max_partitions),
-        )?;
-        range(
-            "topics.max_partitions",
-            u64::from(self.topics.max_partitions),
-            1,
-            100_000,
-        )?;
-        crate::partition::settings::validate_defaults(&self.topics)
-            .map_err(|e| ConfigError(e.to_string()))?;
+        range("server.max_request_bytes", self.server.max_request_bytes, 1 << 16, 1 << 30)?;
+        range("server.fetch_default_max_bytes", self.server.fetch_default_max_bytes, 1, self.server.max_request_bytes)?;
+        range("server.fetch_max_wait_ms", self.server.fetch_max_wait_ms, 0, 3_600_000)?;
+        range("server.shutdown_grace_ms", self.server.shutdown_grace_ms, 0, 3_600_000)?;
+        range("storage.flush_interval_ms", self.storage.flush_interval_ms, 1, 3_600_000)?;
+        range("storage.index_interval_bytes", self.storage.index_interval_bytes, 1, 1 << 30)?;
+        range("storage.index_max_bytes", self.storage.index_max_bytes, 4096, 1 << 30)?;
+        range("topics.partitions", u64::from(self.topics.partitions), 1, u64::from(self.topics.max_partitions))?;
+        range("topics.max_partitions", u64::from(self.topics.max_partitions), 1, 100_000)?;
+        crate::partition::settings::validate_defaults(&self.topics).map_err(|e| ConfigError(e.to_string()))?;
         if self.topics.max_message_bytes + 1024 > self.server.max_request_bytes {
             return Err(ConfigError(format!(
                 "topics.max_message_bytes = {} must be at least 1 KiB below server.max_request_bytes = {}",
@@ -381,9 +345,7 @@ fn check_known_keys(table: &toml::Table, source: &str) -> Result<(), ConfigError
             )));
         };
         let Some(keys) = value.as_table() else {
-            return Err(ConfigError(format!(
-                "{source}: [{section}] must be a table"
-            )));
+            return Err(ConfigError(format!("{source}: [{section}] must be a table")));
         };
         for key in keys.keys() {
             if !known_section.contains_key(key) {
@@ -403,10 +365,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -420,38 +379,22 @@ mod tests {
     fn the_shipped_file_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/strata.toml");
         let c = Config::load(Some(&path), env(&[])).unwrap();
-        assert_eq!(
-            c,
-            Config::default(),
-            "config/strata.toml must document the built-in defaults"
-        );
+        assert_eq!(c, Config::default(), "config/strata.toml must document the built-in defaults");
     }
 
     #[test]
     fn file_then_env_override() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.toml");
-        std::fs::write(
-            &path,
-            "[server]\nlisten = \"0.0.0.0:1\"\n[storage]\nflush_records = 5\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "[server]\nlisten = \"0.0.0.0:1\"\n[storage]\nflush_records = 5\n").unwrap();
         let c = Config::load(
             Some(&path),
-            env(&[
-                ("STRATA_SERVER__LISTEN", "127.0.0.1:9"),
-                ("STRATA_ADDR", "ignored"),
-                ("HOME", "/x"),
-            ]),
+            env(&[("STRATA_SERVER__LISTEN", "127.0.0.1:9"), ("STRATA_ADDR", "ignored"), ("HOME", "/x")]),
         )
         .unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:9");
         assert_eq!(c.storage.flush_records, 5);
-        let c = Config::load(
-            Some(&path),
-            env(&[("STRATA_STORAGE__DEFAULT_ACKS", "written")]),
-        )
-        .unwrap();
+        let c = Config::load(Some(&path), env(&[("STRATA_STORAGE__DEFAULT_ACKS", "written")])).unwrap();
         assert_eq!(c.storage.default_acks, AckLevel::Written);
     }
 
@@ -463,24 +406,15 @@ mod tests {
         let e = Config::load(Some(&path), env(&[])).unwrap_err();
         assert!(e.0.contains("storage.segmnt_bytes"), "{e}");
         std::fs::write(&path, "[nope]\n").unwrap();
-        assert!(Config::load(Some(&path), env(&[]))
-            .unwrap_err()
-            .0
-            .contains("[nope]"));
+        assert!(Config::load(Some(&path), env(&[])).unwrap_err().0.contains("[nope]"));
         let e = Config::load(None, env(&[("STRATA_SERVER__LISTN", "x")])).unwrap_err();
-        assert!(
-            e.0.contains("STRATA_SERVER__LISTN") && e.0.contains("server.listn"),
-            "{e}"
-        );
+        assert!(e.0.contains("STRATA_SERVER__LISTN") && e.0.contains("server.listn"), "{e}");
     }
 
     #[test]
     fn invalid_values_name_the_key_and_range() {
         let e = Config::load(None, env(&[("STRATA_TOPICS__SEGMENT_BYTES", "10")])).unwrap_err();
-        assert!(
-            e.0.contains("segment.bytes") || e.0.contains("segment_bytes"),
-            "{e}"
-        );
+        assert!(e.0.contains("segment.bytes") || e.0.contains("segment_bytes"), "{e}");
         let e = Config::load(None, env(&[("STRATA_SERVER__LISTEN", "nowhere")])).unwrap_err();
         assert!(e.0.contains("server.listen"), "{e}");
         let e = Config::load(None, env(&[("STRATA_STORAGE__DEFAULT_ACKS", "maybe")])).unwrap_err();

@@ -75,6 +75,14 @@ pub enum Error {
         /// One past the last readable offset.
         high_watermark: u64,
     },
+    /// No consumer group of that id.
+    GroupNotFound {
+        /// The group id.
+        group: String,
+    },
+    /// The request is valid but the state forbids it now (stale member
+    /// epoch, fenced member, group not empty); the message says why.
+    FailedPrecondition(String),
     /// The broker is stopping, or the partition was closed under the request.
     Unavailable(String),
     /// The disk failed; what we were doing and the OS error.
@@ -92,29 +100,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wraps an I/O error with what we were doing.
     pub fn storage(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Storage {
-            context: context.into(),
-            source,
-        }
+        Error::Storage { context: context.into(), source }
     }
 
     /// Converts a log error, naming the partition.
     pub fn from_log(topic: &str, partition: u32, e: LogError) -> Error {
         match e {
-            LogError::OffsetOutOfRange {
-                offset,
-                log_start,
-                high_watermark,
-            } => Error::OffsetOutOfRange {
-                topic: topic.to_string(),
-                partition,
-                offset,
-                log_start,
-                high_watermark,
-            },
-            LogError::Closed => {
-                Error::Unavailable(format!("partition {topic}/{partition} is closed"))
+            LogError::OffsetOutOfRange { offset, log_start, high_watermark } => {
+                Error::OffsetOutOfRange { topic: topic.to_string(), partition, offset, log_start, high_watermark }
             }
+            LogError::Closed => Error::Unavailable(format!("partition {topic}/{partition} is closed")),
             LogError::Io(e) => Error::storage(format!("partition {topic}/{partition}"), e),
         }
     }
@@ -144,6 +139,8 @@ impl fmt::Display for Error {
                 f,
                 "offset {offset} is out of range for {topic}/{partition}: valid offsets are {log_start}..={high_watermark} (log start..=high watermark)"
             ),
+            Error::GroupNotFound { group } => write!(f, "consumer group '{group}' does not exist"),
+            Error::FailedPrecondition(msg) => f.write_str(msg),
             Error::Unavailable(msg) => f.write_str(msg),
             Error::Storage { context, source } => write!(f, "storage error in {context}: {source}"),
         }

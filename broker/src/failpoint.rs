@@ -12,12 +12,7 @@ fn active() -> &'static [String] {
     static ACTIVE: OnceLock<Vec<String>> = OnceLock::new();
     ACTIVE.get_or_init(|| {
         std::env::var(ENV)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default()
     })
 }

@@ -31,8 +31,7 @@ pub fn segments_to_delete(
     let mut n = 0;
     for s in closed {
         let expired = retention_ms >= 0 && s.max_timestamp < now_ms.saturating_sub(retention_ms);
-        let over_budget =
-            retention_bytes >= 0 && size.saturating_sub(s.size) >= retention_bytes as u64;
+        let over_budget = retention_bytes >= 0 && size.saturating_sub(s.size) >= retention_bytes as u64;
         if !(expired || over_budget) {
             break;
         }
@@ -48,10 +47,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn seg(size: u64, max_timestamp: i64) -> SegmentStat {
-        SegmentStat {
-            size,
-            max_timestamp,
-        }
+        SegmentStat { size, max_timestamp }
     }
 
     #[test]
@@ -60,28 +56,16 @@ mod tests {
         // now 1000, retention 850 -> older than 150 expire: 100 yes, 200 no (stop).
         assert_eq!(segments_to_delete(&closed, 50, 1000, 850, -1), 1);
         assert_eq!(segments_to_delete(&closed, 50, 1000, 50, -1), 4);
-        assert_eq!(
-            segments_to_delete(&closed, 50, 1000, -1, -1),
-            0,
-            "-1 keeps everything"
-        );
+        assert_eq!(segments_to_delete(&closed, 50, 1000, -1, -1), 0, "-1 keeps everything");
     }
 
     #[test]
     fn by_size_deletes_while_over_budget() {
         let closed = [seg(10, 0), seg(10, 0), seg(10, 0)];
         // 3 closed + 5 active = 35 bytes.
-        assert_eq!(
-            segments_to_delete(&closed, 35, 0, -1, 30),
-            0,
-            "35-10 = 25 < 30"
-        );
+        assert_eq!(segments_to_delete(&closed, 35, 0, -1, 30), 0, "35-10 = 25 < 30");
         assert_eq!(segments_to_delete(&closed, 35, 0, -1, 25), 1);
-        assert_eq!(
-            segments_to_delete(&closed, 35, 0, -1, 0),
-            3,
-            "the active segment stays"
-        );
+        assert_eq!(segments_to_delete(&closed, 35, 0, -1, 0), 3, "the active segment stays");
     }
 
     proptest! {

@@ -3,10 +3,12 @@
 //! Everything on the wire is plain `strata.v1` protobuf (re-exported as
 //! [`proto`]), so other languages can generate the same clients from `proto/`.
 
+pub mod group;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use proto::{admin_client::AdminClient, broker_client::BrokerClient};
+use proto::{admin_client::AdminClient, broker_client::BrokerClient, groups_client::GroupsClient};
 pub use strata_proto::v1 as proto;
 use tonic::transport::{Channel, Endpoint};
 
@@ -20,6 +22,8 @@ pub struct Client {
     pub broker: BrokerClient<Channel>,
     /// Topic lifecycle.
     pub admin: AdminClient<Channel>,
+    /// Consumer groups.
+    pub groups: GroupsClient<Channel>,
 }
 
 /// Turns "host:port" into "http://host:port" (an URI is kept as it is).
@@ -52,7 +56,8 @@ impl Client {
             broker: BrokerClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            admin: AdminClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            admin: AdminClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            groups: GroupsClient::new(channel),
         }
     }
 
@@ -63,18 +68,8 @@ impl Client {
         partitions: u32,
         configs: impl IntoIterator<Item = (String, String)>,
     ) -> Result<proto::TopicDescription, tonic::Status> {
-        let req = proto::CreateTopicRequest {
-            name: name.into(),
-            partitions,
-            configs: configs.into_iter().collect(),
-        };
-        Ok(self
-            .admin
-            .create_topic(req)
-            .await?
-            .into_inner()
-            .topic
-            .unwrap_or_default())
+        let req = proto::CreateTopicRequest { name: name.into(), partitions, configs: configs.into_iter().collect() };
+        Ok(self.admin.create_topic(req).await?.into_inner().topic.unwrap_or_default())
     }
 
     /// Produces `records` to `topic` (to `partition`, or broker-chosen).
@@ -85,13 +80,7 @@ impl Client {
         records: Vec<proto::Record>,
         acks: proto::Acks,
     ) -> Result<proto::ProduceResponse, tonic::Status> {
-        let req = proto::ProduceRequest {
-            topic: topic.into(),
-            partition,
-            records,
-            acks: acks as i32,
-            request_id: 0,
-        };
+        let req = proto::ProduceRequest { topic: topic.into(), partition, records, acks: acks as i32, request_id: 0 };
         Ok(self.broker.produce(req).await?.into_inner())
     }
 
@@ -105,12 +94,7 @@ impl Client {
         max_wait: Duration,
     ) -> Result<proto::PartitionRecords, tonic::Status> {
         let req = proto::FetchRequest {
-            partitions: vec![proto::FetchPartition {
-                topic: topic.into(),
-                partition,
-                offset,
-                max_bytes,
-            }],
+            partitions: vec![proto::FetchPartition { topic: topic.into(), partition, offset, max_bytes }],
             max_wait_ms: max_wait.as_millis() as u32,
             min_bytes: 1,
             max_bytes,
@@ -122,11 +106,5 @@ impl Client {
 
 /// A record with a value and an optional key.
 pub fn record(key: Option<Bytes>, value: Bytes) -> proto::Record {
-    proto::Record {
-        offset: 0,
-        timestamp_ms: 0,
-        key,
-        value: Some(value),
-        headers: Vec::new(),
-    }
+    proto::Record { offset: 0, timestamp_ms: 0, key, value: Some(value), headers: Vec::new() }
 }

@@ -22,8 +22,7 @@ pub mod server {
 }
 
 /// Encoded `FileDescriptorSet` of every Strata proto file.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
 
 /// Field number of `Record` entries inside `PartitionRecords`. Stored batches
 /// keep their records already framed with this field number (see

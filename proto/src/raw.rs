@@ -9,9 +9,7 @@
 //! These types only ever encode; decoding one yields an empty value.
 
 use bytes::{Buf, BufMut, Bytes};
-use prost::encoding::{
-    self, encode_key, encode_varint, encoded_len_varint, DecodeContext, WireType,
-};
+use prost::encoding::{self, encode_key, encode_varint, encoded_len_varint, DecodeContext, WireType};
 use prost::DecodeError;
 
 /// `PartitionRecords` whose records are pre-encoded chunks.
@@ -171,10 +169,7 @@ mod tests {
                 timestamp_ms: 1000 + i as i64,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(vec![i as u8; 300])),
-                headers: vec![v1::Header {
-                    key: "h".into(),
-                    value: Bytes::from_static(b"v"),
-                }],
+                headers: vec![v1::Header { key: "h".into(), value: Bytes::from_static(b"v") }],
             })
             .collect();
         let raw = FetchResponse {
@@ -186,10 +181,7 @@ mod tests {
                     log_start_offset: 0,
                     records: vec![stored_records(&records[..1]), stored_records(&records[1..])],
                 },
-                PartitionRecords {
-                    topic: "u".into(),
-                    ..Default::default()
-                },
+                PartitionRecords { topic: "u".into(), ..Default::default() },
             ],
         };
         let bytes = raw.encode_to_vec();
@@ -197,16 +189,11 @@ mod tests {
         let decoded = v1::FetchResponse::decode(bytes.as_slice()).unwrap();
         assert_eq!(decoded.partitions.len(), 2);
         let p = &decoded.partitions[0];
-        assert_eq!(
-            (p.topic.as_str(), p.partition, p.high_watermark),
-            ("t", 2, 10)
-        );
+        assert_eq!((p.topic.as_str(), p.partition, p.high_watermark), ("t", 2, 10));
         assert_eq!(p.records, records);
         assert!(decoded.partitions[1].records.is_empty());
 
-        let sub = SubscribeResponse {
-            records: raw.partitions[0].clone(),
-        };
+        let sub = SubscribeResponse { records: raw.partitions[0].clone() };
         let decoded = v1::SubscribeResponse::decode(sub.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded.records.unwrap().records, records);
     }

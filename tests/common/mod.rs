@@ -62,18 +62,10 @@ impl Broker {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "broker did not start listening; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
+                panic!("broker did not start listening; log:\n{}", log.lock().unwrap().join("\n"));
             }
         };
-        Broker {
-            child,
-            addr,
-            data_dir: data_dir.to_path_buf(),
-            log,
-        }
+        Broker { child, addr, data_dir: data_dir.to_path_buf(), log }
     }
 
     /// Starts a broker on `data_dir` with defaults.
@@ -97,16 +89,21 @@ impl Broker {
         self.child.wait().expect("wait");
     }
 
-    /// SIGTERM, then wait for the process to exit.
-    pub fn stop(mut self) -> ExitStatus {
+    /// SIGTERM, then wait for the process to exit. Async, so this test's own
+    /// connections keep running (answering the server's graceful-shutdown
+    /// pings) while the broker stops.
+    pub async fn stop(mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
-        let ok = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM")
-            .success();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM").success();
         assert!(ok, "kill -TERM failed");
-        self.child.wait().expect("wait")
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "broker did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -124,10 +121,7 @@ pub fn rec(key: Option<&str>, value: &str) -> Record {
 
 /// Creates a topic, panicking on failure.
 pub async fn create_topic(client: &mut Client, name: &str, partitions: u32) {
-    client
-        .create_topic(name, partitions, [])
-        .await
-        .expect("create topic");
+    client.create_topic(name, partitions, []).await.expect("create topic");
 }
 
 /// Reads a partition from `from` up to its high watermark.
@@ -135,10 +129,7 @@ pub async fn read_all(client: &mut Client, topic: &str, partition: u32, from: u6
     let mut out = Vec::new();
     let mut offset = from;
     loop {
-        let part = client
-            .fetch(topic, partition, offset, 1 << 20, Duration::ZERO)
-            .await
-            .expect("fetch");
+        let part = client.fetch(topic, partition, offset, 1 << 20, Duration::ZERO).await.expect("fetch");
         if let Some(last) = part.records.last() {
             offset = last.offset + 1;
         }
@@ -152,18 +143,9 @@ pub async fn read_all(client: &mut Client, topic: &str, partition: u32, from: u6
 
 /// The high watermark of a partition.
 pub async fn high_watermark(client: &mut Client, topic: &str, partition: u32) -> u64 {
-    let req = ListOffsetsRequest {
-        topic: topic.into(),
-        partition,
-        spec: Some(list_offsets_request::Spec::Latest(true)),
-    };
-    client
-        .broker
-        .list_offsets(req)
-        .await
-        .expect("list offsets")
-        .into_inner()
-        .offset
+    let req =
+        ListOffsetsRequest { topic: topic.into(), partition, spec: Some(list_offsets_request::Spec::Latest(true)) };
+    client.broker.list_offsets(req).await.expect("list offsets").into_inner().offset
 }
 
 impl Broker {
@@ -174,10 +156,7 @@ impl Broker {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "broker did not exit in {timeout:?}"
-            );
+            assert!(std::time::Instant::now() < deadline, "broker did not exit in {timeout:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -194,10 +173,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -205,12 +181,5 @@ where
 /// Describes a topic.
 pub async fn describe(client: &mut Client, topic: &str) -> TopicDescription {
     let req = DescribeTopicRequest { name: topic.into() };
-    client
-        .admin
-        .describe_topic(req)
-        .await
-        .expect("describe")
-        .into_inner()
-        .topic
-        .expect("topic")
+    client.admin.describe_topic(req).await.expect("describe").into_inner().topic.expect("topic")
 }

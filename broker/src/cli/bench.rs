@@ -130,22 +130,13 @@ async fn produce_one(
 ) -> Result<Histogram<u64>, CliError> {
     let mut client = connect(&addr).await?;
     let (tx, rx) = mpsc::channel::<ProduceRequest>(args.in_flight);
-    let mut replies = client
-        .broker
-        .produce_stream(ReceiverStream::new(rx))
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let mut replies = client.broker.produce_stream(ReceiverStream::new(rx)).await.map_err(status_error)?.into_inner();
     let window = Arc::new(Semaphore::new(args.in_flight));
     let acks: Acks = args.acks.into();
     let batch_records = args.batch_records;
     // Built once: each record shares a key's bytes, no per-record allocation.
-    let keys: Vec<Bytes> = (0..args.keys)
-        .map(|k| Bytes::from(format!("key-{k:08}")))
-        .collect();
-    let sent_at = Arc::new(std::sync::Mutex::new(HashMap::with_capacity(
-        args.in_flight * 2,
-    )));
+    let keys: Vec<Bytes> = (0..args.keys).map(|k| Bytes::from(format!("key-{k:08}"))).collect();
+    let sent_at = Arc::new(std::sync::Mutex::new(HashMap::with_capacity(args.in_flight * 2)));
     let sender = {
         let (window, sent_at) = (window.clone(), sent_at.clone());
         tokio::spawn(async move {
@@ -154,8 +145,8 @@ async fn produce_one(
                 permit.forget();
                 let records = (0..batch_records)
                     .map(|i| {
-                        let key = (!keys.is_empty())
-                            .then(|| keys[(id as usize * batch_records + i) % keys.len()].clone());
+                        let key =
+                            (!keys.is_empty()).then(|| keys[(id as usize * batch_records + i) % keys.len()].clone());
                         strata_client::record(key, payload.clone())
                     })
                     .collect();
@@ -182,11 +173,7 @@ async fn produce_one(
         if let Some(e) = reply.error {
             return Err(format!("produce failed: code {}: {}", e.code, e.message).into());
         }
-        let sent = sent_at
-            .lock()
-            .expect("sent_at")
-            .remove(&reply.request_id)
-            .ok_or("reply to an unknown request")?;
+        let sent = sent_at.lock().expect("sent_at").remove(&reply.request_id).ok_or("reply to an unknown request")?;
         latency.record(sent.elapsed().as_micros().max(1) as u64)?;
         done.fetch_add(reply.positions.len() as u64, Ordering::Relaxed);
         window.add_permits(1);
@@ -196,18 +183,14 @@ async fn produce_one(
 }
 
 async fn produce_phase(args: &Arc<BenchArgs>, topic: &str) -> Result<Phase, CliError> {
-    let payload: Bytes = (0..args.record_size)
-        .map(|i| (i * 31 % 251) as u8)
-        .collect::<Vec<_>>()
-        .into();
+    let payload: Bytes = (0..args.record_size).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>().into();
     let total = (args.batches * args.batch_records) as u64;
     let done = Arc::new(AtomicU64::new(0));
     let _progress = Progress::start("produce", done.clone(), total, args.record_size);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.producers {
-        let batches =
-            args.batches / args.producers + usize::from(i < args.batches % args.producers);
+        let batches = args.batches / args.producers + usize::from(i < args.batches % args.producers);
         let partition = i as u32 % args.partitions;
         tasks.push(tokio::spawn(produce_one(
             args.connect.clone(),
@@ -224,29 +207,14 @@ async fn produce_phase(args: &Arc<BenchArgs>, topic: &str) -> Result<Phase, CliE
         latency.add(t.await??)?;
     }
     let elapsed = start.elapsed();
-    Ok(Phase {
-        records: total,
-        bytes: total * args.record_size as u64,
-        elapsed,
-        latency_us: latency,
-    })
+    Ok(Phase { records: total, bytes: total * args.record_size as u64, elapsed, latency_us: latency })
 }
 
-async fn consume_phase(
-    client: &mut Client,
-    args: &BenchArgs,
-    topic: &str,
-    expected: u64,
-) -> Result<Phase, CliError> {
+async fn consume_phase(client: &mut Client, args: &BenchArgs, topic: &str, expected: u64) -> Result<Phase, CliError> {
     let done = Arc::new(AtomicU64::new(0));
     let _progress = Progress::start("consume", done.clone(), expected, args.record_size);
     let mut positions: Vec<FetchPartition> = (0..args.partitions)
-        .map(|p| FetchPartition {
-            topic: topic.to_string(),
-            partition: p,
-            offset: 0,
-            max_bytes: args.fetch_bytes,
-        })
+        .map(|p| FetchPartition { topic: topic.to_string(), partition: p, offset: 0, max_bytes: args.fetch_bytes })
         .collect();
     let mut latency = histogram();
     let (mut records, mut bytes) = (0u64, 0u64);
@@ -259,32 +227,18 @@ async fn consume_phase(
             max_bytes: args.fetch_bytes * args.partitions,
         };
         let t = Instant::now();
-        let reply = client
-            .broker
-            .fetch(req)
-            .await
-            .map_err(status_error)?
-            .into_inner();
+        let reply = client.broker.fetch(req).await.map_err(status_error)?.into_inner();
         latency.record(t.elapsed().as_micros().max(1) as u64)?;
         for (pos, part) in positions.iter_mut().zip(&reply.partitions) {
             if let Some(last) = part.records.last() {
                 pos.offset = last.offset + 1;
             }
             records += part.records.len() as u64;
-            bytes += part
-                .records
-                .iter()
-                .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
-                .sum::<u64>();
+            bytes += part.records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64).sum::<u64>();
         }
         done.store(records, Ordering::Relaxed);
     }
-    Ok(Phase {
-        records,
-        bytes,
-        elapsed: start.elapsed(),
-        latency_us: latency,
-    })
+    Ok(Phase { records, bytes, elapsed: start.elapsed(), latency_us: latency })
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
@@ -302,10 +256,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     let topic = args.topic.clone().unwrap_or_else(|| {
         format!(
             "bench-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis()
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
         )
     });
     match client.create_topic(&topic, args.partitions, []).await {
@@ -314,25 +265,12 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         Err(s) => return Err(status_error(s)),
     }
     let before: u64 = {
-        let d = client
-            .admin
-            .describe_topic(DescribeTopicRequest {
-                name: topic.clone(),
-            })
-            .await
-            .map_err(status_error)?;
-        d.into_inner()
-            .topic
-            .unwrap_or_default()
-            .partitions
-            .iter()
-            .map(|p| p.high_watermark)
-            .sum()
+        let d =
+            client.admin.describe_topic(DescribeTopicRequest { name: topic.clone() }).await.map_err(status_error)?;
+        d.into_inner().topic.unwrap_or_default().partitions.iter().map(|p| p.high_watermark).sum()
     };
     if before > 0 && !args.skip_consume {
-        return Err(
-            format!("topic {topic} is not empty; use a new topic to measure consumption").into(),
-        );
+        return Err(format!("topic {topic} is not empty; use a new topic to measure consumption").into());
     }
     println!(
         "workload: {} producer(s), {} partition(s), {} B records, {} records/batch, {} batches, acks={:?}, {} in flight, broker {}",
@@ -345,11 +283,7 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         consumed.report("consume");
     }
     if temporary {
-        client
-            .admin
-            .delete_topic(DeleteTopicRequest { name: topic })
-            .await
-            .map_err(status_error)?;
+        client.admin.delete_topic(DeleteTopicRequest { name: topic }).await.map_err(status_error)?;
     }
     Ok(())
 }

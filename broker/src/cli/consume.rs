@@ -24,17 +24,23 @@ pub struct ConsumeArgs {
     /// Stop after this many records.
     #[arg(long)]
     max_records: Option<u64>,
+    /// Consume as a member of this consumer group: partitions are shared with
+    /// the group's other members and progress is committed (--from, --timestamp
+    /// and --partition do not apply; use `strata group reset`).
+    #[arg(long)]
+    group: Option<String>,
     #[command(flatten)]
     connect: Connect,
 }
 
 pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
+    if let Some(group) = args.group.clone() {
+        return consume_group(args, &group).await;
+    }
     let mut client = connect(&args.connect).await?;
     let described = client
         .admin
-        .describe_topic(DescribeTopicRequest {
-            name: args.topic.clone(),
-        })
+        .describe_topic(DescribeTopicRequest { name: args.topic.clone() })
         .await
         .map_err(status_error)?
         .into_inner()
@@ -51,36 +57,14 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
             (None, "earliest") => list_offsets_request::Spec::Earliest(true),
             (None, "latest") => list_offsets_request::Spec::Latest(true),
             (None, n) => {
-                let offset = n
-                    .parse()
-                    .map_err(|_| format!("--from {n}: use earliest, latest or an offset"))?;
-                positions.push(FetchPartition {
-                    topic: args.topic.clone(),
-                    partition: p,
-                    offset,
-                    max_bytes: 0,
-                });
+                let offset = n.parse().map_err(|_| format!("--from {n}: use earliest, latest or an offset"))?;
+                positions.push(FetchPartition { topic: args.topic.clone(), partition: p, offset, max_bytes: 0 });
                 continue;
             }
         };
-        let req = ListOffsetsRequest {
-            topic: args.topic.clone(),
-            partition: p,
-            spec: Some(spec),
-        };
-        let offset = client
-            .broker
-            .list_offsets(req)
-            .await
-            .map_err(status_error)?
-            .into_inner()
-            .offset;
-        positions.push(FetchPartition {
-            topic: args.topic.clone(),
-            partition: p,
-            offset,
-            max_bytes: 0,
-        });
+        let req = ListOffsetsRequest { topic: args.topic.clone(), partition: p, spec: Some(spec) };
+        let offset = client.broker.list_offsets(req).await.map_err(status_error)?.into_inner().offset;
+        positions.push(FetchPartition { topic: args.topic.clone(), partition: p, offset, max_bytes: 0 });
     }
     let mut printed = 0u64;
     let stdout = std::io::stdout();
@@ -91,26 +75,13 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
             min_bytes: 1,
             max_bytes: 0,
         };
-        let reply = client
-            .broker
-            .fetch(req)
-            .await
-            .map_err(status_error)?
-            .into_inner();
+        let reply = client.broker.fetch(req).await.map_err(status_error)?.into_inner();
         let mut caught_up = true;
         let mut out = stdout.lock();
         for (pos, part) in positions.iter_mut().zip(&reply.partitions) {
             for r in &part.records {
-                let key = r
-                    .key
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
-                let value = r
-                    .value
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
+                let key = r.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let value = r.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
                 writeln!(out, "{}\t{}\t{}\t{}", part.partition, r.offset, key, value)?;
                 pos.offset = r.offset + 1;
                 printed += 1;
@@ -126,4 +97,42 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
             return Ok(());
         }
     }
+}
+
+/// Group mode: poll, print, commit; stops when caught up unless --follow.
+async fn consume_group(args: ConsumeArgs, group: &str) -> Result<(), CliError> {
+    use strata_client::group::{GroupConsumer, GroupOptions};
+    let client = connect(&args.connect).await?;
+    let mut consumer = GroupConsumer::join(client.clone(), group, &[&args.topic], GroupOptions::default())
+        .await
+        .map_err(status_error)?;
+    let mut printed = 0u64;
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        let records = tokio::select! {
+            r = consumer.poll(std::time::Duration::from_millis(1000)) => r.map_err(status_error)?,
+            _ = &mut stop => break,
+        };
+        let caught_up = records.is_empty() && !consumer.assignment().is_empty();
+        {
+            let mut out = std::io::stdout().lock();
+            for r in &records {
+                let key = r.record.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let value = r.record.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                writeln!(out, "{}\t{}\t{}\t{}", r.partition, r.record.offset, key, value)?;
+            }
+            out.flush()?;
+        }
+        printed += records.len() as u64;
+        if !records.is_empty() {
+            consumer.commit().await.map_err(status_error)?;
+        }
+        if args.max_records.is_some_and(|m| printed >= m) || (caught_up && !args.follow) {
+            break;
+        }
+    }
+    consumer.commit().await.map_err(status_error)?;
+    consumer.leave(false).await.map_err(status_error)?;
+    Ok(())
 }

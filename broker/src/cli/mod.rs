@@ -2,6 +2,7 @@
 
 mod bench;
 mod consume;
+mod group;
 mod produce;
 mod serve;
 mod topic;
@@ -15,11 +16,7 @@ use strata_client::proto::Acks;
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Parser)]
-#[command(
-    name = "strata",
-    version,
-    about = "Strata: a durable, partitioned event broker over gRPC"
-)]
+#[command(name = "strata", version, about = "Strata: a durable, partitioned event broker over gRPC")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,12 +26,7 @@ pub struct Cli {
 #[derive(clap::Args, Clone)]
 pub struct Connect {
     /// Broker address.
-    #[arg(
-        long,
-        env = "STRATA_ADDR",
-        default_value = "127.0.0.1:7400",
-        global = true
-    )]
+    #[arg(long, env = "STRATA_ADDR", default_value = "127.0.0.1:7400", global = true)]
     addr: String,
 }
 
@@ -46,6 +38,13 @@ enum Command {
     Topic {
         #[command(subcommand)]
         command: topic::TopicCommand,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// List, describe, reset and delete consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
         #[command(flatten)]
         connect: Connect,
     },
@@ -97,12 +96,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Topic { command, connect } => topic::run(command, &connect).await,
+        Command::Group { command, connect } => group::run(command, &connect).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Config {
-            command: ConfigCommand::Check { file },
-        } => {
+        Command::Config { command: ConfigCommand::Check { file } } => {
             let config = strata::config::Config::load(Some(&file), std::env::vars())?;
             println!("{}: valid", file.display());
             print!("{}", config.to_toml());
@@ -113,9 +111,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// Connects a client, with the address in the error.
 pub async fn connect(c: &Connect) -> Result<strata_client::Client, CliError> {
-    strata_client::Client::connect(&c.addr)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", c.addr).into())
+    strata_client::Client::connect(&c.addr).await.map_err(|e| format!("cannot connect to {}: {e}", c.addr).into())
 }
 
 /// A gRPC status as a one-line error: "NotFound: topic 'x' does not exist".

@@ -35,11 +35,7 @@ pub struct ProduceArgs {
 pub async fn run(args: ProduceArgs) -> Result<(), CliError> {
     let mut client = connect(&args.connect).await?;
     let input: Box<dyn AsyncRead + Unpin + Send> = match &args.file {
-        Some(f) => Box::new(
-            tokio::fs::File::open(f)
-                .await
-                .map_err(|e| format!("{}: {e}", f.display()))?,
-        ),
+        Some(f) => Box::new(tokio::fs::File::open(f).await.map_err(|e| format!("{}: {e}", f.display()))?),
         None => Box::new(tokio::io::stdin()),
     };
     let mut lines = BufReader::new(input).lines();
@@ -62,11 +58,7 @@ pub async fn run(args: ProduceArgs) -> Result<(), CliError> {
                 done = true;
                 break;
             };
-            let (key, value) = match args
-                .key_separator
-                .as_deref()
-                .and_then(|sep| line.split_once(sep))
-            {
+            let (key, value) = match args.key_separator.as_deref().and_then(|sep| line.split_once(sep)) {
                 Some((k, v)) => (Some(Bytes::from(k.to_string())), Bytes::from(v.to_string())),
                 None => (None, Bytes::from(line)),
             };
@@ -76,13 +68,12 @@ pub async fn run(args: ProduceArgs) -> Result<(), CliError> {
             continue;
         }
         let n = batch.len();
-        let reply = client
-            .produce(&args.topic, args.partition, batch, acks)
-            .await
-            .map_err(status_error)?;
+        let reply = client.produce(&args.topic, args.partition, batch, acks).await.map_err(status_error)?;
         if let (Some(first), Some(last)) = (reply.positions.first(), reply.positions.last()) {
-            eprintln!("produced {n} records (first at partition {} offset {}, last at partition {} offset {})",
-                first.partition, first.offset, last.partition, last.offset);
+            eprintln!(
+                "produced {n} records (first at partition {} offset {}, last at partition {} offset {})",
+                first.partition, first.offset, last.partition, last.offset
+            );
         }
         total += n;
     }

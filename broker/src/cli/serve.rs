@@ -29,14 +29,10 @@ pub struct ServeArgs {
 fn init_logging(config: &Config) -> Result<(), CliError> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.logging.level)
         .map_err(|e| format!("logging.level = {:?}: {e}", config.logging.level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.logging.format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Human => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
     }
     .map_err(|e| format!("cannot set up logging: {e}").into())
 }
@@ -46,9 +42,7 @@ async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the broker");
@@ -76,11 +70,7 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
         config.storage.data_dir = dir;
     }
     if let Some(format) = args.log_format {
-        config.logging.format = if format == "json" {
-            LogFormat::Json
-        } else {
-            LogFormat::Human
-        };
+        config.logging.format = if format == "json" { LogFormat::Json } else { LogFormat::Human };
     }
     config.validate()?;
     init_logging(&config)?;

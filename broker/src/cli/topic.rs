@@ -57,10 +57,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 fn print_description(t: &TopicDescription) {
     println!("topic {}  partitions {}", t.name, t.partitions.len());
-    println!(
-        "{:>9} {:>14} {:>14} {:>14} {:>8}",
-        "partition", "log-start", "high-watermark", "bytes", "segments"
-    );
+    println!("{:>9} {:>14} {:>14} {:>14} {:>8}", "partition", "log-start", "high-watermark", "bytes", "segments");
     for p in &t.partitions {
         println!(
             "{:>9} {:>14} {:>14} {:>14} {:>8}",
@@ -69,11 +66,7 @@ fn print_description(t: &TopicDescription) {
     }
     println!("config:");
     for c in &t.configs {
-        let source = if c.source == ConfigSource::Topic as i32 {
-            "topic"
-        } else {
-            "default"
-        };
+        let source = if c.source == ConfigSource::Topic as i32 { "topic" } else { "default" };
         println!("  {} = {} ({source})", c.key, c.value);
     }
 }
@@ -82,69 +75,34 @@ pub async fn run(cmd: TopicCommand, c: &Connect) -> Result<(), CliError> {
     let mut client = connect(c).await?;
     let admin = &mut client.admin;
     match cmd {
-        TopicCommand::Create {
-            name,
-            partitions,
-            configs,
-        } => {
-            let req = CreateTopicRequest {
-                name,
-                partitions,
-                configs: configs.into_iter().collect(),
-            };
-            let t = admin
-                .create_topic(req)
-                .await
-                .map_err(status_error)?
-                .into_inner();
+        TopicCommand::Create { name, partitions, configs } => {
+            let req = CreateTopicRequest { name, partitions, configs: configs.into_iter().collect() };
+            let t = admin.create_topic(req).await.map_err(status_error)?.into_inner();
             print_description(&t.topic.unwrap_or_default());
         }
         TopicCommand::List => {
-            let topics = admin
-                .list_topics(ListTopicsRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .topics;
+            let topics =
+                admin.list_topics(ListTopicsRequest::default()).await.map_err(status_error)?.into_inner().topics;
             for t in topics {
                 println!("{}\t{}", t.name, t.partitions);
             }
         }
         TopicCommand::Describe { name } => {
-            let t = admin
-                .describe_topic(DescribeTopicRequest { name })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let t = admin.describe_topic(DescribeTopicRequest { name }).await.map_err(status_error)?.into_inner();
             print_description(&t.topic.unwrap_or_default());
         }
         TopicCommand::Alter { name, set, reset } => {
-            let req = AlterTopicConfigRequest {
-                name,
-                set: set.into_iter().collect(),
-                reset,
-            };
-            let t = admin
-                .alter_topic_config(req)
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let req = AlterTopicConfigRequest { name, set: set.into_iter().collect(), reset };
+            let t = admin.alter_topic_config(req).await.map_err(status_error)?.into_inner();
             print_description(&t.topic.unwrap_or_default());
         }
         TopicCommand::AddPartitions { name, total } => {
             let req = CreatePartitionsRequest { name, total };
-            let t = admin
-                .create_partitions(req)
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let t = admin.create_partitions(req).await.map_err(status_error)?.into_inner();
             print_description(&t.topic.unwrap_or_default());
         }
         TopicCommand::Delete { name } => {
-            admin
-                .delete_topic(DeleteTopicRequest { name: name.clone() })
-                .await
-                .map_err(status_error)?;
+            admin.delete_topic(DeleteTopicRequest { name: name.clone() }).await.map_err(status_error)?;
             println!("deleted topic {name}");
         }
     }

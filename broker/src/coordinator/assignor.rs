@@ -99,7 +99,8 @@ pub fn uniform(
     let (base, extra) = (all.len() / members.len(), all.len() % members.len());
     let mut order: Vec<&String> = members.keys().collect();
     order.sort_by(|a, b| kept[b].len().cmp(&kept[a].len()).then(a.cmp(b)));
-    let quota: BTreeMap<&String, usize> = order.iter().enumerate().map(|(i, m)| (*m, base + usize::from(i < extra))).collect();
+    let quota: BTreeMap<&String, usize> =
+        order.iter().enumerate().map(|(i, m)| (*m, base + usize::from(i < extra))).collect();
     let mut taken: BTreeSet<Tp> = BTreeSet::new();
     for (m, tps) in kept.iter_mut() {
         tps.truncate(quota[m]);

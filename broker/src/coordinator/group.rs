@@ -191,27 +191,44 @@ impl Group {
     }
 
     /// Handles a heartbeat at time `now_ms` with the broker's topics.
-    pub fn heartbeat(&mut self, hb: Heartbeat, now_ms: u64, topics: &BTreeMap<String, u32>) -> Result<HeartbeatReply, GroupError> {
+    pub fn heartbeat(
+        &mut self,
+        hb: Heartbeat,
+        now_ms: u64,
+        topics: &BTreeMap<String, u32>,
+    ) -> Result<HeartbeatReply, GroupError> {
         let id = match hb.member_epoch {
             0 => self.join(&hb, now_ms)?,
             -1 | -2 => {
-                let m = self.members.get_mut(&hb.member_id).ok_or_else(|| GroupError::UnknownMember(hb.member_id.clone()))?;
+                let m = self
+                    .members
+                    .get_mut(&hb.member_id)
+                    .ok_or_else(|| GroupError::UnknownMember(hb.member_id.clone()))?;
                 if hb.member_epoch == -2 && m.instance_id.is_some() {
                     m.away = true;
                     m.owned.clear();
-                    return Ok(HeartbeatReply { member_id: hb.member_id, member_epoch: -2, assignment: BTreeSet::new() });
+                    return Ok(HeartbeatReply {
+                        member_id: hb.member_id,
+                        member_epoch: -2,
+                        assignment: BTreeSet::new(),
+                    });
                 }
                 self.members.remove(&hb.member_id);
                 self.rebalance(topics);
                 return Ok(HeartbeatReply { member_id: hb.member_id, member_epoch: -1, assignment: BTreeSet::new() });
             }
             epoch => {
-                let m = self.members.get_mut(&hb.member_id).ok_or_else(|| GroupError::UnknownMember(hb.member_id.clone()))?;
+                let m = self
+                    .members
+                    .get_mut(&hb.member_id)
+                    .ok_or_else(|| GroupError::UnknownMember(hb.member_id.clone()))?;
                 if epoch != m.epoch {
                     return Err(GroupError::StaleEpoch { member: m.id.clone(), got: epoch, current: m.epoch });
                 }
                 m.deadline_ms = now_ms + m.session_timeout_ms;
-                m.owned = hb.owned.clone();
+                // A member can only hold on to what it had, never claim more.
+                m.owned =
+                    hb.owned.iter().filter(|tp| m.assigned.contains(*tp) || m.owned.contains(*tp)).cloned().collect();
                 if let Some(sub) = &hb.subscription {
                     if *sub != m.subscription {
                         m.subscription = sub.clone();
@@ -242,15 +259,14 @@ impl Group {
             deadline_ms: now_ms + hb.session_timeout_ms,
             epoch: 1,
             assigned: BTreeSet::new(),
-            owned: hb.owned.clone(),
+            owned: BTreeSet::new(),
             away: false,
         };
         // Static membership: the new instance takes over the old member's
         // place (and fences it); no new target if nothing else changed.
-        let previous = hb
-            .instance_id
-            .as_ref()
-            .and_then(|inst| self.members.values().find(|m| m.instance_id.as_ref() == Some(inst)).map(|m| m.id.clone()));
+        let previous = hb.instance_id.as_ref().and_then(|inst| {
+            self.members.values().find(|m| m.instance_id.as_ref() == Some(inst)).map(|m| m.id.clone())
+        });
         if let Some(old_id) = previous {
             let old = self.members.remove(&old_id).expect("found above");
             member.assigned = old.assigned;
@@ -315,7 +331,8 @@ impl Group {
 
     /// Removes members whose session expired; returns their ids.
     pub fn expire(&mut self, now_ms: u64, topics: &BTreeMap<String, u32>) -> Vec<String> {
-        let expired: Vec<String> = self.members.values().filter(|m| m.deadline_ms < now_ms).map(|m| m.id.clone()).collect();
+        let expired: Vec<String> =
+            self.members.values().filter(|m| m.deadline_ms < now_ms).map(|m| m.id.clone()).collect();
         if !expired.is_empty() {
             for id in &expired {
                 self.members.remove(id);
@@ -334,19 +351,30 @@ impl Group {
 
     /// May `member_id` at `epoch` commit offsets for `tps`? Empty member id
     /// = a standalone commit, allowed only while the group has no members.
-    pub fn check_commit<'a>(&self, member_id: &str, epoch: i32, tps: impl IntoIterator<Item = &'a Tp>) -> Result<(), GroupError> {
+    pub fn check_commit<'a>(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        tps: impl IntoIterator<Item = &'a Tp>,
+    ) -> Result<(), GroupError> {
         if member_id.is_empty() {
             return match self.members.len() {
                 0 => Ok(()),
                 n => Err(GroupError::GroupHasMembers(n)),
             };
         }
-        let m = self.members.get(member_id).filter(|m| !m.away).ok_or_else(|| GroupError::UnknownMember(member_id.to_string()))?;
+        let m = self
+            .members
+            .get(member_id)
+            .filter(|m| !m.away)
+            .ok_or_else(|| GroupError::UnknownMember(member_id.to_string()))?;
         if epoch != m.epoch {
             return Err(GroupError::StaleEpoch { member: m.id.clone(), got: epoch, current: m.epoch });
         }
+        // A revoked partition the member still reports owning is held by no
+        // one else (see `reconcile`), so it may still commit it before release.
         for tp in tps {
-            if !m.assigned.contains(tp) {
+            if !m.assigned.contains(tp) && !m.owned.contains(tp) {
                 return Err(GroupError::NotAssigned { member: m.id.clone(), tp: tp.clone() });
             }
         }
@@ -379,7 +407,8 @@ mod tests {
     /// A heartbeat from a well-behaved member that owns exactly what it was given.
     fn beat(g: &mut Group, id: &str, now: u64, topics_: &BTreeMap<String, u32>) -> HeartbeatReply {
         let m = &g.members[id];
-        let hb = Heartbeat { member_id: id.into(), member_epoch: m.epoch, owned: m.assigned.clone(), ..Default::default() };
+        let hb =
+            Heartbeat { member_id: id.into(), member_epoch: m.epoch, owned: m.assigned.clone(), ..Default::default() };
         g.heartbeat(hb, now, topics_).unwrap()
     }
 
@@ -402,11 +431,18 @@ mod tests {
         // only after a stops reporting it.
         let b = join(&mut g, 1, &t, None);
         assert!(b.assignment.is_empty(), "a still owns them");
-        let a2 = g.heartbeat(
-            Heartbeat { member_id: a.member_id.clone(), member_epoch: g.members[&a.member_id].epoch, owned: a.assignment.clone(), ..Default::default() },
-            2,
-            &t,
-        ).unwrap();
+        let a2 = g
+            .heartbeat(
+                Heartbeat {
+                    member_id: a.member_id.clone(),
+                    member_epoch: g.members[&a.member_id].epoch,
+                    owned: a.assignment.clone(),
+                    ..Default::default()
+                },
+                2,
+                &t,
+            )
+            .unwrap();
         assert_eq!(a2.assignment.len(), 3, "revoked at once");
         let b2 = beat(&mut g, &b.member_id, 3, &t);
         assert!(b2.assignment.is_empty(), "a reported owning all six last time");
@@ -425,7 +461,10 @@ mod tests {
         let tp = ("t".to_string(), 0);
         g.check_commit(&a.member_id, a.member_epoch, [&tp]).unwrap();
         assert!(matches!(g.check_commit(&a.member_id, a.member_epoch - 1, [&tp]), Err(GroupError::StaleEpoch { .. })));
-        assert!(matches!(g.check_commit(&a.member_id, a.member_epoch, [&("t".to_string(), 9)]), Err(GroupError::NotAssigned { .. })));
+        assert!(matches!(
+            g.check_commit(&a.member_id, a.member_epoch, [&("t".to_string(), 9)]),
+            Err(GroupError::NotAssigned { .. })
+        ));
         assert!(matches!(g.check_commit("", 0, [&tp]), Err(GroupError::GroupHasMembers(1))));
         // Expired: unknown from then on.
         assert_eq!(g.expire(SESSION + 1, &t), vec![a.member_id.clone()]);
@@ -453,7 +492,7 @@ mod tests {
         let back = join(&mut g, 5, &t, Some("pod-a"));
         assert_eq!(back.assignment, a_parts, "same partitions back");
         assert_eq!(g.epoch, epoch, "no rebalance");
-        assert!(g.members.get(&a.member_id).is_none(), "the old member id is fenced");
+        assert!(!g.members.contains_key(&a.member_id), "the old member id is fenced");
         // A second live process with pod-b's id takes over and fences the first.
         let b2 = join(&mut g, 6, &t, Some("pod-b"));
         assert_eq!(b2.assignment, b_parts);

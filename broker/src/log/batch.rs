@@ -165,12 +165,7 @@ pub fn stored_record_size<R: RecordSource>(r: &R) -> usize {
 
 /// Encodes `records` as one batch starting at `base_offset` into `buf`
 /// (which is cleared first). The caller guarantees `records` is non-empty.
-pub fn encode_batch<R: RecordSource>(
-    buf: &mut BytesMut,
-    base_offset: u64,
-    records: &[R],
-    stamp: Stamp,
-) -> BatchMeta {
+pub fn encode_batch<R: RecordSource>(buf: &mut BytesMut, base_offset: u64, records: &[R], stamp: Stamp) -> BatchMeta {
     debug_assert!(!records.is_empty());
     buf.clear();
     buf.put_bytes(0, BATCH_HEADER_LEN);
@@ -214,11 +209,7 @@ pub fn encode_batch<R: RecordSource>(
         first_timestamp: first_ts,
         max_timestamp: max_ts,
     };
-    let attributes = if stamp.log_append_time {
-        ATTR_LOG_APPEND_TIME
-    } else {
-        0
-    };
+    let attributes = if stamp.log_append_time { ATTR_LOG_APPEND_TIME } else { 0 };
     write_header(buf, &meta, attributes);
     meta
 }
@@ -363,13 +354,7 @@ impl<'a> RecordIter<'a> {
         let len = get_varint(self.body, &mut pos)? as usize;
         let end = pos.checked_add(len)?;
         let msg = self.body.get(pos..end)?;
-        let mut view = RecordView {
-            offset: 0,
-            timestamp_ms: 0,
-            key: None,
-            value: None,
-            entry: start..end,
-        };
+        let mut view = RecordView { offset: 0, timestamp_ms: 0, key: None, value: None, entry: start..end };
         let mut p = 0;
         while p < msg.len() {
             let key = get_varint(msg, &mut p)?;
@@ -412,9 +397,7 @@ impl<'a> Iterator for RecordIter<'a> {
 /// Byte position within `body` of the first record whose offset is >= `offset`
 /// (`body.len()` if none). Used to trim the first batch of a fetch.
 pub fn position_of_offset(body: &[u8], offset: u64) -> usize {
-    RecordIter::new(body)
-        .find(|r| r.offset >= offset)
-        .map_or(body.len(), |r| r.entry.start)
+    RecordIter::new(body).find(|r| r.offset >= offset).map_or(body.len(), |r| r.entry.start)
 }
 
 #[cfg(test)]
@@ -447,17 +430,11 @@ pub(crate) mod tests {
     }
 
     pub fn value_record(v: &[u8]) -> TestRecord {
-        TestRecord {
-            value: Some(v.to_vec()),
-            ..Default::default()
-        }
+        TestRecord { value: Some(v.to_vec()), ..Default::default() }
     }
 
     fn stamp() -> Stamp {
-        Stamp {
-            append_time_ms: 1_700_000_000_000,
-            log_append_time: false,
-        }
+        Stamp { append_time_ms: 1_700_000_000_000, log_append_time: false }
     }
 
     fn arb_record() -> impl Strategy<Value = TestRecord> {
@@ -465,17 +442,9 @@ pub(crate) mod tests {
             prop_oneof![Just(0i64), 1i64..i64::MAX],
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
-            proptest::collection::vec(
-                ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..10)),
-                0..4,
-            ),
+            proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..10)), 0..4),
         )
-            .prop_map(|(ts, key, value, headers)| TestRecord {
-                ts,
-                key,
-                value,
-                headers,
-            })
+            .prop_map(|(ts, key, value, headers)| TestRecord { ts, key, value, headers })
     }
 
     proptest! {
@@ -544,15 +513,9 @@ pub(crate) mod tests {
 
     #[test]
     fn log_append_time_overrides_producer_time() {
-        let r = TestRecord {
-            ts: 5,
-            ..Default::default()
-        };
+        let r = TestRecord { ts: 5, ..Default::default() };
         let mut buf = BytesMut::new();
-        let s = Stamp {
-            log_append_time: true,
-            ..stamp()
-        };
+        let s = Stamp { log_append_time: true, ..stamp() };
         let meta = encode_batch(&mut buf, 0, &[r], s);
         assert_eq!(meta.max_timestamp, s.append_time_ms);
         let h = BatchHeader::parse(&buf).unwrap();

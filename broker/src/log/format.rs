@@ -92,10 +92,7 @@ pub const TOPICS_DIR: &str = "topics";
 
 /// File name of a segment file.
 pub fn segment_file_name(base_offset: u64, suffix: &str) -> String {
-    format!(
-        "{base_offset:0width$}.{suffix}",
-        width = SEGMENT_NAME_DIGITS
-    )
+    format!("{base_offset:0width$}.{suffix}", width = SEGMENT_NAME_DIGITS)
 }
 
 /// Parses `<digits>.log` into a base offset.

@@ -37,12 +37,7 @@ impl<const E: usize> EntryFile<E> {
         writable_capacity_bytes: Option<usize>,
         valid: impl Fn(Option<&[u8; E]>, &[u8; E]) -> bool,
     ) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let len = file.metadata()?.len() as usize;
         let capacity = match writable_capacity_bytes {
             Some(max) => (max / E).max(len / E),
@@ -59,12 +54,7 @@ impl<const E: usize> EntryFile<E> {
             // first; no other process writes a broker's data directory.
             Some(unsafe { MmapMut::map_mut(&file)? })
         };
-        let mut this = EntryFile {
-            file,
-            map,
-            entries: 0,
-            capacity,
-        };
+        let mut this = EntryFile { file, map, entries: 0, capacity };
         let mut prev: Option<[u8; E]> = None;
         while this.entries < len.min(capacity * E) / E {
             let e = this.get(this.entries);
@@ -78,10 +68,7 @@ impl<const E: usize> EntryFile<E> {
     }
 
     fn get(&self, i: usize) -> [u8; E] {
-        let map = self
-            .map
-            .as_ref()
-            .expect("entry within capacity implies a map");
+        let map = self.map.as_ref().expect("entry within capacity implies a map");
         map[i * E..(i + 1) * E].try_into().expect("E bytes")
     }
 
@@ -140,17 +127,11 @@ impl<const E: usize> EntryFile<E> {
 }
 
 fn offset_entry(e: &[u8; INDEX_ENTRY_LEN]) -> (u32, u32) {
-    (
-        u32::from_le_bytes(e[..4].try_into().unwrap()),
-        u32::from_le_bytes(e[4..].try_into().unwrap()),
-    )
+    (u32::from_le_bytes(e[..4].try_into().unwrap()), u32::from_le_bytes(e[4..].try_into().unwrap()))
 }
 
 fn time_entry(e: &[u8; TIME_INDEX_ENTRY_LEN]) -> (i64, u32) {
-    (
-        i64::from_le_bytes(e[..8].try_into().unwrap()),
-        u32::from_le_bytes(e[8..].try_into().unwrap()),
-    )
+    (i64::from_le_bytes(e[..8].try_into().unwrap()), u32::from_le_bytes(e[8..].try_into().unwrap()))
 }
 
 /// Offset → file position, sparse.
@@ -161,11 +142,7 @@ impl OffsetIndex {
     /// Opens the index of a segment whose log holds `log_len` bytes. Entries
     /// must grow strictly and point inside the log; the first that does not
     /// ends the index (what follows is preallocated space or stale).
-    pub fn open(
-        path: &Path,
-        writable_capacity_bytes: Option<usize>,
-        log_len: u64,
-    ) -> io::Result<Self> {
+    pub fn open(path: &Path, writable_capacity_bytes: Option<usize>, log_len: u64) -> io::Result<Self> {
         let f = EntryFile::open(path, writable_capacity_bytes, |prev, e| {
             let (rel, pos) = offset_entry(e);
             let in_log = u64::from(pos) < log_len;
@@ -187,25 +164,17 @@ impl OffsetIndex {
 
     /// The last entry with relative offset <= `rel_offset`: (relative offset, position).
     pub fn lookup(&self, rel_offset: u32) -> Option<(u32, u32)> {
-        self.0
-            .last_where(|e| offset_entry(e).0 <= rel_offset)
-            .map(|i| offset_entry(&self.0.get(i)))
+        self.0.last_where(|e| offset_entry(e).0 <= rel_offset).map(|i| offset_entry(&self.0.get(i)))
     }
 
     /// The last entry, if any.
     pub fn last(&self) -> Option<(u32, u32)> {
-        self.0
-            .entries
-            .checked_sub(1)
-            .map(|i| offset_entry(&self.0.get(i)))
+        self.0.entries.checked_sub(1).map(|i| offset_entry(&self.0.get(i)))
     }
 
     /// Drops entries at relative offsets >= `rel_offset`.
     pub fn truncate_from(&mut self, rel_offset: u32) {
-        let keep = self
-            .0
-            .last_where(|e| offset_entry(e).0 < rel_offset)
-            .map_or(0, |i| i + 1);
+        let keep = self.0.last_where(|e| offset_entry(e).0 < rel_offset).map_or(0, |i| i + 1);
         self.0.truncate(keep);
     }
 
@@ -259,25 +228,17 @@ impl TimeIndex {
     /// The last entry whose timestamp is < `ts`: (timestamp, relative offset).
     /// Every record before that entry's batch is older than `ts`.
     pub fn last_before(&self, ts: i64) -> Option<(i64, u32)> {
-        self.0
-            .last_where(|e| time_entry(e).0 < ts)
-            .map(|i| time_entry(&self.0.get(i)))
+        self.0.last_where(|e| time_entry(e).0 < ts).map(|i| time_entry(&self.0.get(i)))
     }
 
     /// The last entry, if any.
     pub fn last(&self) -> Option<(i64, u32)> {
-        self.0
-            .entries
-            .checked_sub(1)
-            .map(|i| time_entry(&self.0.get(i)))
+        self.0.entries.checked_sub(1).map(|i| time_entry(&self.0.get(i)))
     }
 
     /// Drops entries at relative offsets >= `rel_offset`.
     pub fn truncate_from(&mut self, rel_offset: u32) {
-        let keep = self
-            .0
-            .last_where(|e| time_entry(e).1 < rel_offset)
-            .map_or(0, |i| i + 1);
+        let keep = self.0.last_where(|e| time_entry(e).1 < rel_offset).map_or(0, |i| i + 1);
         self.0.truncate(keep);
     }
 

@@ -145,20 +145,14 @@ impl Log {
         let mut segments = BTreeMap::new();
         let last = *bases.last().expect("at least one segment");
         for &base in &bases[..bases.len() - 1] {
-            segments.insert(
-                base,
-                Arc::new(Segment::open(dir, base, false, config.index)?),
-            );
+            segments.insert(base, Arc::new(Segment::open(dir, base, false, config.index)?));
         }
         let active = Arc::new(Segment::open(dir, last, true, config.index)?);
         let (next_offset, tail) = active.recover_tail(config.index)?;
         segments.insert(last, active.clone());
         sync_dir(dir)?;
         let log_start = *segments.keys().next().expect("at least one segment");
-        let report = OpenReport {
-            segments: segments.len(),
-            tail,
-        };
+        let report = OpenReport { segments: segments.len(), tail };
         let log = Log {
             dir: dir.to_path_buf(),
             name,
@@ -234,12 +228,7 @@ impl Log {
 
     /// Every segment, oldest first (the active one last).
     pub fn all_segments(&self) -> Vec<Arc<Segment>> {
-        self.segments
-            .read()
-            .expect("segments lock")
-            .values()
-            .cloned()
-            .collect()
+        self.segments.read().expect("segments lock").values().cloned().collect()
     }
 
     /// Deletes the `n` oldest segments (never the active one) and moves the
@@ -277,20 +266,13 @@ impl Log {
     }
 
     /// Appends `records` (non-empty) as one batch.
-    pub fn append<R: RecordSource>(
-        &self,
-        records: &[R],
-        now_ms: i64,
-    ) -> Result<Appended, LogError> {
+    pub fn append<R: RecordSource>(&self, records: &[R], now_ms: i64) -> Result<Appended, LogError> {
         let mut w = self.writer.lock().expect("writer lock");
         if w.closed {
             return Err(LogError::Closed);
         }
         let base = w.next_offset;
-        let stamp = Stamp {
-            append_time_ms: now_ms,
-            log_append_time: w.config.log_append_time,
-        };
+        let stamp = Stamp { append_time_ms: now_ms, log_append_time: w.config.log_append_time };
         let mut buf = std::mem::take(&mut w.buf);
         let meta = encode_batch(&mut buf, base, records, stamp);
         let result = self.write_batch(&mut w, &buf, &meta);
@@ -302,23 +284,13 @@ impl Log {
             self.flush_wanted.notify_one();
         }
         self.high_watermark.send_replace(w.next_offset);
-        Ok(Appended {
-            base_offset: base,
-            next_offset: w.next_offset,
-        })
+        Ok(Appended { base_offset: base, next_offset: w.next_offset })
     }
 
-    fn write_batch(
-        &self,
-        w: &mut Writer,
-        batch: &[u8],
-        meta: &batch::BatchMeta,
-    ) -> Result<(), LogError> {
+    fn write_batch(&self, w: &mut Writer, batch: &[u8], meta: &batch::BatchMeta) -> Result<(), LogError> {
         let size = w.active.size();
-        let too_big =
-            size > 0 && size + batch.len() as u64 > w.config.segment_bytes.min(MAX_SEGMENT_BYTES);
-        let too_old =
-            size > 0 && w.active_since.elapsed() >= Duration::from_millis(w.config.segment_ms);
+        let too_big = size > 0 && size + batch.len() as u64 > w.config.segment_bytes.min(MAX_SEGMENT_BYTES);
+        let too_old = size > 0 && w.active_since.elapsed() >= Duration::from_millis(w.config.segment_ms);
         // Relative offsets are u32: roll long before they could overflow.
         let too_many = meta.next_offset() - w.active.base_offset() > u64::from(u32::MAX / 2);
         if too_big || too_old || too_many || w.active.indexes_full() {
@@ -330,24 +302,13 @@ impl Log {
 
     /// Seals the active segment and starts a new one at the next offset.
     fn roll(&self, w: &mut Writer) -> io::Result<()> {
-        let last = w
-            .next_offset
-            .checked_sub(1)
-            .filter(|&o| o >= w.active.base_offset());
+        let last = w.next_offset.checked_sub(1).filter(|&o| o >= w.active.base_offset());
         w.active.seal(last)?;
         // The sealed segment is fsynced: everything so far is durable.
         self.durable.send_if_modified(|d| raise(d, w.next_offset));
-        let seg = Arc::new(Segment::open(
-            &self.dir,
-            w.next_offset,
-            true,
-            w.config.index,
-        )?);
+        let seg = Arc::new(Segment::open(&self.dir, w.next_offset, true, w.config.index)?);
         sync_dir(&self.dir)?;
-        self.segments
-            .write()
-            .expect("segments lock")
-            .insert(w.next_offset, seg.clone());
+        self.segments.write().expect("segments lock").insert(w.next_offset, seg.clone());
         tracing::debug!(log = %self.name, base_offset = w.next_offset, "rolled segment");
         w.active = seg;
         w.active_since = Instant::now();
@@ -360,18 +321,9 @@ impl Log {
         let hw = self.high_watermark();
         let log_start = self.log_start();
         if offset < log_start || offset > hw {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start,
-                high_watermark: hw,
-            });
+            return Err(LogError::OffsetOutOfRange { offset, log_start, high_watermark: hw });
         }
-        let mut result = ReadResult {
-            next_offset: offset,
-            high_watermark: hw,
-            log_start,
-            ..Default::default()
-        };
+        let mut result = ReadResult { next_offset: offset, high_watermark: hw, log_start, ..Default::default() };
         if offset == hw {
             return Ok(result);
         }
@@ -396,9 +348,8 @@ impl Log {
             let data = seg.read(pos, want as usize)?;
             let mut p = 0usize;
             while p + BATCH_HEADER_LEN <= data.len() {
-                let h = BatchHeader::parse(&data[p..]).map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.name))
-                })?;
+                let h = BatchHeader::parse(&data[p..])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.name)))?;
                 let end = p + h.batch_len as usize;
                 if end > data.len() || h.meta.base_offset >= hw {
                     break;
@@ -423,13 +374,7 @@ impl Log {
     /// if every record is older.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>, LogError> {
         let hw = self.high_watermark();
-        let segments: Vec<Arc<Segment>> = self
-            .segments
-            .read()
-            .expect("segments lock")
-            .values()
-            .cloned()
-            .collect();
+        let segments: Vec<Arc<Segment>> = self.segments.read().expect("segments lock").values().cloned().collect();
         for seg in segments.iter().filter(|s| s.max_timestamp() >= ts) {
             let limit = seg.size();
             let mut pos = seg.time_search_start(ts);
@@ -485,9 +430,7 @@ impl Log {
         if target <= self.durable_offset() {
             return Ok(());
         }
-        tokio::task::spawn_blocking(move || seg.sync())
-            .await
-            .map_err(|e| LogError::Io(io::Error::other(e)))??;
+        tokio::task::spawn_blocking(move || seg.sync()).await.map_err(|e| LogError::Io(io::Error::other(e)))??;
         let mut w = self.writer.lock().expect("writer lock");
         w.unflushed_records = w.unflushed_records.saturating_sub(records);
         drop(w);
@@ -522,10 +465,7 @@ impl Log {
             return Ok(());
         }
         w.closed = true;
-        let last = w
-            .next_offset
-            .checked_sub(1)
-            .filter(|&o| o >= w.active.base_offset());
+        let last = w.next_offset.checked_sub(1).filter(|&o| o >= w.active.base_offset());
         let result = w.active.seal(last);
         if result.is_ok() {
             self.durable.send_if_modified(|d| raise(d, w.next_offset));

@@ -84,12 +84,7 @@ pub struct CleanedWriter {
 
 impl CleanedWriter {
     /// Starts the copy of segment `base` in `dir`; `max_batches` bounds the index sizes.
-    pub fn create(
-        dir: &Path,
-        base: u64,
-        max_batches: usize,
-        cfg: IndexConfig,
-    ) -> io::Result<CleanedWriter> {
+    pub fn create(dir: &Path, base: u64, max_batches: usize, cfg: IndexConfig) -> io::Result<CleanedWriter> {
         let [log, index, time] = cleaned_paths(dir, base);
         let file = File::create(log)?;
         let offset = OffsetIndex::open(&index, Some(max_batches * INDEX_ENTRY_LEN), 0)?;
@@ -97,11 +92,7 @@ impl CleanedWriter {
         Ok(CleanedWriter {
             base,
             file: io::BufWriter::with_capacity(1 << 20, file),
-            indexes: Indexes {
-                offset,
-                time,
-                bytes_since_entry: 0,
-            },
+            indexes: Indexes { offset, time, bytes_since_entry: 0 },
             pos: 0,
             max_timestamp: i64::MIN,
             interval: cfg.interval_bytes,
@@ -111,12 +102,10 @@ impl CleanedWriter {
     /// Appends one complete, valid batch.
     pub fn push(&mut self, batch: &[u8]) -> io::Result<()> {
         use std::io::Write;
-        let h = BatchHeader::parse(batch)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let h = BatchHeader::parse(batch).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         self.file.write_all(batch)?;
         let rel = (h.meta.base_offset - self.base) as u32;
-        self.indexes
-            .note_batch(rel, self.pos, &h, self.max_timestamp, self.interval);
+        self.indexes.note_batch(rel, self.pos, &h, self.max_timestamp, self.interval);
         self.max_timestamp = self.max_timestamp.max(h.meta.max_timestamp);
         self.pos += u64::from(h.batch_len);
         Ok(())
@@ -168,19 +157,9 @@ impl Segment {
     /// Opens (creating if needed) the segment at `base_offset` in `dir`.
     /// `active` segments get writable, preallocated indexes; sealed ones are
     /// opened as they were cut at seal time.
-    pub fn open(
-        dir: &Path,
-        base_offset: u64,
-        active: bool,
-        cfg: IndexConfig,
-    ) -> io::Result<Segment> {
+    pub fn open(dir: &Path, base_offset: u64, active: bool, cfg: IndexConfig) -> io::Result<Segment> {
         let (log_path, index_path, time_path) = paths(dir, base_offset);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&log_path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&log_path)?;
         let size = file.metadata()?.len();
         let capacity = active.then_some(cfg.max_bytes);
         let time_capacity = capacity.map(|b| b / INDEX_ENTRY_LEN * TIME_INDEX_ENTRY_LEN);
@@ -193,11 +172,7 @@ impl Segment {
             file,
             size: AtomicU64::new(size),
             max_timestamp: AtomicI64::new(max_ts),
-            indexes: RwLock::new(Indexes {
-                offset,
-                time,
-                bytes_since_entry: 0,
-            }),
+            indexes: RwLock::new(Indexes { offset, time, bytes_since_entry: 0 }),
         })
     }
 
@@ -248,8 +223,7 @@ impl Segment {
             }
             ix.bytes_since_entry += batch.len() as u64;
         }
-        self.max_timestamp
-            .fetch_max(meta.max_timestamp, Ordering::AcqRel);
+        self.max_timestamp.fetch_max(meta.max_timestamp, Ordering::AcqRel);
         self.size.store(pos + batch.len() as u64, Ordering::Release);
         Ok(())
     }
@@ -265,16 +239,13 @@ impl Segment {
     pub fn header_at(&self, pos: u64) -> io::Result<BatchHeader> {
         let mut h = [0u8; BATCH_HEADER_LEN];
         self.file.read_exact_at(&mut h, pos)?;
-        BatchHeader::parse(&h)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+        BatchHeader::parse(&h).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
     }
 
     /// The first batch that ends at or after `offset`, searching below byte
     /// `limit`: (position, header). None if every batch there ends before it.
     pub fn find_batch(&self, offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
-        let start = offset
-            .saturating_sub(self.base_offset)
-            .min(u64::from(u32::MAX)) as u32;
+        let start = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
         let mut pos = {
             let ix = self.indexes.read().expect("index lock");
             ix.offset.lookup(start).map_or(0, |(_, p)| u64::from(p))
@@ -293,10 +264,7 @@ impl Segment {
     /// batches before it is older than `ts`.
     pub fn time_search_start(&self, ts: i64) -> u64 {
         let ix = self.indexes.read().expect("index lock");
-        ix.time
-            .last_before(ts)
-            .and_then(|(_, rel)| ix.offset.lookup(rel))
-            .map_or(0, |(_, p)| u64::from(p))
+        ix.time.last_before(ts).and_then(|(_, rel)| ix.offset.lookup(rel)).map_or(0, |(_, p)| u64::from(p))
     }
 
     /// Checks the tail of the log batch by batch, from the last index entry
@@ -334,10 +302,7 @@ impl Segment {
             let h = match self.verified_batch_at(pos, file_len)? {
                 Ok(h) if h.meta.base_offset >= next_offset => h,
                 Ok(h) => {
-                    let why = format!(
-                        "batch at offset {} overlaps offset {next_offset}",
-                        h.meta.base_offset
-                    );
+                    let why = format!("batch at offset {} overlaps offset {next_offset}", h.meta.base_offset);
                     report.truncated = Some((file_len - pos, why));
                     break;
                 }
@@ -347,13 +312,7 @@ impl Segment {
                 }
             };
             report.batches_checked += 1;
-            ix.note_batch(
-                self.rel(h.meta.base_offset),
-                pos,
-                &h,
-                max_ts,
-                cfg.interval_bytes,
-            );
+            ix.note_batch(self.rel(h.meta.base_offset), pos, &h, max_ts, cfg.interval_bytes);
             max_ts = max_ts.max(h.meta.max_timestamp);
             next_offset = h.meta.next_offset();
             pos += u64::from(h.batch_len);
@@ -369,11 +328,7 @@ impl Segment {
 
     /// Reads and verifies the whole batch at `pos`. The outer error is I/O;
     /// the inner one says why the bytes are not a good batch.
-    fn verified_batch_at(
-        &self,
-        pos: u64,
-        file_len: u64,
-    ) -> io::Result<Result<BatchHeader, BatchError>> {
+    fn verified_batch_at(&self, pos: u64, file_len: u64) -> io::Result<Result<BatchHeader, BatchError>> {
         if file_len - pos < BATCH_HEADER_LEN as u64 {
             return Ok(Err(BatchError::Truncated));
         }

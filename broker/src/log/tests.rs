@@ -5,10 +5,7 @@ fn config(segment_bytes: u64) -> LogConfig {
     LogConfig {
         segment_bytes,
         segment_ms: u64::MAX,
-        index: IndexConfig {
-            interval_bytes: 256,
-            max_bytes: 4096,
-        },
+        index: IndexConfig { interval_bytes: 256, max_bytes: 4096 },
         log_append_time: false,
         flush_records: 0,
     }
@@ -19,9 +16,7 @@ fn open(dir: &Path, segment_bytes: u64) -> (Log, OpenReport) {
 }
 
 fn records(n: usize, tag: u8) -> Vec<TestRecord> {
-    (0..n)
-        .map(|i| value_record(&[tag, i as u8, 0, 0, 0, 0, 0, 0, 0, 0]))
-        .collect()
+    (0..n).map(|i| value_record(&[tag, i as u8, 0, 0, 0, 0, 0, 0, 0, 0])).collect()
 }
 
 /// Reads everything from `from`, returning (offset, value) pairs.
@@ -78,11 +73,7 @@ fn out_of_range_reads_name_the_range() {
     let (log, _) = open(dir.path(), 1 << 20);
     log.append(&records(5, 1), 1).unwrap();
     match log.read(6, 100) {
-        Err(LogError::OffsetOutOfRange {
-            offset: 6,
-            log_start: 0,
-            high_watermark: 5,
-        }) => {}
+        Err(LogError::OffsetOutOfRange { offset: 6, log_start: 0, high_watermark: 5 }) => {}
         other => panic!("unexpected {other:?}"),
     }
     let r = log.read(5, 100).unwrap();
@@ -98,10 +89,7 @@ fn max_bytes_limits_whole_batches_but_returns_at_least_one() {
         log.append(&records(10, b), 1).unwrap();
     }
     let r = log.read(0, 1).unwrap();
-    assert_eq!(
-        r.next_offset, 10,
-        "one whole batch even if bigger than max_bytes"
-    );
+    assert_eq!(r.next_offset, 10, "one whole batch even if bigger than max_bytes");
     let r = log.read(0, 100_000).unwrap();
     assert_eq!(r.next_offset, 100);
 }
@@ -136,12 +124,7 @@ fn torn_tail_is_cut_to_last_good_batch() {
     let copy = crash_copy(dir.path());
     let path = last_log_file(copy.path());
     let len = fs::metadata(&path).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 7)
-        .unwrap();
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 7).unwrap();
     let (log2, report) = open(copy.path(), 1 << 20);
     let (cut, why) = report.tail.truncated.expect("the torn batch is cut");
     assert!(why.contains("truncated"), "{why}");
@@ -170,10 +153,7 @@ fn bit_flip_in_tail_is_cut_and_nothing_corrupt_is_served() {
     assert_eq!(log2.high_watermark(), 76);
     let all = read_all(&log2, 0);
     assert_eq!(all.len(), 76);
-    assert!(all
-        .iter()
-        .enumerate()
-        .all(|(i, (o, v))| *o == i as u64 && v[1] == (i % 4) as u8));
+    assert!(all.iter().enumerate().all(|(i, (o, v))| *o == i as u64 && v[1] == (i % 4) as u8));
 }
 
 #[test]
@@ -201,12 +181,7 @@ fn offset_for_timestamp_finds_first_record_at_or_after() {
     let (log, _) = open(dir.path(), 2000);
     // Batch b holds timestamps 1000+10b .. 1000+10b+4.
     for b in 0..30i64 {
-        let recs: Vec<_> = (0..5)
-            .map(|i| TestRecord {
-                ts: 1000 + 10 * b + i,
-                ..value_record(b"x")
-            })
-            .collect();
+        let recs: Vec<_> = (0..5).map(|i| TestRecord { ts: 1000 + 10 * b + i, ..value_record(b"x") }).collect();
         log.append(&recs, 0).unwrap();
     }
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
@@ -239,39 +214,26 @@ async fn durable_waiters_share_fsyncs() {
     assert!(log.durable_offset() >= 10);
     log.close().unwrap();
     flusher.await.unwrap();
-    assert!(matches!(
-        log.append(&records(1, 0), 1),
-        Err(LogError::Closed)
-    ));
+    assert!(matches!(log.append(&records(1, 0), 1), Err(LogError::Closed)));
 }
 
 #[test]
 fn segments_roll_by_age() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig {
-        segment_ms: 1,
-        ..config(1 << 30)
-    };
+    let cfg = LogConfig { segment_ms: 1, ..config(1 << 30) };
     let (log, _) = Log::open(dir.path(), "t/0".into(), cfg).unwrap();
     for b in 0..3 {
         log.append(&records(1, b), 1).unwrap();
         // The roll is about elapsed time itself: let 1 ms pass.
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert_eq!(
-        log.disk_usage().0,
-        3,
-        "each append found a segment older than segment.ms"
-    );
+    assert_eq!(log.disk_usage().0, 3, "each append found a segment older than segment.ms");
 }
 
 #[tokio::test]
 async fn flush_after_n_records_without_anyone_waiting() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig {
-        flush_records: 5,
-        ..config(1 << 30)
-    };
+    let cfg = LogConfig { flush_records: 5, ..config(1 << 30) };
     let (log, _) = Log::open(dir.path(), "t/0".into(), cfg).unwrap();
     let log = Arc::new(log);
     // The timer alone would take an hour: only the record count can trigger this fsync.
@@ -280,10 +242,7 @@ async fn flush_after_n_records_without_anyone_waiting() {
     log.append(&records(4, 0), 1).unwrap();
     assert_eq!(log.durable_offset(), 0);
     log.append(&records(1, 1), 1).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), durable.wait_for(|d| *d >= 5))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), durable.wait_for(|d| *d >= 5)).await.unwrap().unwrap();
     log.close().unwrap();
     flusher.await.unwrap();
 }

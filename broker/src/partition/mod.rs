@@ -76,41 +76,32 @@ pub struct Manager {
     admin: Mutex<()>,
 }
 
+/// Topics whose names start with `__` are the broker's own (e.g. committed
+/// offsets): clients cannot create, delete or produce to them.
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with("__")
+}
+
 /// Checks a topic name against the rules.
 pub fn validate_topic_name(name: &str) -> Result<()> {
-    let invalid = |reason: String| {
-        Err(Error::InvalidTopicName {
-            name: name.to_string(),
-            reason,
-        })
-    };
+    let invalid = |reason: String| Err(Error::InvalidTopicName { name: name.to_string(), reason });
     if name.is_empty() {
         return invalid("must not be empty".into());
     }
     if name.len() > MAX_TOPIC_NAME_LEN {
-        return invalid(format!(
-            "{} characters, at most {MAX_TOPIC_NAME_LEN} allowed",
-            name.len()
-        ));
+        return invalid(format!("{} characters, at most {MAX_TOPIC_NAME_LEN} allowed", name.len()));
     }
     if name == "." || name == ".." {
         return invalid("'.' and '..' are reserved".into());
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return invalid(format!(
-            "character {c:?} is not allowed; use a-z, A-Z, 0-9, '.', '_' and '-'"
-        ));
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return invalid(format!("character {c:?} is not allowed; use a-z, A-Z, 0-9, '.', '_' and '-'"));
     }
     Ok(())
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Manager {
@@ -120,8 +111,7 @@ impl Manager {
     pub fn open(config: &Config) -> Result<Manager> {
         let data_dir = &config.storage.data_dir;
         let root = data_dir.join(TOPICS_DIR);
-        fs::create_dir_all(&root)
-            .map_err(|e| Error::storage(format!("creating {}", root.display()), e))?;
+        fs::create_dir_all(&root).map_err(|e| Error::storage(format!("creating {}", root.display()), e))?;
         let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
         tracing::info!(data_dir = %data_dir.display(), clean_shutdown = clean, "opening data directory");
@@ -132,8 +122,7 @@ impl Manager {
             topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
         };
-        let entries = fs::read_dir(&root)
-            .map_err(|e| Error::storage(format!("listing {}", root.display()), e))?;
+        let entries = fs::read_dir(&root).map_err(|e| Error::storage(format!("listing {}", root.display()), e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::storage("listing topics", e))?;
             let path = entry.path();
@@ -143,21 +132,15 @@ impl Manager {
             }
             if name.starts_with("~deleted-") || !path.join(TOPIC_META_FILE).exists() {
                 tracing::warn!(dir = %path.display(), "removing an unfinished topic creation or deletion");
-                fs::remove_dir_all(&path)
-                    .map_err(|e| Error::storage(format!("removing {}", path.display()), e))?;
+                fs::remove_dir_all(&path).map_err(|e| Error::storage(format!("removing {}", path.display()), e))?;
                 continue;
             }
             let topic = manager.open_topic(&name)?;
-            manager
-                .topics
-                .write()
-                .expect("topics lock")
-                .insert(name, topic);
+            manager.topics.write().expect("topics lock").insert(name, topic);
         }
         // From here on a crash is unclean until the next clean stop.
         if clean {
-            fs::remove_file(&marker)
-                .map_err(|e| Error::storage("removing the clean-shutdown marker", e))?;
+            fs::remove_file(&marker).map_err(|e| Error::storage("removing the clean-shutdown marker", e))?;
             sync_dir(data_dir).map_err(|e| Error::storage("syncing the data directory", e))?;
         }
         Ok(manager)
@@ -170,20 +153,12 @@ impl Manager {
     /// Index sizing for every segment.
     pub fn index_config(&self) -> crate::log::IndexConfig {
         let st = &self.config.storage;
-        crate::log::IndexConfig {
-            interval_bytes: st.index_interval_bytes,
-            max_bytes: st.index_max_bytes as usize,
-        }
+        crate::log::IndexConfig { interval_bytes: st.index_interval_bytes, max_bytes: st.index_max_bytes as usize }
     }
 
     /// Every topic, by name.
     pub fn topics_snapshot(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .expect("topics lock")
-            .values()
-            .cloned()
-            .collect()
+        self.topics.read().expect("topics lock").values().cloned().collect()
     }
 
     fn log_config(&self, s: &TopicSettings) -> LogConfig {
@@ -197,20 +172,10 @@ impl Manager {
         }
     }
 
-    fn open_log(
-        &self,
-        topic: &str,
-        dir: &Path,
-        partition: u32,
-        settings: &TopicSettings,
-    ) -> Result<Arc<Log>> {
+    fn open_log(&self, topic: &str, dir: &Path, partition: u32, settings: &TopicSettings) -> Result<Arc<Log>> {
         let name = format!("{topic}/{partition}");
-        let (log, report) = Log::open(
-            &dir.join(partition.to_string()),
-            name.clone(),
-            self.log_config(settings),
-        )
-        .map_err(|e| Error::storage(format!("opening partition {name}"), e))?;
+        let (log, report) = Log::open(&dir.join(partition.to_string()), name.clone(), self.log_config(settings))
+            .map_err(|e| Error::storage(format!("opening partition {name}"), e))?;
         if let Some((bytes, why)) = &report.tail.truncated {
             tracing::warn!(partition = %name, cut_bytes = bytes, reason = %why, high_watermark = log.high_watermark(),
                 "recovery cut a torn or corrupt tail");
@@ -226,49 +191,27 @@ impl Manager {
         let meta_path = dir.join(TOPIC_META_FILE);
         let text = fs::read_to_string(&meta_path)
             .map_err(|e| Error::storage(format!("reading {}", meta_path.display()), e))?;
-        let meta: TopicMeta = toml::from_str(&text).map_err(|e| {
-            Error::storage(
-                format!("parsing {}", meta_path.display()),
-                std::io::Error::other(e),
-            )
-        })?;
+        let meta: TopicMeta = toml::from_str(&text)
+            .map_err(|e| Error::storage(format!("parsing {}", meta_path.display()), std::io::Error::other(e)))?;
         let settings = TopicSettings::resolve(&self.defaults, &meta.configs)?;
         // Remove partitions of a crashed CreatePartitions beyond the committed count.
-        for entry in fs::read_dir(&dir)
-            .map_err(|e| Error::storage(format!("listing {}", dir.display()), e))?
-        {
+        for entry in fs::read_dir(&dir).map_err(|e| Error::storage(format!("listing {}", dir.display()), e))? {
             let entry = entry.map_err(|e| Error::storage("listing partitions", e))?;
-            if let Some(p) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            {
+            if let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
                 if p >= meta.partitions {
-                    tracing::warn!(
-                        topic = name,
-                        partition = p,
-                        "removing a partition of an unfinished growth"
-                    );
-                    fs::remove_dir_all(entry.path())
-                        .map_err(|e| Error::storage("removing partition", e))?;
+                    tracing::warn!(topic = name, partition = p, "removing a partition of an unfinished growth");
+                    fs::remove_dir_all(entry.path()).map_err(|e| Error::storage("removing partition", e))?;
                 }
             }
         }
-        let logs = (0..meta.partitions)
-            .map(|p| self.open_log(name, &dir, p, &settings))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Arc::new(Topic::new(
-            name.to_string(),
-            meta.configs,
-            settings,
-            logs,
-        )))
+        let logs = (0..meta.partitions).map(|p| self.open_log(name, &dir, p, &settings)).collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(Topic::new(name.to_string(), meta.configs, settings, logs)))
     }
 
     fn write_meta(&self, name: &str, meta: &TopicMeta) -> Result<()> {
         let dir = self.topic_dir(name);
-        let text = toml::to_string(meta)
-            .map_err(|e| Error::storage("encoding topic metadata", std::io::Error::other(e)))?;
+        let text =
+            toml::to_string(meta).map_err(|e| Error::storage("encoding topic metadata", std::io::Error::other(e)))?;
         let tmp = dir.join(format!("{TOPIC_META_FILE}.tmp"));
         let write = || -> std::io::Result<()> {
             fs::write(&tmp, text.as_bytes())?;
@@ -286,58 +229,53 @@ impl Manager {
             .expect("topics lock")
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::TopicNotFound {
-                topic: name.to_string(),
-            })
+            .ok_or_else(|| Error::TopicNotFound { topic: name.to_string() })
     }
 
     fn check_partitions(&self, requested: u32) -> Result<()> {
         let max = self.defaults.max_partitions;
         if requested == 0 || requested > max {
-            return Err(Error::InvalidPartitions {
-                requested,
-                min: 1,
-                max,
-            });
+            return Err(Error::InvalidPartitions { requested, min: 1, max });
         }
         Ok(())
     }
 
     /// Creates a topic; `partitions` 0 means the default count.
-    pub fn create_topic(
+    pub fn create_topic(&self, name: &str, partitions: u32, configs: BTreeMap<String, String>) -> Result<TopicInfo> {
+        validate_topic_name(name)?;
+        if is_internal(name) {
+            return Err(Error::InvalidTopicName {
+                name: name.into(),
+                reason: "names starting with '__' are reserved for internal topics".into(),
+            });
+        }
+        self.create_any_topic(name, partitions, configs)
+    }
+
+    /// Creates one of the broker's internal topics.
+    pub fn create_internal_topic(
         &self,
         name: &str,
         partitions: u32,
         configs: BTreeMap<String, String>,
     ) -> Result<TopicInfo> {
-        validate_topic_name(name)?;
-        let partitions = if partitions == 0 {
-            self.defaults.partitions
-        } else {
-            partitions
-        };
+        debug_assert!(is_internal(name));
+        self.create_any_topic(name, partitions, configs)
+    }
+
+    fn create_any_topic(&self, name: &str, partitions: u32, configs: BTreeMap<String, String>) -> Result<TopicInfo> {
+        let partitions = if partitions == 0 { self.defaults.partitions } else { partitions };
         self.check_partitions(partitions)?;
         let settings = TopicSettings::resolve(&self.defaults, &configs)?;
         let _admin = self.admin.lock().expect("admin lock");
         if self.topics.read().expect("topics lock").contains_key(name) {
-            return Err(Error::TopicExists {
-                topic: name.to_string(),
-            });
+            return Err(Error::TopicExists { topic: name.to_string() });
         }
         let dir = self.topic_dir(name);
-        fs::create_dir_all(&dir)
-            .map_err(|e| Error::storage(format!("creating {}", dir.display()), e))?;
+        fs::create_dir_all(&dir).map_err(|e| Error::storage(format!("creating {}", dir.display()), e))?;
         let created = (|| {
-            let logs = (0..partitions)
-                .map(|p| self.open_log(name, &dir, p, &settings))
-                .collect::<Result<Vec<_>>>()?;
-            self.write_meta(
-                name,
-                &TopicMeta {
-                    partitions,
-                    configs: configs.clone(),
-                },
-            )?;
+            let logs = (0..partitions).map(|p| self.open_log(name, &dir, p, &settings)).collect::<Result<Vec<_>>>()?;
+            self.write_meta(name, &TopicMeta { partitions, configs: configs.clone() })?;
             sync_dir(&self.root).map_err(|e| Error::storage("syncing topics directory", e))?;
             Ok(logs)
         })();
@@ -349,30 +287,26 @@ impl Manager {
             }
         };
         let topic = Arc::new(Topic::new(name.to_string(), configs, settings, logs));
-        self.topics
-            .write()
-            .expect("topics lock")
-            .insert(name.to_string(), topic.clone());
+        self.topics.write().expect("topics lock").insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(self.info(&topic))
     }
 
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        if is_internal(name) && self.topic(name).is_ok() {
+            return Err(Error::InvalidArgument(format!("topic '{name}' is internal and cannot be deleted")));
+        }
         let _admin = self.admin.lock().expect("admin lock");
         let topic = self
             .topics
             .write()
             .expect("topics lock")
             .remove(name)
-            .ok_or_else(|| Error::TopicNotFound {
-                topic: name.to_string(),
-            })?;
+            .ok_or_else(|| Error::TopicNotFound { topic: name.to_string() })?;
         topic.close();
         let dir = self.topic_dir(name);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let doomed = self.root.join(format!("~deleted-{name}-{nanos}"));
         let remove = || -> std::io::Result<()> {
             fs::rename(&dir, &doomed)?;
@@ -386,12 +320,7 @@ impl Manager {
 
     /// Topic names and partition counts, sorted by name.
     pub fn list_topics(&self) -> Vec<(String, u32)> {
-        self.topics
-            .read()
-            .expect("topics lock")
-            .values()
-            .map(|t| (t.name().to_string(), t.partition_count()))
-            .collect()
+        self.topics.read().expect("topics lock").values().map(|t| (t.name().to_string(), t.partition_count())).collect()
     }
 
     fn info(&self, topic: &Topic) -> TopicInfo {
@@ -412,15 +341,9 @@ impl Manager {
             .collect();
         let settings = topic.settings();
         let overrides = topic.overrides();
-        let configs = settings::KEYS
-            .iter()
-            .map(|k| (k.to_string(), settings.get(k), overrides.contains_key(*k)))
-            .collect();
-        TopicInfo {
-            name: topic.name().to_string(),
-            partitions,
-            configs,
-        }
+        let configs =
+            settings::KEYS.iter().map(|k| (k.to_string(), settings.get(k), overrides.contains_key(*k))).collect();
+        TopicInfo { name: topic.name().to_string(), partitions, configs }
     }
 
     /// Partitions, offsets, sizes and effective configuration of a topic.
@@ -442,23 +365,14 @@ impl Manager {
             if !settings::KEYS.contains(&key.as_str()) {
                 return Err(Error::InvalidConfig {
                     key: key.clone(),
-                    reason: format!(
-                        "unknown topic config key; valid keys are {}",
-                        settings::KEYS.join(", ")
-                    ),
+                    reason: format!("unknown topic config key; valid keys are {}", settings::KEYS.join(", ")),
                 });
             }
             overrides.remove(key);
         }
         overrides.extend(set);
         let settings = TopicSettings::resolve(&self.defaults, &overrides)?;
-        self.write_meta(
-            name,
-            &TopicMeta {
-                partitions: topic.partition_count(),
-                configs: overrides.clone(),
-            },
-        )?;
+        self.write_meta(name, &TopicMeta { partitions: topic.partition_count(), configs: overrides.clone() })?;
         let log_config = self.log_config(&settings);
         topic.set_settings(overrides, settings, log_config);
         tracing::info!(topic = name, "altered topic config");
@@ -479,16 +393,8 @@ impl Manager {
         }
         let dir = self.topic_dir(name);
         let settings = topic.settings();
-        let new_logs = (current..total)
-            .map(|p| self.open_log(name, &dir, p, &settings))
-            .collect::<Result<Vec<_>>>()?;
-        self.write_meta(
-            name,
-            &TopicMeta {
-                partitions: total,
-                configs: topic.overrides(),
-            },
-        )?;
+        let new_logs = (current..total).map(|p| self.open_log(name, &dir, p, &settings)).collect::<Result<Vec<_>>>()?;
+        self.write_meta(name, &TopicMeta { partitions: total, configs: topic.overrides() })?;
         topic.add_partitions(new_logs);
         tracing::info!(topic = name, from = current, to = total, "added partitions");
         Ok(self.info(&topic))
@@ -534,13 +440,9 @@ mod tests {
         for ok in ["a", "orders.v1", "A_b-9", &"x".repeat(249)] {
             validate_topic_name(ok).unwrap();
         }
-        for (bad, needle) in [
-            ("", "empty"),
-            ("..", "reserved"),
-            ("a/b", "'/'"),
-            ("a b", "' '"),
-            (&"x".repeat(250), "249"),
-        ] {
+        for (bad, needle) in
+            [("", "empty"), ("..", "reserved"), ("a/b", "'/'"), ("a b", "' '"), (&"x".repeat(250), "249")]
+        {
             match validate_topic_name(bad) {
                 Err(Error::InvalidTopicName { reason, .. }) => {
                     assert!(reason.contains(needle), "{reason}")

@@ -51,10 +51,7 @@ pub struct CleanupPolicy {
 impl CleanupPolicy {
     /// Parses `delete`, `compact`, `compact,delete` (either order).
     pub fn parse(s: &str) -> Option<CleanupPolicy> {
-        let mut p = CleanupPolicy {
-            delete: false,
-            compact: false,
-        };
+        let mut p = CleanupPolicy { delete: false, compact: false };
         for part in s.split(',').map(str::trim) {
             match part {
                 "delete" if !p.delete => p.delete = true,
@@ -105,15 +102,10 @@ pub struct TopicSettings {
 fn parse_i64_or_unlimited(key: &str, value: &str) -> Result<i64> {
     match value.trim() {
         "-1" => Ok(-1),
-        v => Ok(
-            parse_u64(key, v, 0, i64::MAX as u64).map_err(|_| Error::InvalidConfig {
-                key: key.into(),
-                reason: format!(
-                    "'{value}' must be -1 (unlimited) or between 0 and {}",
-                    i64::MAX
-                ),
-            })? as i64,
-        ),
+        v => Ok(parse_u64(key, v, 0, i64::MAX as u64).map_err(|_| Error::InvalidConfig {
+            key: key.into(),
+            reason: format!("'{value}' must be -1 (unlimited) or between 0 and {}", i64::MAX),
+        })? as i64),
     }
 }
 
@@ -123,10 +115,7 @@ fn parse_u64(key: &str, value: &str, min: u64, max: u64) -> Result<u64> {
         reason: format!("'{value}' is not a whole number; must be between {min} and {max}"),
     })?;
     if v < min || v > max {
-        return Err(Error::InvalidConfig {
-            key: key.into(),
-            reason: format!("{v} must be between {min} and {max}"),
-        });
+        return Err(Error::InvalidConfig { key: key.into(), reason: format!("{v} must be between {min} and {max}") });
     }
     Ok(v)
 }
@@ -135,27 +124,18 @@ impl TopicSettings {
     /// Applies one `key = value`, validating it.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         match key {
-            SEGMENT_BYTES => {
-                self.segment_bytes = parse_u64(key, value, MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)?
-            }
+            SEGMENT_BYTES => self.segment_bytes = parse_u64(key, value, MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)?,
             SEGMENT_MS => self.segment_ms = parse_u64(key, value, 1, i64::MAX as u64)?,
-            MAX_MESSAGE_BYTES => {
-                self.max_message_bytes = parse_u64(key, value, 1, MAX_MESSAGE_BYTES_LIMIT)?
-            }
+            MAX_MESSAGE_BYTES => self.max_message_bytes = parse_u64(key, value, 1, MAX_MESSAGE_BYTES_LIMIT)?,
             RETENTION_MS => self.retention_ms = parse_i64_or_unlimited(key, value)?,
             RETENTION_BYTES => self.retention_bytes = parse_i64_or_unlimited(key, value)?,
-            DELETE_RETENTION_MS => {
-                self.delete_retention_ms = parse_u64(key, value, 0, i64::MAX as u64)?
-            }
-            MIN_COMPACTION_LAG_MS => {
-                self.min_compaction_lag_ms = parse_u64(key, value, 0, i64::MAX as u64)?
-            }
+            DELETE_RETENTION_MS => self.delete_retention_ms = parse_u64(key, value, 0, i64::MAX as u64)?,
+            MIN_COMPACTION_LAG_MS => self.min_compaction_lag_ms = parse_u64(key, value, 0, i64::MAX as u64)?,
             CLEANUP_POLICY => {
-                self.cleanup_policy =
-                    CleanupPolicy::parse(value).ok_or_else(|| Error::InvalidConfig {
-                        key: key.into(),
-                        reason: format!("'{value}' must be delete, compact or compact,delete"),
-                    })?
+                self.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(|| Error::InvalidConfig {
+                    key: key.into(),
+                    reason: format!("'{value}' must be delete, compact or compact,delete"),
+                })?
             }
             TIMESTAMP_TYPE => {
                 self.timestamp_type = match value {
@@ -172,10 +152,7 @@ impl TopicSettings {
             _ => {
                 return Err(Error::InvalidConfig {
                     key: key.into(),
-                    reason: format!(
-                        "unknown topic config key; valid keys are {}",
-                        KEYS.join(", ")
-                    ),
+                    reason: format!("unknown topic config key; valid keys are {}", KEYS.join(", ")),
                 })
             }
         }
@@ -199,10 +176,7 @@ impl TopicSettings {
     }
 
     /// Broker defaults with the topic's overrides applied.
-    pub fn resolve(
-        defaults: &TopicDefaults,
-        overrides: &BTreeMap<String, String>,
-    ) -> Result<TopicSettings> {
+    pub fn resolve(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> Result<TopicSettings> {
         let mut s = TopicSettings::from(defaults);
         for (k, v) in overrides {
             s.set(k, v)?;
@@ -220,10 +194,8 @@ impl From<&TopicDefaults> for TopicSettings {
             timestamp_type: d.timestamp_type,
             retention_ms: d.retention_ms,
             retention_bytes: d.retention_bytes,
-            cleanup_policy: CleanupPolicy::parse(&d.cleanup_policy).unwrap_or(CleanupPolicy {
-                delete: true,
-                compact: false,
-            }),
+            cleanup_policy: CleanupPolicy::parse(&d.cleanup_policy)
+                .unwrap_or(CleanupPolicy { delete: true, compact: false }),
             delete_retention_ms: d.delete_retention_ms,
             min_compaction_lag_ms: d.min_compaction_lag_ms,
         }
@@ -235,20 +207,16 @@ pub fn validate_defaults(d: &TopicDefaults) -> Result<()> {
     if CleanupPolicy::parse(&d.cleanup_policy).is_none() {
         return Err(Error::InvalidConfig {
             key: "topics.cleanup_policy".into(),
-            reason: format!(
-                "'{}' must be delete, compact or compact,delete",
-                d.cleanup_policy
-            ),
+            reason: format!("'{}' must be delete, compact or compact,delete", d.cleanup_policy),
         });
     }
     let s = TopicSettings::from(d);
     let mut check = s;
     for key in KEYS {
         check.set(key, &s.get(key)).map_err(|e| match e {
-            Error::InvalidConfig { key, reason } => Error::InvalidConfig {
-                key: format!("topics.{} ({key})", key.replace('.', "_")),
-                reason,
-            },
+            Error::InvalidConfig { key, reason } => {
+                Error::InvalidConfig { key: format!("topics.{} ({key})", key.replace('.', "_")), reason }
+            }
             e => e,
         })?;
     }
@@ -271,11 +239,7 @@ mod tests {
             (SEGMENT_BYTES, "abc", "whole number"),
             (TIMESTAMP_TYPE, "Now", "CreateTime or LogAppendTime"),
             (RETENTION_MS, "-2", "-1 (unlimited)"),
-            (
-                CLEANUP_POLICY,
-                "compact,compact",
-                "delete, compact or compact,delete",
-            ),
+            (CLEANUP_POLICY, "compact,compact", "delete, compact or compact,delete"),
             ("retention.msx", "1", "valid keys are"),
         ] {
             let mut s = TopicSettings::from(&d);

@@ -42,10 +42,7 @@ impl Topic {
     ) -> Topic {
         Topic {
             name,
-            state: RwLock::new(State {
-                overrides,
-                settings,
-            }),
+            state: RwLock::new(State { overrides, settings }),
             logs: RwLock::new(Arc::new(logs)),
             round_robin: AtomicU32::new(0),
         }
@@ -69,13 +66,11 @@ impl Topic {
     /// The log of one partition.
     pub fn partition(&self, partition: u32) -> Result<Arc<Log>> {
         let logs = self.logs();
-        logs.get(partition as usize)
-            .cloned()
-            .ok_or_else(|| Error::PartitionNotFound {
-                topic: self.name.clone(),
-                partition,
-                partitions: logs.len() as u32,
-            })
+        logs.get(partition as usize).cloned().ok_or_else(|| Error::PartitionNotFound {
+            topic: self.name.clone(),
+            partition,
+            partitions: logs.len() as u32,
+        })
     }
 
     /// Effective settings.
@@ -94,10 +89,7 @@ impl Topic {
         settings: TopicSettings,
         log_config: LogConfig,
     ) {
-        *self.state.write().expect("state lock") = State {
-            overrides,
-            settings,
-        };
+        *self.state.write().expect("state lock") = State { overrides, settings };
         for log in self.logs().iter() {
             log.set_config(log_config);
         }
@@ -122,9 +114,7 @@ impl Topic {
     /// changes nothing.
     fn validate<R: RecordSource>(&self, records: &[R]) -> Result<()> {
         if records.is_empty() {
-            return Err(Error::InvalidArgument(
-                "produce request has no records".into(),
-            ));
+            return Err(Error::InvalidArgument("produce request has no records".into()));
         }
         let settings = self.settings();
         let limit = settings.max_message_bytes;
@@ -151,12 +141,7 @@ impl Topic {
 
     /// Appends `records`, to `partition` or to partitions chosen by key
     /// (keyless records: one round-robin partition per request).
-    pub fn produce<R: RecordSource>(
-        &self,
-        partition: Option<u32>,
-        records: &[R],
-        now_ms: i64,
-    ) -> Result<Produced> {
+    pub fn produce<R: RecordSource>(&self, partition: Option<u32>, records: &[R], now_ms: i64) -> Result<Produced> {
         self.validate(records)?;
         let logs = self.logs();
         let n = logs.len() as u32;
@@ -169,9 +154,7 @@ impl Topic {
         };
         if let Some(p) = fixed {
             let log = &logs[p as usize];
-            let a = log
-                .append(records, now_ms)
-                .map_err(|e| Error::from_log(&self.name, p, e))?;
+            let a = log.append(records, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
             return Ok(Produced {
                 positions: (a.base_offset..a.next_offset).map(|o| (p, o)).collect(),
                 appended: vec![(log.clone(), a.next_offset)],
@@ -179,33 +162,16 @@ impl Topic {
         }
         // Mixed keys: one batch per target partition, records in request order.
         let keyless = self.round_robin.fetch_add(1, Ordering::Relaxed) % n;
-        let targets: Vec<u32> = records
-            .iter()
-            .map(|r| r.key().map_or(keyless, |k| partition_for_key(k, n)))
-            .collect();
-        let mut out = Produced {
-            positions: vec![(0, 0); records.len()],
-            appended: Vec::new(),
-        };
+        let targets: Vec<u32> = records.iter().map(|r| r.key().map_or(keyless, |k| partition_for_key(k, n))).collect();
+        let mut out = Produced { positions: vec![(0, 0); records.len()], appended: Vec::new() };
         let mut partitions: Vec<u32> = targets.clone();
         partitions.sort_unstable();
         partitions.dedup();
         for p in partitions {
-            let group: Vec<&R> = records
-                .iter()
-                .zip(&targets)
-                .filter(|(_, &t)| t == p)
-                .map(|(r, _)| r)
-                .collect();
+            let group: Vec<&R> = records.iter().zip(&targets).filter(|(_, &t)| t == p).map(|(r, _)| r).collect();
             let log = &logs[p as usize];
-            let a = log
-                .append(&group, now_ms)
-                .map_err(|e| Error::from_log(&self.name, p, e))?;
-            let indexes = targets
-                .iter()
-                .enumerate()
-                .filter(|(_, &t)| t == p)
-                .map(|(i, _)| i);
+            let a = log.append(&group, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
+            let indexes = targets.iter().enumerate().filter(|(_, &t)| t == p).map(|(i, _)| i);
             for (offset, i) in (a.base_offset..).zip(indexes) {
                 out.positions[i] = (p, offset);
             }

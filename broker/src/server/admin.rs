@@ -53,11 +53,7 @@ fn describe(info: TopicInfo) -> TopicDescription {
             .map(|(key, value, on_topic)| ConfigEntry {
                 key,
                 value,
-                source: if on_topic {
-                    ConfigSource::Topic
-                } else {
-                    ConfigSource::Default
-                } as i32,
+                source: if on_topic { ConfigSource::Topic } else { ConfigSource::Default } as i32,
             })
             .collect(),
     }
@@ -65,37 +61,26 @@ fn describe(info: TopicInfo) -> TopicDescription {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn create_topic(
-        &self,
-        req: Request<CreateTopicRequest>,
-    ) -> Result<Response<CreateTopicResponse>, Status> {
+    async fn create_topic(&self, req: Request<CreateTopicRequest>) -> Result<Response<CreateTopicResponse>, Status> {
         let r = req.into_inner();
         let configs = r.configs.into_iter().collect();
-        let info = self
-            .blocking(move |m| m.create_topic(&r.name, r.partitions, configs))
-            .await?;
-        Ok(Response::new(CreateTopicResponse {
-            topic: Some(describe(info)),
-        }))
+        let info = self.blocking(move |m| m.create_topic(&r.name, r.partitions, configs)).await?;
+        Ok(Response::new(CreateTopicResponse { topic: Some(describe(info)) }))
     }
 
-    async fn delete_topic(
-        &self,
-        req: Request<DeleteTopicRequest>,
-    ) -> Result<Response<DeleteTopicResponse>, Status> {
+    async fn delete_topic(&self, req: Request<DeleteTopicRequest>) -> Result<Response<DeleteTopicResponse>, Status> {
         let name = req.into_inner().name;
         self.blocking(move |m| m.delete_topic(&name)).await?;
         Ok(Response::new(DeleteTopicResponse {}))
     }
 
-    async fn list_topics(
-        &self,
-        _req: Request<ListTopicsRequest>,
-    ) -> Result<Response<ListTopicsResponse>, Status> {
+    async fn list_topics(&self, req: Request<ListTopicsRequest>) -> Result<Response<ListTopicsResponse>, Status> {
+        let include_internal = req.into_inner().include_internal;
         let topics = self
             .manager
             .list_topics()
             .into_iter()
+            .filter(|(name, _)| include_internal || !crate::partition::is_internal(name))
             .map(|(name, partitions)| TopicSummary { name, partitions })
             .collect();
         Ok(Response::new(ListTopicsResponse { topics }))
@@ -106,9 +91,7 @@ impl Admin for AdminService {
         req: Request<DescribeTopicRequest>,
     ) -> Result<Response<DescribeTopicResponse>, Status> {
         let info = self.manager.describe_topic(&req.into_inner().name)?;
-        Ok(Response::new(DescribeTopicResponse {
-            topic: Some(describe(info)),
-        }))
+        Ok(Response::new(DescribeTopicResponse { topic: Some(describe(info)) }))
     }
 
     async fn alter_topic_config(
@@ -117,18 +100,11 @@ impl Admin for AdminService {
     ) -> Result<Response<AlterTopicConfigResponse>, Status> {
         let r = req.into_inner();
         if r.set.is_empty() && r.reset.is_empty() {
-            return Err(Error::InvalidArgument(
-                "nothing to change: give keys to set or reset".into(),
-            )
-            .into());
+            return Err(Error::InvalidArgument("nothing to change: give keys to set or reset".into()).into());
         }
         let set = r.set.into_iter().collect();
-        let info = self
-            .blocking(move |m| m.alter_topic_config(&r.name, set, r.reset))
-            .await?;
-        Ok(Response::new(AlterTopicConfigResponse {
-            topic: Some(describe(info)),
-        }))
+        let info = self.blocking(move |m| m.alter_topic_config(&r.name, set, r.reset)).await?;
+        Ok(Response::new(AlterTopicConfigResponse { topic: Some(describe(info)) }))
     }
 
     async fn create_partitions(
@@ -136,11 +112,7 @@ impl Admin for AdminService {
         req: Request<CreatePartitionsRequest>,
     ) -> Result<Response<CreatePartitionsResponse>, Status> {
         let r = req.into_inner();
-        let info = self
-            .blocking(move |m| m.create_partitions(&r.name, r.total))
-            .await?;
-        Ok(Response::new(CreatePartitionsResponse {
-            topic: Some(describe(info)),
-        }))
+        let info = self.blocking(move |m| m.create_partitions(&r.name, r.total)).await?;
+        Ok(Response::new(CreatePartitionsResponse { topic: Some(describe(info)) }))
     }
 }

@@ -67,26 +67,21 @@ impl BrokerService {
     /// requested durability, so a stream can pipeline the next request.
     fn append(&self, req: &ProduceRequest) -> Result<(AckLevel, Produced)> {
         if req.topic.is_empty() {
-            return Err(Error::InvalidArgument(
-                "produce request has no topic".into(),
-            ));
+            return Err(Error::InvalidArgument("produce request has no topic".into()));
         }
         let acks = self.acks(req.acks)?;
+        if crate::partition::is_internal(&req.topic) {
+            return Err(Error::InvalidArgument(format!("topic '{}' is internal: it cannot be produced to", req.topic)));
+        }
         let topic = self.manager.topic(&req.topic)?;
         let produced = topic.produce(req.partition, &req.records, self.manager.now_ms())?;
         Ok((acks, produced))
     }
 
-    async fn acknowledge(
-        request_id: u64,
-        acks: AckLevel,
-        produced: Produced,
-    ) -> Result<ProduceResponse> {
+    async fn acknowledge(request_id: u64, acks: AckLevel, produced: Produced) -> Result<ProduceResponse> {
         if acks == AckLevel::Durable {
             for (log, end) in &produced.appended {
-                log.wait_durable(*end)
-                    .await
-                    .map_err(|e| Error::from_log(log.name(), 0, e))?;
+                log.wait_durable(*end).await.map_err(|e| Error::from_log(log.name(), 0, e))?;
             }
         }
         Ok(ProduceResponse {
@@ -113,9 +108,7 @@ impl BrokerService {
         offset: u64,
         max_bytes: usize,
     ) -> Result<(raw::PartitionRecords, u64)> {
-        let r = log
-            .read(offset, max_bytes)
-            .map_err(|e| Error::from_log(topic, partition, e))?;
+        let r = log.read(offset, max_bytes).map_err(|e| Error::from_log(topic, partition, e))?;
         let records = raw::PartitionRecords {
             topic: topic.to_string(),
             partition,
@@ -129,23 +122,15 @@ impl BrokerService {
 
 fn stream_error(e: Error) -> strata_proto::v1::Error {
     let s = to_status(e);
-    strata_proto::v1::Error {
-        code: s.code() as i32,
-        message: s.message().to_string(),
-    }
+    strata_proto::v1::Error { code: s.code() as i32, message: s.message().to_string() }
 }
 
 #[tonic::async_trait]
 impl Broker for BrokerService {
-    async fn produce(
-        &self,
-        req: Request<ProduceRequest>,
-    ) -> Result<Response<ProduceResponse>, Status> {
+    async fn produce(&self, req: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
         let req = req.into_inner();
         let (acks, produced) = self.append(&req)?;
-        Ok(Response::new(
-            Self::acknowledge(req.request_id, acks, produced).await?,
-        ))
+        Ok(Response::new(Self::acknowledge(req.request_id, acks, produced).await?))
     }
 
     type ProduceStreamStream = BoxStream<ProduceResponse>;
@@ -196,24 +181,13 @@ impl Broker for BrokerService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn fetch(
-        &self,
-        req: Request<FetchRequest>,
-    ) -> Result<Response<raw::FetchResponse>, Status> {
+    async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<raw::FetchResponse>, Status> {
         let req = req.into_inner();
         if req.partitions.is_empty() {
             return Err(Error::InvalidArgument("fetch request names no partitions".into()).into());
         }
-        let logs = req
-            .partitions
-            .iter()
-            .map(|p| self.log(&p.topic, p.partition))
-            .collect::<Result<Vec<_>>>()?;
-        let total_max = if req.max_bytes == 0 {
-            self.fetch_default_max_bytes
-        } else {
-            req.max_bytes
-        } as usize;
+        let logs = req.partitions.iter().map(|p| self.log(&p.topic, p.partition)).collect::<Result<Vec<_>>>()?;
+        let total_max = if req.max_bytes == 0 { self.fetch_default_max_bytes } else { req.max_bytes } as usize;
         let max_wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(self.fetch_max_wait);
         let min_bytes = (req.min_bytes as usize).max(1);
         let deadline = Instant::now() + max_wait;
@@ -224,11 +198,7 @@ impl Broker for BrokerService {
             let mut reply = raw::FetchResponse::default();
             let mut budget = total_max;
             for (p, log) in req.partitions.iter().zip(&logs) {
-                let part_max = if p.max_bytes == 0 {
-                    total_max
-                } else {
-                    p.max_bytes as usize
-                };
+                let part_max = if p.max_bytes == 0 { total_max } else { p.max_bytes as usize };
                 let max = part_max.min(budget);
                 let (mut part, _) = self.read(&p.topic, p.partition, log, p.offset, max)?;
                 if max == 0 {
@@ -242,8 +212,7 @@ impl Broker for BrokerService {
             if got >= min_bytes || Instant::now() >= deadline || *shutdown.borrow() {
                 return Ok(Response::new(reply));
             }
-            let any_change =
-                futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            let any_change = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             tokio::select! {
                 _ = any_change => {}
                 _ = tokio::time::sleep_until(deadline) => {}
@@ -254,18 +223,11 @@ impl Broker for BrokerService {
 
     type SubscribeStream = BoxStream<raw::SubscribeResponse>;
 
-    async fn subscribe(
-        &self,
-        req: Request<SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = req.into_inner();
         let log = self.log(&req.topic, req.partition)?;
         let mut offset = req.offset.unwrap_or_else(|| log.high_watermark());
-        let max_bytes = if req.max_bytes == 0 {
-            self.fetch_default_max_bytes
-        } else {
-            req.max_bytes
-        } as usize;
+        let max_bytes = if req.max_bytes == 0 { self.fetch_default_max_bytes } else { req.max_bytes } as usize;
         // Check the start offset now, so a bad one fails the call itself.
         self.read(&req.topic, req.partition, &log, offset, 1)?;
         let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
@@ -275,12 +237,7 @@ impl Broker for BrokerService {
             loop {
                 let mut hw = log.watch_high_watermark();
                 if log.is_closed() {
-                    let _ = tx
-                        .send(Err(Status::unavailable(format!(
-                            "partition {} was closed",
-                            log.name()
-                        ))))
-                        .await;
+                    let _ = tx.send(Err(Status::unavailable(format!("partition {} was closed", log.name())))).await;
                     return;
                 }
                 match svc.read(&req.topic, req.partition, &log, offset, max_bytes) {
@@ -308,19 +265,15 @@ impl Broker for BrokerService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn list_offsets(
-        &self,
-        req: Request<ListOffsetsRequest>,
-    ) -> Result<Response<ListOffsetsResponse>, Status> {
+    async fn list_offsets(&self, req: Request<ListOffsetsRequest>) -> Result<Response<ListOffsetsResponse>, Status> {
         let req = req.into_inner();
         let log = self.log(&req.topic, req.partition)?;
         let (log_start, hw) = (log.log_start(), log.high_watermark());
         let (offset, timestamp_ms) = match req.spec {
             None => {
-                return Err(Error::InvalidArgument(
-                    "list offsets needs one of earliest, latest or timestamp_ms".into(),
+                return Err(
+                    Error::InvalidArgument("list offsets needs one of earliest, latest or timestamp_ms".into()).into()
                 )
-                .into())
             }
             Some(list_offsets_request::Spec::Earliest(_)) => (log_start, -1),
             Some(list_offsets_request::Spec::Latest(_)) => (hw, -1),
@@ -329,11 +282,6 @@ impl Broker for BrokerService {
                 .map_err(|e| Error::from_log(&req.topic, req.partition, e))?
                 .unwrap_or((hw, -1)),
         };
-        Ok(Response::new(ListOffsetsResponse {
-            offset,
-            timestamp_ms,
-            log_start_offset: log_start,
-            high_watermark: hw,
-        }))
+        Ok(Response::new(ListOffsetsResponse { offset, timestamp_ms, log_start_offset: log_start, high_watermark: hw }))
     }
 }

@@ -7,6 +7,7 @@
 
 mod admin;
 mod broker;
+mod groups;
 mod records;
 pub mod status;
 
@@ -14,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_proto::server::{admin_server::AdminServer, broker_server::BrokerServer};
+use strata_proto::server::{admin_server::AdminServer, broker_server::BrokerServer, groups_server::GroupsServer};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic::transport::server::TcpIncoming;
@@ -22,8 +23,10 @@ use tonic::transport::Server;
 
 pub use admin::AdminService;
 pub use broker::BrokerService;
+pub use groups::GroupsService;
 
 use crate::config::Config;
+use crate::coordinator::Coordinator;
 use crate::partition::Manager;
 
 /// An error that stopped the server.
@@ -43,6 +46,7 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<BrokerServer<BrokerService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
+    health.set_serving::<GroupsServer<GroupsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -53,12 +57,14 @@ pub async fn run(
         // A fetch returns at least one whole batch, which may exceed its max_bytes.
         .max_encoding_message_size(max_message * 2);
     let admin = AdminServer::new(AdminService::new(manager.clone()));
+    let coordinator = {
+        let (m, c) = (manager.clone(), config.groups.clone());
+        Arc::new(tokio::task::spawn_blocking(move || Coordinator::open(m, c)).await??)
+    };
+    let reaper = tokio::spawn(coordinator.clone().run_reaper(stop_rx.clone()));
+    let groups = GroupsServer::new(GroupsService::new(coordinator));
 
-    let cleaner = tokio::spawn(crate::cleaner::run(
-        manager.clone(),
-        config.cleaner.clone(),
-        stop_rx.clone(),
-    ));
+    let cleaner = tokio::spawn(crate::cleaner::run(manager.clone(), config.cleaner.clone(), stop_rx.clone()));
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (serve_stop_tx, serve_stop_rx) = oneshot::channel::<()>();
@@ -68,6 +74,7 @@ pub async fn run(
             .add_service(reflection)
             .add_service(broker)
             .add_service(admin)
+            .add_service(groups)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = serve_stop_rx.await;
             }),
@@ -78,22 +85,17 @@ pub async fn run(
         _ = shutdown => None,
     };
     let result = match served {
-        Some(r) => r
-            .map_err(ServeError::from)
-            .and_then(|r| r.map_err(ServeError::from)),
+        Some(r) => r.map_err(ServeError::from).and_then(|r| r.map_err(ServeError::from)),
         None => {
             tracing::info!("stopping: no new connections, finishing in-flight requests");
-            health
-                .set_not_serving::<BrokerServer<BrokerService>>()
-                .await;
+            health.set_not_serving::<BrokerServer<BrokerService>>().await;
             health.set_not_serving::<AdminServer<AdminService>>().await;
+            health.set_not_serving::<GroupsServer<GroupsService>>().await;
             let _ = stop_tx.send(true);
             let _ = serve_stop_tx.send(());
             let grace = Duration::from_millis(config.server.shutdown_grace_ms);
             match tokio::time::timeout(grace, &mut server).await {
-                Ok(r) => r
-                    .map_err(ServeError::from)
-                    .and_then(|r| r.map_err(ServeError::from)),
+                Ok(r) => r.map_err(ServeError::from).and_then(|r| r.map_err(ServeError::from)),
                 Err(_) => {
                     tracing::warn!(
                         grace_ms = grace.as_millis() as u64,
@@ -106,6 +108,7 @@ pub async fn run(
         }
     };
     let _ = stop_tx.send(true);
+    let _ = reaper.await;
     if let Err(e) = cleaner.await {
         tracing::error!(error = %e, "cleaner task failed");
     }

@@ -7,7 +7,8 @@ use crate::error::Error;
 /// Maps a broker error to the canonical gRPC code, keeping the message.
 pub fn to_status(e: Error) -> Status {
     let code = match &e {
-        Error::TopicNotFound { .. } | Error::PartitionNotFound { .. } => Code::NotFound,
+        Error::TopicNotFound { .. } | Error::PartitionNotFound { .. } | Error::GroupNotFound { .. } => Code::NotFound,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::TopicExists { .. } => Code::AlreadyExists,
         Error::InvalidTopicName { .. }
         | Error::InvalidPartitions { .. }
@@ -16,9 +17,7 @@ pub fn to_status(e: Error) -> Status {
         | Error::RecordTooLarge { .. } => Code::InvalidArgument,
         Error::OffsetOutOfRange { .. } => Code::OutOfRange,
         Error::Unavailable(_) => Code::Unavailable,
-        Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
-            Code::ResourceExhausted
-        }
+        Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => Code::ResourceExhausted,
         Error::Storage { .. } => Code::Internal,
     };
     if code == Code::Internal || code == Code::ResourceExhausted {
