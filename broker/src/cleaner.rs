@@ -39,6 +39,7 @@ pub async fn run(manager: Arc<Manager>, config: CleanerConfig, mut shutdown: wat
             _ = stopped(&mut shutdown) => return,
         };
         let (m, s, c) = (manager.clone(), stop.clone(), compacted.clone());
+        metrics::counter!("strata_cleaner_passes_total", "kind" => format!("{job:?}").to_lowercase()).increment(1);
         let pass = tokio::task::spawn_blocking(move || match job {
             Job::Retention => retention_pass(&m),
             Job::Compaction => compaction_pass(&m, &s, config.io_bytes_per_sec, &c),
@@ -77,13 +78,16 @@ fn retention_pass(manager: &Manager) {
                 continue;
             }
             match log.delete_oldest_segments(n) {
-                Ok(removed) => tracing::info!(
-                    partition = log.name(),
-                    segments = removed.len(),
-                    bytes = removed.iter().map(|s| s.size()).sum::<u64>(),
-                    log_start = log.log_start(),
-                    "retention deleted old segments"
-                ),
+                Ok(removed) => {
+                    metrics::counter!("strata_retention_segments_deleted_total").increment(removed.len() as u64);
+                    tracing::info!(
+                        partition = log.name(),
+                        segments = removed.len(),
+                        bytes = removed.iter().map(|s| s.size()).sum::<u64>(),
+                        log_start = log.log_start(),
+                        "retention deleted old segments"
+                    )
+                }
                 Err(e) => tracing::error!(partition = log.name(), error = %e, "retention failed"),
             }
         }
@@ -107,6 +111,10 @@ fn compaction_pass(manager: &Manager, stop: &AtomicBool, bytes_per_sec: u64, pro
             match compact_partition(log, &settings, index, manager.now_ms(), &mut throttle) {
                 Ok(Some(stats)) => {
                     let secs = started.elapsed().as_secs_f64();
+                    metrics::counter!("strata_compaction_bytes_read_total").increment(stats.bytes_before);
+                    metrics::counter!("strata_compaction_bytes_written_total").increment(stats.bytes_after);
+                    metrics::counter!("strata_compaction_records_dropped_total")
+                        .increment(stats.records_dropped + stats.tombstones_dropped);
                     if stats.segments_rewritten > 0 {
                         tracing::info!(
                             partition = log.name(),

@@ -95,6 +95,20 @@ pub struct ServerConfig {
     pub fetch_max_wait_ms: u64,
     /// How long a stop waits for in-flight requests before closing anyway.
     pub shutdown_grace_ms: u64,
+    /// Most concurrent HTTP/2 streams (requests) per connection; more wait.
+    pub max_concurrent_streams: u32,
+    /// Most open client connections; more are closed at once.
+    pub max_connections: u32,
+    /// A request still unanswered after this long is cancelled (ms; streams
+    /// count until their first reply).
+    pub request_timeout_ms: u64,
+    /// Most records in one fetch reply (whole batches; at least one batch).
+    pub fetch_max_records: u32,
+    /// Replies a push subscription may have queued for a slow client; past
+    /// that the broker waits for the client (bounded memory per subscription).
+    pub subscribe_buffer: u32,
+    /// Prometheus metrics endpoint (`http://ADDR/metrics`); empty = off.
+    pub metrics_listen: String,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +119,12 @@ impl Default for ServerConfig {
             fetch_default_max_bytes: 4 << 20,
             fetch_max_wait_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            max_concurrent_streams: 256,
+            max_connections: 1024,
+            request_timeout_ms: 60_000,
+            fetch_max_records: 100_000,
+            subscribe_buffer: 4,
+            metrics_listen: "127.0.0.1:9400".into(),
         }
     }
 }
@@ -303,6 +323,19 @@ impl Config {
         range("server.fetch_default_max_bytes", self.server.fetch_default_max_bytes, 1, self.server.max_request_bytes)?;
         range("server.fetch_max_wait_ms", self.server.fetch_max_wait_ms, 0, 3_600_000)?;
         range("server.shutdown_grace_ms", self.server.shutdown_grace_ms, 0, 3_600_000)?;
+        range("server.max_concurrent_streams", u64::from(self.server.max_concurrent_streams), 1, 1 << 20)?;
+        range("server.max_connections", u64::from(self.server.max_connections), 1, 1 << 20)?;
+        range("server.request_timeout_ms", self.server.request_timeout_ms, 1, 86_400_000)?;
+        range("server.fetch_max_records", u64::from(self.server.fetch_max_records), 1, u64::from(u32::MAX))?;
+        range("server.subscribe_buffer", u64::from(self.server.subscribe_buffer), 1, 1024)?;
+        if !self.server.metrics_listen.is_empty() {
+            self.server.metrics_listen.parse::<SocketAddr>().map_err(|e| {
+                ConfigError(format!(
+                    "server.metrics_listen = {:?} is not an address (or \"\" for off): {e}",
+                    self.server.metrics_listen
+                ))
+            })?;
+        }
         range("storage.flush_interval_ms", self.storage.flush_interval_ms, 1, 3_600_000)?;
         range("storage.index_interval_bytes", self.storage.index_interval_bytes, 1, 1 << 30)?;
         range("storage.index_max_bytes", self.storage.index_max_bytes, 4096, 1 << 30)?;

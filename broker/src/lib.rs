@@ -7,6 +7,7 @@ pub mod coordinator;
 pub mod error;
 pub mod failpoint;
 pub mod log;
+pub mod metrics;
 pub mod partition;
 pub mod retention;
 pub mod server;

@@ -3,6 +3,7 @@
 mod bench;
 mod consume;
 mod group;
+mod health;
 mod produce;
 mod serve;
 mod topic;
@@ -54,6 +55,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Measure produce and consume throughput and latency against a broker.
     Bench(bench::BenchArgs),
+    /// Check that a broker is up and serving (exit 0) or not (exit 1).
+    Health(health::HealthArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -100,6 +103,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Health(args) => health::run(args).await,
         Command::Config { command: ConfigCommand::Check { file } } => {
             let config = strata::config::Config::load(Some(&file), std::env::vars())?;
             println!("{}: valid", file.display());

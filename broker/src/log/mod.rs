@@ -90,6 +90,8 @@ pub struct ReadResult {
     pub log_start: u64,
     /// Total bytes in `chunks`.
     pub bytes: usize,
+    /// Records in `chunks`.
+    pub records: usize,
 }
 
 struct Writer {
@@ -318,6 +320,12 @@ impl Log {
     /// Reads up to `max_bytes` of records from `offset` (at least one batch if
     /// any is available), from one segment.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        self.read_limited(offset, max_bytes, usize::MAX)
+    }
+
+    /// As [`Log::read`], also stopping before a batch that would take the
+    /// reply past `max_records` records (the first batch is always served).
+    pub fn read_limited(&self, offset: u64, max_bytes: usize, max_records: usize) -> Result<ReadResult, LogError> {
         let hw = self.high_watermark();
         let log_start = self.log_start();
         if offset < log_start || offset > hw {
@@ -355,9 +363,15 @@ impl Log {
                     break;
                 }
                 let mut body = data.slice(p + BATCH_HEADER_LEN..end);
+                let mut records = h.meta.record_count as usize;
                 if h.meta.base_offset < offset {
                     body = body.slice(batch::position_of_offset(&body, offset)..);
+                    records = RecordIter::new(&body).count();
                 }
+                if p > 0 && result.records + records > max_records {
+                    break;
+                }
+                result.records += records;
                 result.bytes += body.len();
                 if !body.is_empty() {
                     result.chunks.push(body);
@@ -430,7 +444,10 @@ impl Log {
         if target <= self.durable_offset() {
             return Ok(());
         }
+        let started = Instant::now();
         tokio::task::spawn_blocking(move || seg.sync()).await.map_err(|e| LogError::Io(io::Error::other(e)))??;
+        metrics::counter!("strata_fsync_total").increment(1);
+        metrics::histogram!("strata_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
         let mut w = self.writer.lock().expect("writer lock");
         w.unflushed_records = w.unflushed_records.saturating_sub(records);
         drop(w);

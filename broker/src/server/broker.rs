@@ -23,9 +23,6 @@ use crate::shutdown::stopped;
 
 /// Requests a ProduceStream may have in flight (appended, awaiting fsync).
 const MAX_IN_FLIGHT: usize = 64;
-/// Pushed messages buffered per subscription before the broker waits for the
-/// client (bounds memory per slow subscriber to this many replies).
-const SUBSCRIBE_BUFFER: usize = 4;
 
 /// The Broker service.
 #[derive(Clone)]
@@ -34,6 +31,9 @@ pub struct BrokerService {
     default_acks: AckLevel,
     fetch_default_max_bytes: u32,
     fetch_max_wait: Duration,
+    fetch_max_records: usize,
+    /// Replies queued per subscription before it waits for its client.
+    subscribe_buffer: usize,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -47,6 +47,8 @@ impl BrokerService {
             default_acks: config.storage.default_acks,
             fetch_default_max_bytes: config.server.fetch_default_max_bytes as u32,
             fetch_max_wait: Duration::from_millis(config.server.fetch_max_wait_ms),
+            fetch_max_records: config.server.fetch_max_records as usize,
+            subscribe_buffer: config.server.subscribe_buffer as usize,
             shutdown,
         }
     }
@@ -75,6 +77,14 @@ impl BrokerService {
         }
         let topic = self.manager.topic(&req.topic)?;
         let produced = topic.produce(req.partition, &req.records, self.manager.now_ms())?;
+        let bytes: usize = req
+            .records
+            .iter()
+            .map(|r| r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()))
+            .sum();
+        let labels = [("topic", req.topic.clone())];
+        metrics::counter!("strata_records_in_total", &labels).increment(req.records.len() as u64);
+        metrics::counter!("strata_bytes_in_total", &labels).increment(bytes as u64);
         Ok((acks, produced))
     }
 
@@ -108,7 +118,14 @@ impl BrokerService {
         offset: u64,
         max_bytes: usize,
     ) -> Result<(raw::PartitionRecords, u64)> {
-        let r = log.read(offset, max_bytes).map_err(|e| Error::from_log(topic, partition, e))?;
+        let r = log
+            .read_limited(offset, max_bytes, self.fetch_max_records)
+            .map_err(|e| Error::from_log(topic, partition, e))?;
+        if r.records > 0 {
+            let labels = [("topic", topic.to_string())];
+            metrics::counter!("strata_records_out_total", &labels).increment(r.records as u64);
+            metrics::counter!("strata_bytes_out_total", &labels).increment(r.bytes as u64);
+        }
         let records = raw::PartitionRecords {
             topic: topic.to_string(),
             partition,
@@ -117,6 +134,22 @@ impl BrokerService {
             records: r.chunks,
         };
         Ok((records, r.next_offset))
+    }
+}
+
+/// Counts open subscriptions in `strata_subscriptions_active`.
+struct ActiveSubscription;
+
+impl ActiveSubscription {
+    fn new() -> Self {
+        metrics::gauge!("strata_subscriptions_active").increment(1.0);
+        ActiveSubscription
+    }
+}
+
+impl Drop for ActiveSubscription {
+    fn drop(&mut self) {
+        metrics::gauge!("strata_subscriptions_active").decrement(1.0);
     }
 }
 
@@ -230,10 +263,11 @@ impl Broker for BrokerService {
         let max_bytes = if req.max_bytes == 0 { self.fetch_default_max_bytes } else { req.max_bytes } as usize;
         // Check the start offset now, so a bad one fails the call itself.
         self.read(&req.topic, req.partition, &log, offset, 1)?;
-        let (tx, rx) = mpsc::channel(SUBSCRIBE_BUFFER);
+        let (tx, rx) = mpsc::channel(self.subscribe_buffer);
         let svc = self.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let _active = ActiveSubscription::new();
             loop {
                 let mut hw = log.watch_high_watermark();
                 if log.is_closed() {

@@ -8,6 +8,7 @@
 mod admin;
 mod broker;
 mod groups;
+mod layers;
 mod records;
 pub mod status;
 
@@ -18,7 +19,6 @@ use std::time::Duration;
 use strata_proto::server::{admin_server::AdminServer, broker_server::BrokerServer, groups_server::GroupsServer};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 pub use admin::AdminService;
@@ -62,14 +62,28 @@ pub async fn run(
         Arc::new(tokio::task::spawn_blocking(move || Coordinator::open(m, c)).await??)
     };
     let reaper = tokio::spawn(coordinator.clone().run_reaper(stop_rx.clone()));
-    let groups = GroupsServer::new(GroupsService::new(coordinator));
+    let groups = GroupsServer::new(GroupsService::new(coordinator.clone()));
+
+    let metrics = if config.server.metrics_listen.is_empty() {
+        None
+    } else {
+        let addr = &config.server.metrics_listen;
+        let listener =
+            TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
+        crate::metrics::handle();
+        tracing::info!("metrics listening on {}", listener.local_addr()?);
+        Some(tokio::spawn(crate::metrics::serve(listener, manager.clone(), coordinator, stop_rx.clone())))
+    };
 
     let cleaner = tokio::spawn(crate::cleaner::run(manager.clone(), config.cleaner.clone(), stop_rx.clone()));
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = layers::incoming(listener, config.server.max_connections as usize);
     let (serve_stop_tx, serve_stop_rx) = oneshot::channel::<()>();
     let mut server = tokio::spawn(
         Server::builder()
+            .timeout(Duration::from_millis(config.server.request_timeout_ms))
+            .max_concurrent_streams(config.server.max_concurrent_streams)
+            .layer(layers::RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(broker)
@@ -91,6 +105,7 @@ pub async fn run(
             health.set_not_serving::<BrokerServer<BrokerService>>().await;
             health.set_not_serving::<AdminServer<AdminService>>().await;
             health.set_not_serving::<GroupsServer<GroupsService>>().await;
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             let _ = stop_tx.send(true);
             let _ = serve_stop_tx.send(());
             let grace = Duration::from_millis(config.server.shutdown_grace_ms);
@@ -109,6 +124,9 @@ pub async fn run(
     };
     let _ = stop_tx.send(true);
     let _ = reaper.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     if let Err(e) = cleaner.await {
         tracing::error!(error = %e, "cleaner task failed");
     }

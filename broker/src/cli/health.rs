@@ -1,0 +1,44 @@
+//! `strata health`: asks the standard gRPC health service; exit 0 only if SERVING.
+//! The container HEALTHCHECK runs this.
+
+use std::time::Duration;
+
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+
+use super::{CliError, Connect};
+
+#[derive(clap::Args)]
+pub struct HealthArgs {
+    /// Service to check ("" = the whole server).
+    #[arg(long, default_value = "")]
+    service: String,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 3000)]
+    timeout_ms: u64,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+pub async fn run(args: HealthArgs) -> Result<(), CliError> {
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(strata_client::endpoint_uri(&args.connect.addr))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", args.connect.addr))?;
+        let reply = HealthClient::new(channel)
+            .check(HealthCheckRequest { service: args.service.clone() })
+            .await
+            .map_err(|s| format!("health check failed: {:?}: {}", s.code(), s.message()))?;
+        Ok::<i32, CliError>(reply.into_inner().status)
+    };
+    let status = tokio::time::timeout(Duration::from_millis(args.timeout_ms), check)
+        .await
+        .map_err(|_| format!("no answer from {} within {} ms", args.connect.addr, args.timeout_ms))??;
+    let status = ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown);
+    if status == ServingStatus::Serving {
+        println!("SERVING");
+        Ok(())
+    } else {
+        Err(format!("{} is {}", args.connect.addr, status.as_str_name()).into())
+    }
+}

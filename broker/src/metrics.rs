@@ -1,0 +1,109 @@
+//! Prometheus metrics: the `metrics` facade everywhere, rendered by
+//! metrics-exporter-prometheus, served on `server.metrics_listen`.
+//!
+//! Families (all prefixed `strata_`):
+//! - `rpc_requests_total{method,code}`, `rpc_duration_seconds{method}`
+//! - `records_in_total{topic}`, `bytes_in_total{topic}`, `records_out_total{topic}`, `bytes_out_total{topic}`
+//! - `partition_size_bytes`, `partition_end_offset`, `partition_start_offset` `{topic,partition}`
+//! - `consumer_group_lag{group,topic,partition}`
+//! - `active_connections`, `connections_rejected_total`
+//! - `fsync_total`, `fsync_duration_seconds`
+//! - `retention_segments_deleted_total`, `compaction_bytes_read_total`,
+//!   `compaction_bytes_written_total`, `compaction_records_dropped_total`, `cleaner_passes_total{kind}`
+//! - `subscriptions_active`
+
+use std::sync::{Arc, OnceLock};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::coordinator::Coordinator;
+use crate::partition::Manager;
+use crate::shutdown::stopped;
+
+/// Installs the global recorder once and returns its handle.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                30.0,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &buckets)
+                .expect("non-empty buckets")
+                .install_recorder()
+                .expect("metrics recorder installed once")
+        })
+        .clone()
+}
+
+/// Sets the gauges that describe current state (sizes, offsets, lag).
+async fn refresh(manager: &Manager, coordinator: &Coordinator) {
+    for topic in manager.topics_snapshot() {
+        for (p, log) in topic.logs().iter().enumerate() {
+            let labels = [("topic", topic.name().to_string()), ("partition", p.to_string())];
+            metrics::gauge!("strata_partition_size_bytes", &labels).set(log.disk_usage().1 as f64);
+            metrics::gauge!("strata_partition_end_offset", &labels).set(log.high_watermark() as f64);
+            metrics::gauge!("strata_partition_start_offset", &labels).set(log.log_start() as f64);
+        }
+    }
+    for (group, _, _) in coordinator.list_groups().await {
+        let Ok(info) = coordinator.describe(&group).await else { continue };
+        for p in info.partitions {
+            let lag = p.log_end.saturating_sub(p.committed.unwrap_or(p.log_start));
+            let labels = [("group", group.clone()), ("topic", p.tp.0), ("partition", p.tp.1.to_string())];
+            metrics::gauge!("strata_consumer_group_lag", &labels).set(lag as f64);
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    manager: Arc<Manager>,
+    coordinator: Arc<Coordinator>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let handle = handle();
+    loop {
+        let (mut stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => return,
+        };
+        let (handle, manager, coordinator) = (handle.clone(), manager.clone(), coordinator.clone());
+        tokio::spawn(async move {
+            // One small HTTP/1.1 request per connection is all Prometheus sends.
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => n += k,
+                }
+            }
+            let (status, body) = if buf.starts_with(b"GET /metrics ") || buf.starts_with(b"GET /metrics?") {
+                refresh(&manager, &coordinator).await;
+                ("200 OK", handle.render())
+            } else {
+                ("404 Not Found", "try GET /metrics\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
