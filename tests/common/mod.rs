@@ -22,6 +22,8 @@ pub struct Broker {
     pub addr: String,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// "127.0.0.1:port" of the metrics endpoint.
+    pub metrics_addr: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -36,6 +38,7 @@ impl Broker {
             .arg(data_dir)
             .args(args)
             .env("STRATA_LOGGING__LEVEL", "info")
+            .env("STRATA_SERVER__METRICS_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -51,26 +54,44 @@ impl Broker {
             // Keep draining stderr for the whole life of the broker so it never blocks on a full pipe.
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(addr) = line.split("listening on ").nth(1) {
-                        let _ = tx.send(addr.trim().to_string());
+                    // The address ends where the log line (human or JSON) goes on.
+                    let addr_after = |marker: &str| {
+                        let rest = line.split(marker).nth(1)?;
+                        rest.split(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)))
+                            .next()
+                            .map(str::to_string)
+                    };
+                    if let Some(addr) = addr_after("metrics listening on ") {
+                        let _ = tx.send(("metrics", addr));
+                    } else if let Some(addr) = addr_after("listening on ") {
+                        let _ = tx.send(("grpc", addr));
                     }
                     log.lock().unwrap().push(line);
                 }
             });
         }
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("broker did not start listening; log:\n{}", log.lock().unwrap().join("\n"));
+        let (mut addr, mut metrics_addr) = (String::new(), String::new());
+        while addr.is_empty() {
+            match rx.recv_timeout(START_TIMEOUT) {
+                Ok(("metrics", a)) => metrics_addr = a,
+                Ok((_, a)) => addr = a,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("broker did not start listening; log:\n{}", log.lock().unwrap().join("\n"));
+                }
             }
-        };
-        Broker { child, addr, data_dir: data_dir.to_path_buf(), log }
+        }
+        Broker { child, addr, data_dir: data_dir.to_path_buf(), metrics_addr, log }
     }
 
     /// Starts a broker on `data_dir` with defaults.
     pub fn start(data_dir: &Path) -> Broker {
         Broker::start_with(data_dir, &[], &[])
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// A connected client.

@@ -85,8 +85,6 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!("listening on {addr}");
     strata::server::run(listener, manager, &config, stop_signal()).await?;
     tracing::info!("stopped cleanly");
     Ok(())

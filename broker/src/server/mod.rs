@@ -77,6 +77,8 @@ pub async fn run(
 
     let cleaner = tokio::spawn(crate::cleaner::run(manager.clone(), config.cleaner.clone(), stop_rx.clone()));
 
+    // Logged last: once this line is out, every service is ready.
+    tracing::info!("listening on {}", listener.local_addr()?);
     let incoming = layers::incoming(listener, config.server.max_connections as usize);
     let (serve_stop_tx, serve_stop_rx) = oneshot::channel::<()>();
     let mut server = tokio::spawn(
