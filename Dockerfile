@@ -32,7 +32,7 @@ VOLUME ["/var/lib/strata"]
 # gRPC, Prometheus metrics
 EXPOSE 7400 9400
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
-    CMD ["strata", "health", "--addr", "127.0.0.1:7400"]
+    CMD ["strata", "health", "--config", "/etc/strata/strata.toml"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["strata"]
 CMD ["serve", "--config", "/etc/strata/strata.toml"]

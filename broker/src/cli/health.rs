@@ -15,11 +15,23 @@ pub struct HealthArgs {
     /// Give up after this long.
     #[arg(long, default_value_t = 3000)]
     timeout_ms: u64,
+    /// Check the broker this config file describes (its server.listen, with
+    /// 0.0.0.0 read as 127.0.0.1) instead of --addr.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     #[command(flatten)]
     connect: Connect,
 }
 
-pub async fn run(args: HealthArgs) -> Result<(), CliError> {
+pub async fn run(mut args: HealthArgs) -> Result<(), CliError> {
+    if let Some(file) = &args.config {
+        let config = strata::config::Config::load(Some(file), std::env::vars())?;
+        let mut addr: std::net::SocketAddr = config.server.listen.parse()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        args.connect.addr = addr.to_string();
+    }
     let check = async {
         let channel = tonic::transport::Endpoint::from_shared(strata_client::endpoint_uri(&args.connect.addr))?
             .connect()
