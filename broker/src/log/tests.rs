@@ -104,6 +104,13 @@ fn crash_copy(dir: &Path) -> tempfile::TempDir {
     copy
 }
 
+/// Where the written data ends in a (possibly preallocated) log file: after
+/// the last non-zero byte (every batch ends with record bytes).
+fn data_end(path: &Path) -> usize {
+    let data = fs::read(path).unwrap();
+    data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
 fn last_log_file(dir: &Path) -> PathBuf {
     let mut logs: Vec<_> = fs::read_dir(dir)
         .unwrap()
@@ -123,7 +130,8 @@ fn torn_tail_is_cut_to_last_good_batch() {
     }
     let copy = crash_copy(dir.path());
     let path = last_log_file(copy.path());
-    let len = fs::metadata(&path).unwrap().len();
+    assert!(fs::metadata(&path).unwrap().len() >= format::PREALLOCATE_BYTES, "active segment is preallocated");
+    let len = data_end(&path) as u64;
     fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 7).unwrap();
     let (log2, report) = open(copy.path(), 1 << 20);
     let (cut, why) = report.tail.truncated.expect("the torn batch is cut");
@@ -144,7 +152,7 @@ fn bit_flip_in_tail_is_cut_and_nothing_corrupt_is_served() {
     let copy = crash_copy(dir.path());
     let path = last_log_file(copy.path());
     let mut data = fs::read(&path).unwrap();
-    let n = data.len();
+    let n = data_end(&path);
     data[n - 3] ^= 0x10; // inside the last batch's records
     fs::write(&path, &data).unwrap();
     let (log2, report) = open(copy.path(), 1 << 20);
@@ -245,4 +253,25 @@ async fn flush_after_n_records_without_anyone_waiting() {
     tokio::time::timeout(Duration::from_secs(30), durable.wait_for(|d| *d >= 5)).await.unwrap().unwrap();
     log.close().unwrap();
     flusher.await.unwrap();
+}
+
+#[test]
+fn preallocated_tail_is_trimmed_without_reporting_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 1 << 30);
+    for b in 0..5 {
+        log.append(&records(3, b), 1).unwrap();
+    }
+    let path = last_log_file(dir.path());
+    let logical = log.disk_usage().1;
+    assert!(fs::metadata(&path).unwrap().len() >= format::PREALLOCATE_BYTES);
+    // A crash: the zeros of the reserved space are still there.
+    let copy = crash_copy(dir.path());
+    let (crashed, report) = open(copy.path(), 1 << 30);
+    assert_eq!(report.tail.truncated, None, "zeros are not damage");
+    assert_eq!(crashed.high_watermark(), 15);
+    assert_eq!(fs::metadata(last_log_file(copy.path())).unwrap().len(), logical);
+    // A clean close cuts the reserved space too.
+    log.close().unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), logical);
 }
