@@ -29,6 +29,10 @@ use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::partition::Manager;
 
+const H2_STREAM_WINDOW: u32 = 8 << 20;
+const H2_CONNECTION_WINDOW: u32 = 16 << 20;
+const H2_MAX_FRAME: u32 = 1 << 20;
+
 /// An error that stopped the server.
 pub type ServeError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -83,6 +87,13 @@ pub async fn run(
     let (serve_stop_tx, serve_stop_rx) = oneshot::channel::<()>();
     let mut server = tokio::spawn(
         Server::builder()
+            // Large HTTP/2 windows and frames: a pipelined producer sending
+            // 1 MB requests otherwise stalls on flow control (measured +20%
+            // produce throughput). The connection window caps what one client
+            // can have buffered in the broker at 16 MiB.
+            .initial_stream_window_size(Some(H2_STREAM_WINDOW))
+            .initial_connection_window_size(Some(H2_CONNECTION_WINDOW))
+            .max_frame_size(Some(H2_MAX_FRAME))
             .timeout(Duration::from_millis(config.server.request_timeout_ms))
             .max_concurrent_streams(config.server.max_concurrent_streams)
             .layer(layers::RpcMetricsLayer)
