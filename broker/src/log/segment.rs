@@ -263,8 +263,36 @@ impl Segment {
 
     /// Reads `len` bytes at `pos` (within `size()`).
     pub fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        let mut buf = BytesMut::zeroed(len);
-        self.file.read_exact_at(&mut buf, pos)?;
+        use std::os::fd::AsRawFd;
+        // pread straight into uninitialised capacity: a fetch is one kernel
+        // copy, without zeroing the buffer first.
+        let mut buf = BytesMut::with_capacity(len);
+        while buf.len() < len {
+            let (filled, want) = (buf.len(), len - buf.len());
+            let spare = &mut buf.spare_capacity_mut()[..want];
+            // SAFETY: the kernel writes at most `spare.len()` bytes into the
+            // spare capacity, and only the `n` bytes it reports written are
+            // then marked initialised with `set_len`.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    (pos + filled as u64) as libc::off_t,
+                )
+            };
+            match n {
+                // SAFETY: see above; n <= want bytes were written after `filled`.
+                n if n > 0 => unsafe { buf.set_len(filled + n as usize) },
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
         Ok(buf.freeze())
     }
 
