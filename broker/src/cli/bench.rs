@@ -37,7 +37,9 @@ pub struct BenchArgs {
     /// Concurrent producers (each on its own connection).
     #[arg(long, default_value_t = 1)]
     producers: usize,
-    /// Partitions of the topic; producer i writes partition i % partitions.
+    /// Partitions of the topic; producer i writes partition i % partitions
+    /// (with more partitions than producers, the broker spreads each
+    /// producer's requests round-robin over all of them).
     #[arg(long, default_value_t = 1)]
     partitions: u32,
     /// Durability each produce waits for.
@@ -122,7 +124,7 @@ impl Drop for Progress {
 async fn produce_one(
     addr: Connect,
     topic: String,
-    partition: u32,
+    partition: Option<u32>,
     batches: usize,
     args: Arc<BenchArgs>,
     payload: Bytes,
@@ -150,13 +152,8 @@ async fn produce_one(
                         strata_client::record(key, payload.clone())
                     })
                     .collect();
-                let req = ProduceRequest {
-                    topic: topic.clone(),
-                    partition: Some(partition),
-                    records,
-                    acks: acks as i32,
-                    request_id: id,
-                };
+                let req =
+                    ProduceRequest { topic: topic.clone(), partition, records, acks: acks as i32, request_id: id };
                 sent_at.lock().expect("sent_at").insert(id, Instant::now());
                 if tx.send(req).await.is_err() {
                     return;
@@ -191,7 +188,9 @@ async fn produce_phase(args: &Arc<BenchArgs>, topic: &str) -> Result<Phase, CliE
     let mut tasks = Vec::new();
     for i in 0..args.producers {
         let batches = args.batches / args.producers + usize::from(i < args.batches % args.producers);
-        let partition = i as u32 % args.partitions;
+        // More partitions than producers: let the broker spread requests
+        // round-robin over all of them.
+        let partition = (args.partitions as usize <= args.producers).then_some(i as u32 % args.partitions);
         tasks.push(tokio::spawn(produce_one(
             args.connect.clone(),
             topic.to_string(),
@@ -224,7 +223,7 @@ async fn consume_phase(client: &mut Client, args: &BenchArgs, topic: &str, expec
             partitions: positions.clone(),
             max_wait_ms: 1000,
             min_bytes: 1,
-            max_bytes: args.fetch_bytes * args.partitions,
+            max_bytes: args.fetch_bytes.saturating_mul(args.partitions).min(16 << 20),
         };
         let t = Instant::now();
         let reply = client.broker.fetch(req).await.map_err(status_error)?.into_inner();

@@ -79,8 +79,11 @@ pub const INDEX_ENTRY_LEN: usize = 8;
 /// Time index entry: max timestamp so far (i64) then relative offset (u32).
 pub const TIME_INDEX_ENTRY_LEN: usize = 12;
 
-/// The active segment's file grows by fallocate in steps of this many bytes.
+/// The active segment's file grows by fallocate in steps that double from
+/// `PREALLOCATE_MIN_BYTES` up to this many bytes.
 pub const PREALLOCATE_BYTES: u64 = 32 << 20;
+/// The first fallocate step of a segment.
+pub const PREALLOCATE_MIN_BYTES: u64 = 1 << 20;
 
 /// Largest segment a u32 file position can address.
 pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;

@@ -233,7 +233,7 @@ impl Segment {
     }
 
     /// Makes sure the file has blocks reserved up to `end`, fallocating
-    /// `PREALLOCATE_BYTES` at a time: writing into reserved blocks is several
+    /// ahead in growing steps: writing into reserved blocks is several
     /// times faster than growing a file with every write. The reserved tail
     /// is zeros, cut off when the segment is sealed or recovered.
     fn reserve(&self, end: u64) -> io::Result<()> {
@@ -241,7 +241,11 @@ impl Segment {
         if end <= allocated {
             return Ok(());
         }
-        let len = (end - allocated).max(PREALLOCATE_BYTES);
+        // Reserve as much again as is already written, between 1 MiB and
+        // PREALLOCATE_BYTES: busy partitions take few fallocate calls, and
+        // thousands of small partitions do not reserve 32 MiB each.
+        let step = allocated.clamp(PREALLOCATE_MIN_BYTES, PREALLOCATE_BYTES);
+        let len = (end - allocated).max(step);
         // SAFETY: a plain syscall on a file descriptor this segment owns.
         let rc = unsafe {
             use std::os::fd::AsRawFd;

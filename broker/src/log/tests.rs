@@ -130,7 +130,7 @@ fn torn_tail_is_cut_to_last_good_batch() {
     }
     let copy = crash_copy(dir.path());
     let path = last_log_file(copy.path());
-    assert!(fs::metadata(&path).unwrap().len() >= format::PREALLOCATE_BYTES, "active segment is preallocated");
+    assert!(fs::metadata(&path).unwrap().len() >= format::PREALLOCATE_MIN_BYTES, "active segment is preallocated");
     let len = data_end(&path) as u64;
     fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 7).unwrap();
     let (log2, report) = open(copy.path(), 1 << 20);
@@ -264,7 +264,7 @@ fn preallocated_tail_is_trimmed_without_reporting_damage() {
     }
     let path = last_log_file(dir.path());
     let logical = log.disk_usage().1;
-    assert!(fs::metadata(&path).unwrap().len() >= format::PREALLOCATE_BYTES);
+    assert!(fs::metadata(&path).unwrap().len() >= format::PREALLOCATE_MIN_BYTES);
     // A crash: the zeros of the reserved space are still there.
     let copy = crash_copy(dir.path());
     let (crashed, report) = open(copy.path(), 1 << 30);
