@@ -10,9 +10,10 @@ use tonic::{Code, Status};
 
 use crate::proto::*;
 use crate::Client;
+use strata_proto::{tp_list, tp_set};
 
 /// A topic partition.
-pub type Tp = (String, u32);
+pub use strata_proto::Tp;
 
 /// A record with where it came from.
 #[derive(Debug, Clone)]
@@ -52,21 +53,6 @@ pub struct GroupConsumer {
     owned: BTreeSet<Tp>,
     positions: BTreeMap<Tp, u64>,
     on_revoke: Option<RevokeCallback>,
-}
-
-fn to_set(tps: Vec<TopicPartitions>) -> BTreeSet<Tp> {
-    tps.into_iter().flat_map(|t| t.partitions.into_iter().map(move |p| (t.topic.clone(), p))).collect()
-}
-
-fn to_proto<'a>(tps: impl IntoIterator<Item = &'a Tp>) -> Vec<TopicPartitions> {
-    let mut out: Vec<TopicPartitions> = Vec::new();
-    for (t, p) in tps {
-        match out.last_mut() {
-            Some(last) if &last.topic == t => last.partitions.push(*p),
-            _ => out.push(TopicPartitions { topic: t.clone(), partitions: vec![*p] }),
-        }
-    }
-    out
 }
 
 impl GroupConsumer {
@@ -124,7 +110,7 @@ impl GroupConsumer {
             topics: if joining && self.options.topic_pattern.is_none() { self.topics.clone() } else { vec![] },
             topic_pattern: if joining { self.options.topic_pattern.clone().unwrap_or_default() } else { String::new() },
             session_timeout_ms: if joining { self.options.session_timeout_ms } else { 0 },
-            owned: to_proto(&self.owned),
+            owned: tp_list(&self.owned),
         }
     }
 
@@ -148,7 +134,7 @@ impl GroupConsumer {
         self.epoch = reply.member_epoch;
         self.interval = Duration::from_millis(u64::from(reply.heartbeat_interval_ms.max(1)));
         self.next_heartbeat = Instant::now() + self.interval;
-        let target = to_set(reply.assignment);
+        let target = tp_set(reply.assignment);
         let revoked: Vec<Tp> = self.owned.difference(&target).cloned().collect();
         if !revoked.is_empty() {
             if let Some(cb) = self.on_revoke.as_mut() {
@@ -172,7 +158,7 @@ impl GroupConsumer {
     }
 
     async fn start_positions(&mut self, tps: &[Tp]) -> Result<(), Status> {
-        let req = FetchOffsetsRequest { group_id: self.group.clone(), partitions: to_proto(tps) };
+        let req = FetchOffsetsRequest { group_id: self.group.clone(), partitions: tp_list(tps) };
         let committed = self.client.groups.fetch_offsets(req).await?.into_inner().offsets;
         let committed: BTreeMap<Tp, u64> = committed.into_iter().map(|c| ((c.topic, c.partition), c.offset)).collect();
         for tp in tps {

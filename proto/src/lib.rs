@@ -9,6 +9,28 @@
 
 pub mod raw;
 
+use std::collections::BTreeSet;
+
+/// A topic partition as (topic, partition).
+pub type Tp = (String, u32);
+
+/// Flattens `TopicPartitions` lists into a set of (topic, partition).
+pub fn tp_set(tps: Vec<v1::TopicPartitions>) -> BTreeSet<Tp> {
+    tps.into_iter().flat_map(|t| t.partitions.into_iter().map(move |p| (t.topic.clone(), p))).collect()
+}
+
+/// Groups (topic, partition) pairs, sorted by topic, into `TopicPartitions`.
+pub fn tp_list<'a>(tps: impl IntoIterator<Item = &'a Tp>) -> Vec<v1::TopicPartitions> {
+    let mut out: Vec<v1::TopicPartitions> = Vec::new();
+    for (topic, p) in tps {
+        match out.last_mut() {
+            Some(last) if &last.topic == topic => last.partitions.push(*p),
+            _ => out.push(v1::TopicPartitions { topic: topic.clone(), partitions: vec![*p] }),
+        }
+    }
+    out
+}
+
 /// Messages and clients of `strata.v1`.
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

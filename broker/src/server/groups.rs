@@ -1,10 +1,10 @@
 //! `strata.v1.Groups`: consumer groups over the coordinator.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use strata_proto::server::groups_server::Groups;
 use strata_proto::v1::*;
+use strata_proto::{tp_list, tp_set};
 use tonic::{Request, Response, Status};
 
 use crate::coordinator::assignor::Tp;
@@ -23,21 +23,6 @@ impl GroupsService {
     pub fn new(coordinator: Arc<Coordinator>) -> Self {
         GroupsService { coordinator }
     }
-}
-
-fn to_set(tps: Vec<TopicPartitions>) -> BTreeSet<Tp> {
-    tps.into_iter().flat_map(|t| t.partitions.into_iter().map(move |p| (t.topic.clone(), p))).collect()
-}
-
-fn from_set<'a>(tps: impl IntoIterator<Item = &'a Tp>) -> Vec<TopicPartitions> {
-    let mut out: Vec<TopicPartitions> = Vec::new();
-    for (topic, p) in tps {
-        match out.last_mut() {
-            Some(last) if &last.topic == topic => last.partitions.push(*p),
-            _ => out.push(TopicPartitions { topic: topic.clone(), partitions: vec![*p] }),
-        }
-    }
-    out
 }
 
 fn committed(offsets: Vec<(Tp, Committed)>) -> Vec<CommittedOffset> {
@@ -65,14 +50,14 @@ impl Groups for GroupsService {
             instance_id: r.instance_id.filter(|i| !i.is_empty()),
             subscription,
             session_timeout_ms: u64::from(r.session_timeout_ms),
-            owned: to_set(r.owned),
+            owned: tp_set(r.owned),
         };
         let reply = self.coordinator.heartbeat(&r.group_id, hb).await?;
         Ok(Response::new(HeartbeatResponse {
             member_id: reply.member_id,
             member_epoch: reply.member_epoch,
             heartbeat_interval_ms: self.coordinator.heartbeat_interval_ms() as u32,
-            assignment: from_set(&reply.assignment),
+            assignment: tp_list(&reply.assignment),
         }))
     }
 
@@ -92,7 +77,7 @@ impl Groups for GroupsService {
 
     async fn fetch_offsets(&self, req: Request<FetchOffsetsRequest>) -> Result<Response<FetchOffsetsResponse>, Status> {
         let r = req.into_inner();
-        let offsets = self.coordinator.fetch_offsets(&r.group_id, &to_set(r.partitions));
+        let offsets = self.coordinator.fetch_offsets(&r.group_id, &tp_set(r.partitions));
         Ok(Response::new(FetchOffsetsResponse { offsets: committed(offsets) }))
     }
 
@@ -127,8 +112,8 @@ impl Groups for GroupsService {
                     member_epoch: m.epoch,
                     topics,
                     topic_pattern,
-                    assignment: from_set(&m.assigned),
-                    pending: from_set(pending),
+                    assignment: tp_list(&m.assigned),
+                    pending: tp_list(pending),
                 }
             })
             .collect();
@@ -168,7 +153,7 @@ impl Groups for GroupsService {
                 .into())
             }
         };
-        let offsets = self.coordinator.reset_offsets(&r.group_id, to_set(r.partitions), to, r.dry_run).await?;
+        let offsets = self.coordinator.reset_offsets(&r.group_id, tp_set(r.partitions), to, r.dry_run).await?;
         Ok(Response::new(ResetOffsetsResponse { offsets: committed(offsets) }))
     }
 
