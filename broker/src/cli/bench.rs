@@ -57,6 +57,11 @@ pub struct BenchArgs {
     /// Only produce.
     #[arg(long)]
     skip_consume: bool,
+    /// Instead: measure end-to-end latency (produce sent -> subscriber
+    /// received) with one producer pacing this many batches per second to
+    /// partition 0 and one Subscribe stream.
+    #[arg(long, value_name = "BATCHES_PER_SEC")]
+    e2e_rate: Option<u32>,
     #[command(flatten)]
     connect: Connect,
 }
@@ -240,6 +245,61 @@ async fn consume_phase(client: &mut Client, args: &BenchArgs, topic: &str, expec
     Ok(Phase { records, bytes, elapsed: start.elapsed(), latency_us: latency })
 }
 
+fn micros_since_epoch() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64
+}
+
+/// End-to-end latency: the first record of each batch carries its send time
+/// (a header, so one small allocation per batch); the subscriber measures
+/// when it arrives. Latency is per batch, send → pushed to the subscriber.
+async fn e2e_phase(mut client: Client, args: &BenchArgs, topic: &str, rate: u32) -> Result<Phase, CliError> {
+    let payload: Bytes = vec![b'e'; args.record_size].into();
+    let req = SubscribeRequest { topic: topic.to_string(), partition: 0, offset: None, max_bytes: 0 };
+    let mut stream = client.broker.subscribe(req).await.map_err(status_error)?.into_inner();
+    let total = (args.batches * args.batch_records) as u64;
+    let done = Arc::new(AtomicU64::new(0));
+    let _progress = Progress::start("e2e", done.clone(), total, args.record_size);
+    let mut producer = connect(&args.connect).await?;
+    let (batches, batch_records, acks) = (args.batches, args.batch_records, Acks::from(args.acks));
+    let topic_name = topic.to_string();
+    let send = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+        for _ in 0..batches {
+            tick.tick().await;
+            let mut records: Vec<Record> =
+                (0..batch_records).map(|_| strata_client::record(None, payload.clone())).collect();
+            records[0].headers.push(Header {
+                key: "sent-us".into(),
+                value: Bytes::copy_from_slice(&micros_since_epoch().to_le_bytes()),
+            });
+            producer.produce(&topic_name, Some(0), records, acks).await.map_err(status_error)?;
+        }
+        Ok::<(), CliError>(())
+    });
+    let mut latency = histogram();
+    let start = Instant::now();
+    let mut received = 0u64;
+    while received < total {
+        let msg = stream.next().await.ok_or("subscription ended early")?.map_err(status_error)?;
+        let now = micros_since_epoch();
+        for r in msg.records.map(|p| p.records).unwrap_or_default() {
+            if let Some(h) = r.headers.iter().find(|h| h.key == "sent-us") {
+                let sent = u64::from_le_bytes(h.value[..8].try_into().map_err(|_| "bad sent-us header")?);
+                latency.record(now.saturating_sub(sent).max(1))?;
+            }
+            received += 1;
+        }
+        done.store(received, Ordering::Relaxed);
+    }
+    send.await??;
+    Ok(Phase {
+        records: received,
+        bytes: received * args.record_size as u64,
+        elapsed: start.elapsed(),
+        latency_us: latency,
+    })
+}
+
 pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     if args.producers == 0
         || args.partitions == 0
@@ -275,6 +335,14 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         "workload: {} producer(s), {} partition(s), {} B records, {} records/batch, {} batches, acks={:?}, {} in flight, broker {}",
         args.producers, args.partitions, args.record_size, args.batch_records, args.batches, args.acks, args.in_flight, args.connect.addr
     );
+    if let Some(rate) = args.e2e_rate {
+        let phase = e2e_phase(client.clone(), &args, &topic, rate).await?;
+        phase.report("e2e");
+        if temporary {
+            client.admin.delete_topic(DeleteTopicRequest { name: topic }).await.map_err(status_error)?;
+        }
+        return Ok(());
+    }
     let produced = produce_phase(&args, &topic).await?;
     produced.report("produce");
     if !args.skip_consume {
