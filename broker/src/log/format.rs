@@ -128,5 +128,7 @@ mod tests {
         assert_eq!(CRC_AT + 4, CRC_COVERS_FROM);
         assert_eq!(BASE_SEQUENCE_AT + 4, BATCH_HEADER_LEN);
         assert_eq!(RECORD_KEY_BYTE, 0x7a);
+        // Splicing stored records into fetch replies relies on this.
+        assert_eq!(RECORD_FIELD, strata_proto::PARTITION_RECORDS_RECORDS_FIELD);
     }
 }

@@ -194,11 +194,6 @@ impl Segment {
         self.max_timestamp.load(Ordering::Acquire)
     }
 
-    /// Path of the `.log` file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn rel(&self, offset: u64) -> u32 {
         // Segments roll before a relative offset could overflow (see Log::append).
         (offset - self.base_offset) as u32
