@@ -245,5 +245,6 @@ async fn a_stalled_subscriber_does_not_grow_broker_memory() {
     let grown = rss_bytes(broker.pid()).saturating_sub(base);
     // Bounded by the subscription buffer (2 x 1 MiB) plus HTTP/2 windows and
     // allocator slack; an unbounded queue would hold ~200 MB here.
+    eprintln!("broker RSS grew by {} KiB", grown >> 10);
     assert!(grown < 64 << 20, "broker RSS grew by {} MiB", grown >> 20);
 }
