@@ -318,7 +318,8 @@ impl Log {
     }
 
     /// Reads up to `max_bytes` of records from `offset` (at least one batch if
-    /// any is available), from one segment.
+    /// any is available), from one segment. `max_bytes` 0 reads nothing but
+    /// still checks the offset.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult, LogError> {
         self.read_limited(offset, max_bytes, usize::MAX)
     }
@@ -332,7 +333,8 @@ impl Log {
             return Err(LogError::OffsetOutOfRange { offset, log_start, high_watermark: hw });
         }
         let mut result = ReadResult { next_offset: offset, high_watermark: hw, log_start, ..Default::default() };
-        if offset == hw {
+        // max_bytes 0: only validate the offset and report the bounds.
+        if offset == hw || max_bytes == 0 {
             return Ok(result);
         }
         let segments: Vec<Arc<Segment>> = {

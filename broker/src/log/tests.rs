@@ -79,6 +79,11 @@ fn out_of_range_reads_name_the_range() {
     let r = log.read(5, 100).unwrap();
     assert!(r.chunks.is_empty());
     assert_eq!(r.next_offset, 5);
+    // max_bytes 0 validates without reading.
+    let r = log.read(0, 0).unwrap();
+    assert!(r.chunks.is_empty());
+    assert_eq!((r.log_start, r.high_watermark), (0, 5));
+    assert!(matches!(log.read(9, 0), Err(LogError::OffsetOutOfRange { .. })));
 }
 
 #[test]

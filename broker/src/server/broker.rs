@@ -233,11 +233,8 @@ impl Broker for BrokerService {
             for (p, log) in req.partitions.iter().zip(&logs) {
                 let part_max = if p.max_bytes == 0 { total_max } else { p.max_bytes as usize };
                 let max = part_max.min(budget);
-                let (mut part, _) = self.read(&p.topic, p.partition, log, p.offset, max)?;
-                if max == 0 {
-                    // Over budget: offsets only (the read still validated the offset).
-                    part.records.clear();
-                }
+                // Over budget (max 0): the offset is still validated, nothing is read.
+                let (part, _) = self.read(&p.topic, p.partition, log, p.offset, max)?;
                 budget = budget.saturating_sub(part.records_len());
                 reply.partitions.push(part);
             }
@@ -262,7 +259,7 @@ impl Broker for BrokerService {
         let mut offset = req.offset.unwrap_or_else(|| log.high_watermark());
         let max_bytes = if req.max_bytes == 0 { self.fetch_default_max_bytes } else { req.max_bytes } as usize;
         // Check the start offset now, so a bad one fails the call itself.
-        self.read(&req.topic, req.partition, &log, offset, 1)?;
+        self.read(&req.topic, req.partition, &log, offset, 0)?;
         let (tx, rx) = mpsc::channel(self.subscribe_buffer);
         let svc = self.clone();
         let mut shutdown = self.shutdown.clone();
