@@ -126,8 +126,8 @@ fn last_log_file(dir: &Path) -> PathBuf {
     logs.pop().unwrap()
 }
 
-#[test]
-fn torn_tail_is_cut_to_last_good_batch() {
+/// 20 batches of 4 records, then what a kill -9 leaves: (copy, last segment).
+fn crashed_log_of_80_records() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), 1 << 20);
     for b in 0..20 {
@@ -135,6 +135,12 @@ fn torn_tail_is_cut_to_last_good_batch() {
     }
     let copy = crash_copy(dir.path());
     let path = last_log_file(copy.path());
+    (copy, path)
+}
+
+#[test]
+fn torn_tail_is_cut_to_last_good_batch() {
+    let (copy, path) = crashed_log_of_80_records();
     assert!(fs::metadata(&path).unwrap().len() >= format::PREALLOCATE_MIN_BYTES, "active segment is preallocated");
     let len = data_end(&path) as u64;
     fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 7).unwrap();
@@ -149,13 +155,7 @@ fn torn_tail_is_cut_to_last_good_batch() {
 
 #[test]
 fn bit_flip_in_tail_is_cut_and_nothing_corrupt_is_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _) = open(dir.path(), 1 << 20);
-    for b in 0..20 {
-        log.append(&records(4, b), 1).unwrap();
-    }
-    let copy = crash_copy(dir.path());
-    let path = last_log_file(copy.path());
+    let (copy, path) = crashed_log_of_80_records();
     let mut data = fs::read(&path).unwrap();
     let n = data_end(&path);
     data[n - 3] ^= 0x10; // inside the last batch's records
