@@ -390,8 +390,14 @@ mod tests {
         use crate::log::{LogConfig, ReadResult};
         let dir = tempfile::tempdir().unwrap();
         let index = IndexConfig { interval_bytes: 128, max_bytes: 4096 };
-        let cfg =
-            LogConfig { segment_bytes: 600, segment_ms: u64::MAX, index, log_append_time: false, flush_records: 0 };
+        let cfg = LogConfig {
+            segment_bytes: 600,
+            segment_ms: u64::MAX,
+            index,
+            log_append_time: false,
+            flush_records: 0,
+            direct_io: true,
+        };
         let (log, _) = Log::open(dir.path(), "t/0".into(), cfg).unwrap();
         let mut expected = std::collections::BTreeMap::new();
         // 10 keys x 20 versions, timestamps 1000..; key 3 ends with an old tombstone, key 4 with a young one.

@@ -157,6 +157,9 @@ pub struct StorageConfig {
     pub index_interval_bytes: u64,
     /// Preallocated size of an active segment's offset index.
     pub index_max_bytes: u64,
+    /// Read and write segment data with direct I/O (O_DIRECT), bypassing the
+    /// page cache, where the filesystem supports it.
+    pub direct_io: bool,
 }
 
 impl Default for StorageConfig {
@@ -168,6 +171,7 @@ impl Default for StorageConfig {
             flush_records: 0,
             index_interval_bytes: 4096,
             index_max_bytes: 10 << 20,
+            direct_io: true,
         }
     }
 }

@@ -46,7 +46,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "durable")]
     acks: AcksArg,
     /// Produce requests in flight per producer.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 2)]
     in_flight: usize,
     /// Bytes per fetch.
     #[arg(long, default_value_t = 4 << 20)]

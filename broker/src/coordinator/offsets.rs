@@ -113,6 +113,7 @@ mod tests {
             index: IndexConfig { interval_bytes: 4096, max_bytes: 4096 },
             log_append_time: false,
             flush_records: 0,
+            direct_io: true,
         };
         let (log, _) = Log::open(dir.path(), "o/0".into(), cfg).unwrap();
         let k1: OffsetKey = ("g".into(), "t".into(), 0);

@@ -85,6 +85,10 @@ pub const PREALLOCATE_BYTES: u64 = 32 << 20;
 /// The first fallocate step of a segment.
 pub const PREALLOCATE_MIN_BYTES: u64 = 1 << 20;
 
+/// Alignment of direct I/O: file positions, lengths and buffer addresses are
+/// multiples of it. 4 KiB covers every common device and filesystem block size.
+pub const DIRECT_IO_ALIGN: usize = 4096;
+
 /// Largest segment a u32 file position can address.
 pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
 

@@ -10,8 +10,10 @@
 //!   offset, so one fsync serves them all (group commit).
 
 pub mod batch;
+pub mod direct;
 pub mod format;
 pub mod index;
+mod readahead;
 pub mod segment;
 
 use std::collections::BTreeMap;
@@ -26,6 +28,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{watch, Notify};
 
 use batch::{encode_batch, BatchHeader, RecordIter, RecordSource, Stamp};
+use direct::DirectWriter;
 use format::{parse_segment_file_name, BATCH_HEADER_LEN, MAX_SEGMENT_BYTES};
 pub use segment::{IndexConfig, Segment, TailRecovery};
 
@@ -42,6 +45,8 @@ pub struct LogConfig {
     pub log_append_time: bool,
     /// Ask for an fsync after this many unflushed records (0 = never by count).
     pub flush_records: u64,
+    /// Write segment data with direct I/O where the filesystem allows it.
+    pub direct_io: bool,
 }
 
 /// Errors from a log that a caller can act on.
@@ -96,6 +101,8 @@ pub struct ReadResult {
 
 struct Writer {
     active: Arc<Segment>,
+    /// Direct-I/O writer of the active segment (None: buffered writes).
+    direct: Option<DirectWriter>,
     next_offset: u64,
     buf: BytesMut,
     unflushed_records: u64,
@@ -115,6 +122,10 @@ pub struct Log {
     log_start: AtomicU64,
     flush_wanted: Notify,
     closed: AtomicBool,
+    /// Segment data goes through direct I/O (fixed when the log opens).
+    direct_io: bool,
+    /// Read-ahead for a consumer reading this log in order (direct I/O only).
+    readahead: Arc<readahead::ReadAhead>,
 }
 
 /// What opening a log found.
@@ -147,10 +158,11 @@ impl Log {
         let mut segments = BTreeMap::new();
         let last = *bases.last().expect("at least one segment");
         for &base in &bases[..bases.len() - 1] {
-            segments.insert(base, Arc::new(Segment::open(dir, base, false, config.index)?));
+            segments.insert(base, Arc::new(Segment::open(dir, base, false, config.index, config.direct_io)?));
         }
-        let active = Arc::new(Segment::open(dir, last, true, config.index)?);
+        let active = Arc::new(Segment::open(dir, last, true, config.index, config.direct_io)?);
         let (next_offset, tail) = active.recover_tail(config.index)?;
+        let direct = active.direct_writer()?;
         segments.insert(last, active.clone());
         sync_dir(dir)?;
         let log_start = *segments.keys().next().expect("at least one segment");
@@ -161,6 +173,7 @@ impl Log {
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
                 active,
+                direct,
                 next_offset,
                 buf: BytesMut::new(),
                 unflushed_records: 0,
@@ -174,6 +187,8 @@ impl Log {
             log_start: AtomicU64::new(log_start),
             flush_wanted: Notify::new(),
             closed: AtomicBool::new(false),
+            direct_io: config.direct_io,
+            readahead: Arc::default(),
         };
         Ok((log, report))
     }
@@ -259,7 +274,7 @@ impl Log {
     /// Swaps in the segment at `base` from its files on disk (after the
     /// compactor committed a cleaned copy). Readers holding the old one keep it.
     pub fn reload_segment(&self, base: u64, index: IndexConfig) -> io::Result<()> {
-        let seg = Arc::new(Segment::open(&self.dir, base, false, index)?);
+        let seg = Arc::new(Segment::open(&self.dir, base, false, index, self.direct_io)?);
         let mut segs = self.segments.write().expect("segments lock");
         if segs.contains_key(&base) {
             segs.insert(base, seg);
@@ -298,7 +313,8 @@ impl Log {
         if too_big || too_old || too_many || w.active.indexes_full() {
             self.roll(w)?;
         }
-        w.active.append(batch, meta, w.config.index)?;
+        let Writer { active, direct, config, .. } = w;
+        active.append(batch, meta, config.index, direct.as_mut())?;
         Ok(())
     }
 
@@ -308,7 +324,8 @@ impl Log {
         w.active.seal(last)?;
         // The sealed segment is fsynced: everything so far is durable.
         self.durable.send_if_modified(|d| raise(d, w.next_offset));
-        let seg = Arc::new(Segment::open(&self.dir, w.next_offset, true, w.config.index)?);
+        let seg = Arc::new(Segment::open(&self.dir, w.next_offset, true, w.config.index, w.config.direct_io)?);
+        w.direct = seg.direct_writer()?;
         sync_dir(&self.dir)?;
         self.segments.write().expect("segments lock").insert(w.next_offset, seg.clone());
         tracing::debug!(log = %self.name, base_offset = w.next_offset, "rolled segment");
@@ -355,7 +372,11 @@ impl Log {
                 break;
             }
             let want = (limit - pos).min(max_bytes.max(first.batch_len as usize) as u64);
-            let data = seg.read(pos, want as usize)?;
+            let direct = seg.direct_file();
+            let data = match direct {
+                Some(file) => self.readahead.read(seg.id(), file, pos, want as usize)?,
+                None => seg.read(pos, want as usize)?,
+            };
             let mut p = 0usize;
             while p + BATCH_HEADER_LEN <= data.len() {
                 let h = BatchHeader::parse(&data[p..])
@@ -380,6 +401,9 @@ impl Log {
                 }
                 result.next_offset = h.meta.next_offset();
                 p = end;
+            }
+            if let Some(file) = direct {
+                self.readahead.read_next(seg.id(), file, pos + p as u64, want as usize, limit);
             }
             break;
         }

@@ -9,11 +9,14 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+
+static NEXT_SEGMENT_ID: AtomicU64 = AtomicU64::new(0);
 
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{BatchError, BatchHeader, BatchMeta};
+use super::direct::{self, DirectWriter};
 use super::format::*;
 use super::index::{OffsetIndex, TimeIndex};
 
@@ -137,7 +140,13 @@ impl CleanedWriter {
 pub struct Segment {
     base_offset: u64,
     path: PathBuf,
-    file: File,
+    /// Opened with O_DIRECT when `direct`: then every read and write of it
+    /// is block-aligned (see `direct.rs`).
+    file: Arc<File>,
+    direct: bool,
+    /// Unique among the segments this process opened: tells a segment apart
+    /// from the compacted copy that replaces it under the same base offset.
+    id: u64,
     /// Bytes of complete batches; readers stay below it.
     size: AtomicU64,
     /// File length reserved with fallocate ahead of `size` (writer only).
@@ -159,9 +168,17 @@ impl Segment {
     /// Opens (creating if needed) the segment at `base_offset` in `dir`.
     /// `active` segments get writable, preallocated indexes; sealed ones are
     /// opened as they were cut at seal time.
-    pub fn open(dir: &Path, base_offset: u64, active: bool, cfg: IndexConfig) -> io::Result<Segment> {
+    pub fn open(dir: &Path, base_offset: u64, active: bool, cfg: IndexConfig, direct_io: bool) -> io::Result<Segment> {
         let (log_path, index_path, time_path) = paths(dir, base_offset);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&log_path)?;
+        let direct_file = if direct_io { direct::open(&log_path)? } else { None };
+        let direct = direct_file.is_some();
+        if direct_io && !direct {
+            tracing::debug!(path = %log_path.display(), "no O_DIRECT on this filesystem: buffered I/O");
+        }
+        let file = match direct_file {
+            Some(f) => f,
+            None => OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&log_path)?,
+        };
         let size = file.metadata()?.len();
         let capacity = active.then_some(cfg.max_bytes);
         let time_capacity = capacity.map(|b| b / INDEX_ENTRY_LEN * TIME_INDEX_ENTRY_LEN);
@@ -171,12 +188,19 @@ impl Segment {
         Ok(Segment {
             base_offset,
             path: log_path,
-            file,
+            file: Arc::new(file),
+            direct,
+            id: NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed),
             size: AtomicU64::new(size),
             allocated: AtomicU64::new(size),
             max_timestamp: AtomicI64::new(max_ts),
             indexes: RwLock::new(Indexes { offset, time, bytes_since_entry: 0 }),
         })
+    }
+
+    /// This segment's process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// First offset this segment may hold.
@@ -205,11 +229,40 @@ impl Segment {
         ix.offset.is_full() || ix.time.is_full()
     }
 
-    /// Appends one encoded batch at the end. Writer only.
-    pub fn append(&self, batch: &[u8], meta: &BatchMeta, cfg: IndexConfig) -> io::Result<()> {
+    /// The file, if it was opened for direct I/O.
+    pub fn direct_file(&self) -> Option<&Arc<File>> {
+        self.direct.then_some(&self.file)
+    }
+
+    /// The direct-I/O writer for this (active, recovered) segment; None when
+    /// direct I/O is off or unsupported.
+    pub fn direct_writer(&self) -> io::Result<Option<DirectWriter>> {
+        match self.direct_file() {
+            Some(file) => Ok(Some(DirectWriter::new(file.clone(), self.size())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends one encoded batch at the end, through `direct` if given. Writer only.
+    pub fn append(
+        &self,
+        batch: &[u8],
+        meta: &BatchMeta,
+        cfg: IndexConfig,
+        direct: Option<&mut DirectWriter>,
+    ) -> io::Result<()> {
         let pos = self.size.load(Ordering::Relaxed);
-        self.reserve(pos + batch.len() as u64)?;
-        self.file.write_all_at(batch, pos)?;
+        match direct {
+            Some(d) => {
+                // Direct writes cover whole blocks: reserve up to the padded end.
+                self.reserve(direct::align_up(pos + batch.len() as u64))?;
+                d.append(pos, batch)?;
+            }
+            None => {
+                self.reserve(pos + batch.len() as u64)?;
+                self.file.write_all_at(batch, pos)?;
+            }
+        }
         let rel = self.rel(meta.base_offset);
         {
             let mut ix = self.indexes.write().expect("index lock");
@@ -263,6 +316,9 @@ impl Segment {
     /// Reads `len` bytes at `pos` (within `size()`).
     pub fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         use std::os::fd::AsRawFd;
+        if let Some(file) = self.direct_file() {
+            return direct::read(file, pos, len);
+        }
         // pread straight into uninitialised capacity: a fetch is one kernel
         // copy, without zeroing the buffer first.
         let mut buf = BytesMut::with_capacity(len);
@@ -297,8 +353,7 @@ impl Segment {
 
     /// Reads the batch header at `pos`.
     pub fn header_at(&self, pos: u64) -> io::Result<BatchHeader> {
-        let mut h = [0u8; BATCH_HEADER_LEN];
-        self.file.read_exact_at(&mut h, pos)?;
+        let h = self.read(pos, BATCH_HEADER_LEN)?;
         BatchHeader::parse(&h).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
     }
 
@@ -390,9 +445,7 @@ impl Segment {
     }
 
     fn zero_header_at(&self, pos: u64) -> io::Result<bool> {
-        let mut b = [0u8; BATCH_HEADER_LEN];
-        self.file.read_exact_at(&mut b, pos)?;
-        Ok(b.iter().all(|&x| x == 0))
+        Ok(self.read(pos, BATCH_HEADER_LEN)?.iter().all(|&x| x == 0))
     }
 
     /// Reads and verifies the whole batch at `pos`. The outer error is I/O;
@@ -404,9 +457,7 @@ impl Segment {
         let h = match self.header_at(pos) {
             Ok(h) => h,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let mut b = [0u8; BATCH_HEADER_LEN];
-                self.file.read_exact_at(&mut b, pos)?;
-                return Ok(Err(BatchHeader::parse(&b).unwrap_err()));
+                return Ok(Err(BatchHeader::parse(&self.read(pos, BATCH_HEADER_LEN)?).unwrap_err()));
             }
             Err(e) => return Err(e),
         };

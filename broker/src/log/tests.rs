@@ -8,6 +8,7 @@ fn config(segment_bytes: u64) -> LogConfig {
         index: IndexConfig { interval_bytes: 256, max_bytes: 4096 },
         log_append_time: false,
         flush_records: 0,
+        direct_io: true,
     }
 }
 
@@ -279,4 +280,44 @@ fn preallocated_tail_is_trimmed_without_reporting_damage() {
     // A clean close cuts the reserved space too.
     log.close().unwrap();
     assert_eq!(fs::metadata(&path).unwrap().len(), logical);
+}
+
+#[test]
+fn in_order_reads_are_served_by_read_ahead_with_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 64 << 20);
+    // 100 batches of 40 × 1,000-byte values: 4 MB in one segment.
+    let value = |b: usize, i: usize| -> Vec<u8> { (0..1000).map(|j| (b * 7 + i * 3 + j) as u8).collect() };
+    for b in 0..100 {
+        let batch: Vec<TestRecord> = (0..40).map(|i| value_record(&value(b, i))).collect();
+        log.append(&batch, 1).unwrap();
+    }
+    let direct = log.segments.read().unwrap().values().next().unwrap().direct_file().is_some();
+    let mut offset = 0;
+    let mut reads = 0;
+    while offset < log.high_watermark() {
+        // 300 KB cuts batches: each read ends after its last whole batch.
+        let r = log.read(offset, 300_000).unwrap();
+        for chunk in &r.chunks {
+            for rec in RecordIter::new(chunk) {
+                let (b, i) = (rec.offset as usize / 40, rec.offset as usize % 40);
+                assert_eq!(rec.value.unwrap(), &value(b, i)[..], "record {}", rec.offset);
+                assert_eq!(rec.offset, offset, "records in order, none skipped");
+                offset += 1;
+            }
+        }
+        assert_eq!(r.next_offset, offset);
+        reads += 1;
+        log.readahead.wait_settled();
+    }
+    assert_eq!(offset, 4000);
+    if direct {
+        // The first two reads establish the order; the last one or two are
+        // too close to the end to read ahead of.
+        assert!(log.readahead.hits() >= reads - 4, "{} of {reads} reads hit", log.readahead.hits());
+    }
+    // Reading out of order again misses, and still returns the right bytes.
+    let hits = log.readahead.hits();
+    assert_eq!(read_all(&log, 1234)[0].0, 1234);
+    assert_eq!(log.readahead.hits(), hits);
 }

@@ -169,6 +169,7 @@ impl Manager {
             index: self.index_config(),
             log_append_time: s.timestamp_type == crate::config::TimestampType::LogAppendTime,
             flush_records: st.flush_records,
+            direct_io: st.direct_io,
         }
     }
 
