@@ -49,7 +49,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     in_flight: usize,
     /// Bytes per fetch.
-    #[arg(long, default_value_t = 4 << 20)]
+    #[arg(long, default_value_t = 1 << 20)]
     fetch_bytes: u32,
     /// Key records with this many distinct keys (0 = keyless), e.g. to load a compacted topic.
     #[arg(long, default_value_t = 0)]

@@ -1,6 +1,6 @@
 //! A partition's log: an ordered set of segments with one writer.
 //!
-//! - Appends take the writer lock, encode one batch into a reused buffer,
+//! - Appends take the writer lock, encode one batch into a pooled buffer,
 //!   write it with one positional write and publish the new high watermark.
 //! - Reads take no writer lock: they snapshot the segment list and read
 //!   complete batches below each segment's published size.
@@ -47,6 +47,25 @@ pub struct LogConfig {
     pub flush_records: u64,
     /// Write segment data with direct I/O where the filesystem allows it.
     pub direct_io: bool,
+}
+
+/// Encode buffers kept for reuse, at most this many bytes of them. Shared by
+/// all logs: a buffer per log would keep the largest batch each partition
+/// ever took in memory (1,000 partitions × 1 MB batches = 1 GB), while
+/// appends in flight at once are few (one per writing thread).
+const ENCODE_POOL_BYTES: usize = 64 << 20;
+
+static ENCODE_POOL: Mutex<Vec<BytesMut>> = Mutex::new(Vec::new());
+
+fn take_encode_buf() -> BytesMut {
+    ENCODE_POOL.lock().expect("encode pool lock").pop().unwrap_or_default()
+}
+
+fn give_encode_buf(buf: BytesMut) {
+    let mut pool = ENCODE_POOL.lock().expect("encode pool lock");
+    if pool.iter().map(BytesMut::capacity).sum::<usize>() + buf.capacity() <= ENCODE_POOL_BYTES {
+        pool.push(buf);
+    }
 }
 
 /// Errors from a log that a caller can act on.
@@ -104,7 +123,6 @@ struct Writer {
     /// Direct-I/O writer of the active segment (None: buffered writes).
     direct: Option<DirectWriter>,
     next_offset: u64,
-    buf: BytesMut,
     unflushed_records: u64,
     active_since: Instant,
     config: LogConfig,
@@ -175,7 +193,6 @@ impl Log {
                 active,
                 direct,
                 next_offset,
-                buf: BytesMut::new(),
                 unflushed_records: 0,
                 active_since: Instant::now(),
                 config,
@@ -290,10 +307,10 @@ impl Log {
         }
         let base = w.next_offset;
         let stamp = Stamp { append_time_ms: now_ms, log_append_time: w.config.log_append_time };
-        let mut buf = std::mem::take(&mut w.buf);
+        let mut buf = take_encode_buf();
         let meta = encode_batch(&mut buf, base, records, stamp);
         let result = self.write_batch(&mut w, &buf, &meta);
-        w.buf = buf;
+        give_encode_buf(buf);
         result?;
         w.next_offset = meta.next_offset();
         w.unflushed_records += u64::from(meta.record_count);
