@@ -49,6 +49,29 @@ pub struct LogConfig {
     pub direct_io: bool,
 }
 
+/// Opens the sealed segments at `bases`, in order. Several threads share a
+/// long list: with a cold cache each open waits on a few small reads (file
+/// metadata, the time index's last entry) that the device serves at once.
+fn open_sealed(dir: &Path, bases: &[u64], config: &LogConfig) -> io::Result<Vec<Segment>> {
+    const THREADS: usize = 8;
+    const PER_THREAD_AT_LEAST: usize = 32;
+    let open = |chunk: &[u64]| -> io::Result<Vec<Segment>> {
+        chunk.iter().map(|&b| Segment::open(dir, b, false, config.index, config.direct_io)).collect()
+    };
+    if bases.len() < 2 * PER_THREAD_AT_LEAST {
+        return open(bases);
+    }
+    let chunk = bases.len().div_ceil(THREADS).max(PER_THREAD_AT_LEAST);
+    std::thread::scope(|s| {
+        let threads: Vec<_> = bases.chunks(chunk).map(|c| s.spawn(move || open(c))).collect();
+        let mut all = Vec::with_capacity(bases.len());
+        for t in threads {
+            all.extend(t.join().map_err(|_| io::Error::other("segment open thread panicked"))??);
+        }
+        Ok(all)
+    })
+}
+
 /// Encode buffers kept for reuse, at most this many bytes of them. Shared by
 /// all logs: a buffer per log would keep the largest batch each partition
 /// ever took in memory (1,000 partitions × 1 MB batches = 1 GB), while
@@ -175,8 +198,9 @@ impl Log {
         }
         let mut segments = BTreeMap::new();
         let last = *bases.last().expect("at least one segment");
-        for &base in &bases[..bases.len() - 1] {
-            segments.insert(base, Arc::new(Segment::open(dir, base, false, config.index, config.direct_io)?));
+        let sealed = &bases[..bases.len() - 1];
+        for (&base, seg) in sealed.iter().zip(open_sealed(dir, sealed, &config)?) {
+            segments.insert(base, Arc::new(seg));
         }
         let active = Arc::new(Segment::open(dir, last, true, config.index, config.direct_io)?);
         let (next_offset, tail) = active.recover_tail(config.index)?;

@@ -321,3 +321,24 @@ fn in_order_reads_are_served_by_read_ahead_with_the_same_bytes() {
     assert_eq!(read_all(&log, 1234)[0].0, 1234);
     assert_eq!(log.readahead.hits(), hits);
 }
+
+#[test]
+fn many_sealed_segments_reopen_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 100);
+    // Every batch is over 100 bytes: one segment each, enough for the
+    // threaded open (at least 64 sealed segments).
+    for b in 0..150u8 {
+        log.append(&records(3, b), 1).unwrap();
+    }
+    log.close().unwrap();
+    drop(log);
+    let (log, report) = open(dir.path(), 100);
+    assert_eq!(report.segments, 150);
+    let all = read_all(&log, 0);
+    assert_eq!(all.len(), 450);
+    for (i, (off, v)) in all.iter().enumerate() {
+        assert_eq!(*off, i as u64);
+        assert_eq!(v[..2], [(i / 3) as u8, (i % 3) as u8]);
+    }
+}
