@@ -11,14 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-static NEXT_SEGMENT_ID: AtomicU64 = AtomicU64::new(0);
-
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{BatchError, BatchHeader, BatchMeta};
 use super::direct::{self, DirectWriter};
 use super::format::*;
 use super::index::{OffsetIndex, TimeIndex};
+
+/// Source of [`Segment::id`].
+static NEXT_SEGMENT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Index sizing and placement, from the topic's configuration.
 #[derive(Debug, Clone, Copy)]
