@@ -415,7 +415,10 @@ impl Log {
             let want = (limit - pos).min(max_bytes.max(first.batch_len as usize) as u64);
             let direct = seg.direct_file();
             let data = match direct {
-                Some(file) => self.readahead.read(seg.id(), file, pos, want as usize)?,
+                Some(file) => match seg.read_recent(pos, want as usize) {
+                    Some(data) => data,
+                    None => self.readahead.read(seg.id(), file, pos, want as usize)?,
+                },
                 None => seg.read(pos, want as usize)?,
             };
             let mut p = 0usize;

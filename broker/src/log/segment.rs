@@ -155,7 +155,29 @@ pub struct Segment {
     /// Largest record timestamp, i64::MIN while empty.
     max_timestamp: AtomicI64,
     indexes: RwLock<Indexes>,
+    /// The newest bytes of the active segment, with direct I/O: readers at
+    /// the tail (subscribers, caught-up consumers) are served from memory
+    /// instead of waiting on the device for what was just written.
+    recent: RwLock<Recent>,
 }
+
+/// Bytes `[start, start + data.len())` of a segment, at most [`RECENT_BYTES`].
+#[derive(Default)]
+struct Recent {
+    start: u64,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Recent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recent({}..{})", self.start, self.start + self.data.len() as u64)
+    }
+}
+
+/// Size of a segment's window of recent bytes. Larger batches are not kept:
+/// they come from producers after throughput, whose consumers read from the
+/// device (and read ahead) anyway.
+const RECENT_BYTES: usize = 64 << 10;
 
 fn paths(dir: &Path, base: u64) -> (PathBuf, PathBuf, PathBuf) {
     (
@@ -196,6 +218,7 @@ impl Segment {
             allocated: AtomicU64::new(size),
             max_timestamp: AtomicI64::new(max_ts),
             indexes: RwLock::new(Indexes { offset, time, bytes_since_entry: 0 }),
+            recent: RwLock::default(),
         })
     }
 
@@ -258,6 +281,7 @@ impl Segment {
                 // Direct writes cover whole blocks: reserve up to the padded end.
                 self.reserve(direct::align_up(pos + batch.len() as u64))?;
                 d.append(pos, batch)?;
+                self.remember(pos, batch);
             }
             None => {
                 self.reserve(pos + batch.len() as u64)?;
@@ -318,7 +342,10 @@ impl Segment {
     pub fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         use std::os::fd::AsRawFd;
         if let Some(file) = self.direct_file() {
-            return direct::read(file, pos, len);
+            return match self.read_recent(pos, len) {
+                Some(data) => Ok(data),
+                None => direct::read(file, pos, len),
+            };
         }
         // pread straight into uninitialised capacity: a fetch is one kernel
         // copy, without zeroing the buffer first.
@@ -350,6 +377,33 @@ impl Segment {
             }
         }
         Ok(buf.freeze())
+    }
+
+    /// Keeps `batch`, just written at `pos`, in the window of recent bytes.
+    fn remember(&self, pos: u64, batch: &[u8]) {
+        let mut r = self.recent.write().expect("recent lock");
+        if batch.len() > RECENT_BYTES || r.start + r.data.len() as u64 != pos {
+            r.data.clear();
+            r.start = pos;
+            if batch.len() > RECENT_BYTES {
+                r.start += batch.len() as u64;
+                return;
+            }
+        }
+        if r.data.len() + batch.len() > RECENT_BYTES {
+            // Drop the older half or more: one move per half window, not per batch.
+            let cut = (r.data.len() + batch.len() - RECENT_BYTES / 2).min(r.data.len());
+            r.data.drain(..cut);
+            r.start += cut as u64;
+        }
+        r.data.extend_from_slice(batch);
+    }
+
+    /// `len` bytes at `pos` if the window of recent bytes holds them all.
+    pub fn read_recent(&self, pos: u64, len: usize) -> Option<Bytes> {
+        let r = self.recent.read().expect("recent lock");
+        let from = pos.checked_sub(r.start)? as usize;
+        r.data.get(from..from.checked_add(len)?).map(Bytes::copy_from_slice)
     }
 
     /// Reads the batch header at `pos`.
@@ -484,6 +538,8 @@ impl Segment {
             self.allocated.store(size, Ordering::Relaxed);
         }
         self.sync()?;
+        // Sealed segments are read from the device (and read ahead).
+        *self.recent.write().expect("recent lock") = Recent::default();
         let mut ix = self.indexes.write().expect("index lock");
         let max_ts = self.max_timestamp();
         if let Some(last) = last_offset {
