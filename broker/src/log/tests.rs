@@ -2,13 +2,17 @@ use super::batch::tests::{value_record, TestRecord};
 use super::*;
 
 fn config(segment_bytes: u64) -> LogConfig {
+    config_with(segment_bytes, true)
+}
+
+fn config_with(segment_bytes: u64, direct_io: bool) -> LogConfig {
     LogConfig {
         segment_bytes,
         segment_ms: u64::MAX,
         index: IndexConfig { interval_bytes: 256, max_bytes: 4096 },
         log_append_time: false,
         flush_records: 0,
-        direct_io: true,
+        direct_io,
     }
 }
 
@@ -371,4 +375,28 @@ fn tail_reads_are_served_from_recent_bytes_and_match_the_device() {
     log.roll(&mut log.writer.lock().unwrap()).unwrap();
     assert!(seg.read_recent(seg.size() - 1000, 1000).is_none());
     assert_eq!(read_all(&log, 299).len(), 1);
+}
+
+#[test]
+fn direct_and_buffered_io_read_and_extend_each_others_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    // Alternate the mode between opens; small segments so some roll.
+    for (round, direct_io) in [true, false, true, false].into_iter().enumerate() {
+        let (log, report) = Log::open(dir.path(), "t/0".into(), config_with(1000, direct_io)).unwrap();
+        assert_eq!(report.tail.truncated, None, "round {round}");
+        assert_eq!(log.high_watermark(), round as u64 * 30);
+        for b in 0..10u8 {
+            log.append(&records(3, round as u8 * 10 + b), 1).unwrap();
+        }
+        log.close().unwrap();
+    }
+    for direct_io in [true, false] {
+        let (log, _) = Log::open(dir.path(), "t/0".into(), config_with(1000, direct_io)).unwrap();
+        let all = read_all(&log, 0);
+        assert_eq!(all.len(), 120);
+        for (i, (off, v)) in all.iter().enumerate() {
+            assert_eq!(*off, i as u64);
+            assert_eq!(v[..2], [(i / 3) as u8, (i % 3) as u8]);
+        }
+    }
 }
