@@ -22,11 +22,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::format::DIRECT_IO_ALIGN;
+use super::pool::{Pool, Reusable};
 
 /// Rounds `n` up to a multiple of [`DIRECT_IO_ALIGN`].
 pub fn align_up(n: u64) -> u64 {
@@ -126,16 +127,6 @@ impl AlignedBuf {
         self.cap = new_cap;
     }
 
-    /// Number of initialised bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Shortens the contents to `len` bytes (no-op if already shorter).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-
     /// Appends `data`.
     pub fn extend_from_slice(&mut self, data: &[u8]) {
         self.reserve_total(self.len + data.len());
@@ -195,26 +186,16 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// Buffers kept for reuse, at most this many bytes of them: fresh memory
-/// is the slow part on the machines described above, so reads and writes
-/// cycle through a few warm buffers instead of allocating per call, and a
-/// partition keeps no buffer of its own beyond its partial last block.
-const POOL_BYTES: usize = 64 << 20;
+/// Buffers for direct reads and writes (see `pool.rs` for why a pool).
+static POOL: Pool<AlignedBuf> = Pool::new(64 << 20);
 
-static POOL: Mutex<Vec<AlignedBuf>> = Mutex::new(Vec::new());
+impl Reusable for AlignedBuf {
+    fn capacity(&self) -> usize {
+        self.cap
+    }
 
-/// An empty buffer from the pool (or a new one).
-fn take_buf() -> AlignedBuf {
-    let mut buf = POOL.lock().expect("buffer pool lock").pop().unwrap_or_default();
-    buf.truncate(0);
-    buf
-}
-
-/// Returns `buf` to the pool if it has room.
-fn give_buf(buf: AlignedBuf) {
-    let mut pool = POOL.lock().expect("buffer pool lock");
-    if pool.iter().map(|b| b.cap).sum::<usize>() + buf.cap <= POOL_BYTES {
-        pool.push(buf);
+    fn clear(&mut self) {
+        self.len = 0;
     }
 }
 
@@ -230,7 +211,7 @@ impl AsRef<[u8]> for PooledBuf {
 
 impl Drop for PooledBuf {
     fn drop(&mut self) {
-        give_buf(std::mem::take(&mut self.0));
+        POOL.give(std::mem::take(&mut self.0));
     }
 }
 
@@ -239,7 +220,7 @@ impl Drop for PooledBuf {
 pub fn read(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
     let start = align_down(pos);
     let span = (align_up(pos + len as u64) - start) as usize;
-    let mut buf = PooledBuf(take_buf());
+    let mut buf = PooledBuf(POOL.take());
     let n = buf.0.read_at(file, start, span)?;
     let skip = (pos - start) as usize;
     if n < skip + len {
@@ -262,10 +243,10 @@ impl DirectWriter {
     pub fn new(file: Arc<File>, size: u64) -> io::Result<DirectWriter> {
         let block = align_down(size);
         let tail = (size - block) as usize;
-        let mut buf = take_buf();
+        let mut buf = POOL.take();
         let n = if tail > 0 { buf.read_at(&file, block, DIRECT_IO_ALIGN)? } else { 0 };
         let loaded = buf[..tail.min(n)].to_vec();
-        give_buf(buf);
+        POOL.give(buf);
         if loaded.len() < tail {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment shorter than its recovered size"));
         }
@@ -277,7 +258,7 @@ impl DirectWriter {
     /// one direct write.
     pub fn append(&mut self, size: u64, batch: &[u8]) -> io::Result<()> {
         debug_assert_eq!(self.tail.len() as u64, size % DIRECT_IO_ALIGN as u64);
-        let mut buf = take_buf();
+        let mut buf = POOL.take();
         buf.extend_from_slice(&self.tail);
         buf.extend_from_slice(batch);
         let end = buf.len();
@@ -289,7 +270,7 @@ impl DirectWriter {
             self.tail.clear();
             self.tail.extend_from_slice(&buf[align_down(end as u64) as usize..end]);
         }
-        give_buf(buf);
+        POOL.give(buf);
         written
     }
 }

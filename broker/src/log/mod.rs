@@ -13,6 +13,7 @@ pub mod batch;
 pub mod direct;
 pub mod format;
 pub mod index;
+mod pool;
 mod readahead;
 pub mod segment;
 
@@ -30,6 +31,7 @@ use tokio::sync::{watch, Notify};
 use batch::{encode_batch, BatchHeader, RecordIter, RecordSource, Stamp};
 use direct::DirectWriter;
 use format::{parse_segment_file_name, BATCH_HEADER_LEN, MAX_SEGMENT_BYTES};
+use pool::Pool;
 pub use segment::{IndexConfig, Segment, TailRecovery};
 
 /// Settings a log needs; taken from the topic's effective configuration.
@@ -72,24 +74,8 @@ fn open_sealed(dir: &Path, bases: &[u64], config: &LogConfig) -> io::Result<Vec<
     })
 }
 
-/// Encode buffers kept for reuse, at most this many bytes of them. Shared by
-/// all logs: a buffer per log would keep the largest batch each partition
-/// ever took in memory (1,000 partitions × 1 MB batches = 1 GB), while
-/// appends in flight at once are few (one per writing thread).
-const ENCODE_POOL_BYTES: usize = 64 << 20;
-
-static ENCODE_POOL: Mutex<Vec<BytesMut>> = Mutex::new(Vec::new());
-
-fn take_encode_buf() -> BytesMut {
-    ENCODE_POOL.lock().expect("encode pool lock").pop().unwrap_or_default()
-}
-
-fn give_encode_buf(buf: BytesMut) {
-    let mut pool = ENCODE_POOL.lock().expect("encode pool lock");
-    if pool.iter().map(BytesMut::capacity).sum::<usize>() + buf.capacity() <= ENCODE_POOL_BYTES {
-        pool.push(buf);
-    }
-}
+/// Buffers batches are encoded into (see `pool.rs` for why a pool).
+static ENCODE_POOL: Pool<BytesMut> = Pool::new(64 << 20);
 
 /// Errors from a log that a caller can act on.
 #[derive(Debug)]
@@ -331,10 +317,10 @@ impl Log {
         }
         let base = w.next_offset;
         let stamp = Stamp { append_time_ms: now_ms, log_append_time: w.config.log_append_time };
-        let mut buf = take_encode_buf();
+        let mut buf = ENCODE_POOL.take();
         let meta = encode_batch(&mut buf, base, records, stamp);
         let result = self.write_batch(&mut w, &buf, &meta);
-        give_encode_buf(buf);
+        ENCODE_POOL.give(buf);
         result?;
         w.next_offset = meta.next_offset();
         w.unflushed_records += u64::from(meta.record_count);
