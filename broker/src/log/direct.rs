@@ -51,14 +51,20 @@ pub fn open(path: &Path) -> io::Result<Option<File>> {
     }
 }
 
-/// Reads up to `len` bytes at `pos` into memory at `dst`, retrying
-/// short reads until the end of the file. Returns the bytes read.
-fn pread_full(file: &File, dst: *mut u8, len: usize, pos: u64) -> io::Result<usize> {
+/// Reads up to `len` bytes at `pos` of `file` into memory at `dst`, which
+/// may be uninitialised (a read is then one kernel copy, without zeroing the
+/// buffer first). Retries interrupted and block-aligned short reads; a short
+/// read that is not block-aligned is the end of the file (direct reads can
+/// only continue at an aligned position). Returns the bytes read.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes that nothing else accesses
+/// until this returns.
+pub unsafe fn pread_into(file: &File, dst: *mut u8, len: usize, pos: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < len {
-        // SAFETY: the caller hands us `len` bytes of writable memory at `dst`
-        // that nothing else touches until we return; the kernel writes at
-        // most `len - done` bytes after `done`.
+        // SAFETY: by the caller's promise, `len - done` bytes at `dst + done`
+        // are ours to write; the kernel writes at most that many.
         let n = unsafe {
             libc::pread(file.as_raw_fd(), dst.add(done).cast(), len - done, (pos + done as u64) as libc::off_t)
         };
@@ -66,7 +72,6 @@ fn pread_full(file: &File, dst: *mut u8, len: usize, pos: u64) -> io::Result<usi
             0 => break,
             n if n > 0 => {
                 done += n as usize;
-                // A short read that is not block-aligned is the end of the file.
                 if !(n as usize).is_multiple_of(DIRECT_IO_ALIGN) {
                     break;
                 }
@@ -154,8 +159,7 @@ impl AlignedBuf {
         self.reserve_total(self.len + len);
         // SAFETY: `reserve_total` made `len` bytes of spare capacity after
         // `self.len`, which nothing else references while we hold `&mut self`.
-        let spare = unsafe { self.ptr.as_ptr().add(self.len) };
-        let n = pread_full(file, spare, len, pos)?;
+        let n = unsafe { pread_into(file, self.ptr.as_ptr().add(self.len), len, pos)? };
         self.len += n;
         Ok(n)
     }

@@ -149,8 +149,6 @@ pub struct Log {
     log_start: AtomicU64,
     flush_wanted: Notify,
     closed: AtomicBool,
-    /// Segment data goes through direct I/O (fixed when the log opens).
-    direct_io: bool,
     /// Read-ahead for a consumer reading this log in order (direct I/O only).
     readahead: Arc<readahead::ReadAhead>,
 }
@@ -214,7 +212,6 @@ impl Log {
             log_start: AtomicU64::new(log_start),
             flush_wanted: Notify::new(),
             closed: AtomicBool::new(false),
-            direct_io: config.direct_io,
             readahead: Arc::default(),
         };
         Ok((log, report))
@@ -301,7 +298,8 @@ impl Log {
     /// Swaps in the segment at `base` from its files on disk (after the
     /// compactor committed a cleaned copy). Readers holding the old one keep it.
     pub fn reload_segment(&self, base: u64, index: IndexConfig) -> io::Result<()> {
-        let seg = Arc::new(Segment::open(&self.dir, base, false, index, self.direct_io)?);
+        let direct_io = self.writer.lock().expect("writer lock").config.direct_io;
+        let seg = Arc::new(Segment::open(&self.dir, base, false, index, direct_io)?);
         let mut segs = self.segments.write().expect("segments lock");
         if segs.contains_key(&base) {
             segs.insert(base, seg);
@@ -399,14 +397,7 @@ impl Log {
                 break;
             }
             let want = (limit - pos).min(max_bytes.max(first.batch_len as usize) as u64);
-            let direct = seg.direct_file();
-            let data = match direct {
-                Some(file) => match seg.read_recent(pos, want as usize) {
-                    Some(data) => data,
-                    None => self.readahead.read(seg.id(), file, pos, want as usize)?,
-                },
-                None => seg.read(pos, want as usize)?,
-            };
+            let data = seg.read_through(pos, want as usize, Some(&self.readahead))?;
             let mut p = 0usize;
             while p + BATCH_HEADER_LEN <= data.len() {
                 let h = BatchHeader::parse(&data[p..])
@@ -432,7 +423,7 @@ impl Log {
                 result.next_offset = h.meta.next_offset();
                 p = end;
             }
-            if let Some(file) = direct {
+            if let Some(file) = seg.direct_file() {
                 self.readahead.read_next(seg.id(), file, pos + p as u64, want as usize, limit);
             }
             break;

@@ -57,7 +57,7 @@ enum Slot {
     Done {
         key: Key,
         reserved: usize,
-        data: io::Result<Bytes>,
+        data: Bytes,
         at: Instant,
     },
 }
@@ -120,7 +120,7 @@ impl ReadAhead {
             .expect("read-ahead lock");
         // Whatever the slot held is used now or never: a queued read is cancelled.
         let ahead = match st.slot.clear() {
-            Slot::Done { key: k, data: Ok(data), .. } if k == key && data.len() >= len => Some(data.slice(..len)),
+            Slot::Done { key: k, data, .. } if k == key && data.len() >= len => Some(data.slice(..len)),
             _ => None,
         };
         drop(st);
@@ -174,7 +174,7 @@ impl ReadAhead {
         st.slot = Slot::Queued { key, reserved: len };
         drop(st);
         let job = Job { ra: Arc::downgrade(self), file: file.clone(), key, len };
-        if jobs().send(job).is_err() {
+        if jobs().is_none_or(|jobs| jobs.send(job).is_err()) {
             self.state.lock().expect("read-ahead lock").slot.clear();
         }
     }
@@ -189,10 +189,16 @@ impl ReadAhead {
             }
             st.slot = Slot::Running { key, reserved };
         }
+        // A failed read leaves nothing: the reader reads itself and sees the error.
         let data = direct::read(&job.file, job.key.1, job.len);
         let mut st = self.state.lock().expect("read-ahead lock");
         if let Slot::Running { key, reserved } = st.slot {
-            st.slot = Slot::Done { key, reserved, data, at: Instant::now() };
+            match data {
+                Ok(data) => st.slot = Slot::Done { key, reserved, data, at: Instant::now() },
+                Err(_) => {
+                    st.slot.clear();
+                }
+            }
         }
         drop(st);
         self.ready.notify_all();
@@ -214,19 +220,23 @@ impl ReadAhead {
     }
 }
 
-/// The queue of the read-ahead thread, started on first use. One thread:
+/// The queue of the read-ahead thread, started on first use; None if the
+/// thread could not start (reads then go without read-ahead). One thread:
 /// read-ahead only hides device time behind network time, and a second
 /// device read at once would only slow the reader's own reads.
-fn jobs() -> &'static mpsc::Sender<Job> {
-    static JOBS: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+fn jobs() -> Option<&'static mpsc::Sender<Job>> {
+    static JOBS: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
     JOBS.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("strata-readahead".into())
-            .spawn(move || worker(rx))
-            .expect("spawn read-ahead thread");
-        tx
+        match std::thread::Builder::new().name("strata-readahead".into()).spawn(move || worker(rx)) {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the read-ahead thread: reading without read-ahead");
+                None
+            }
+        }
     })
+    .as_ref()
 }
 
 fn worker(rx: mpsc::Receiver<Job>) {

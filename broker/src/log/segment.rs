@@ -17,6 +17,7 @@ use super::batch::{BatchError, BatchHeader, BatchMeta};
 use super::direct::{self, DirectWriter};
 use super::format::*;
 use super::index::{OffsetIndex, TimeIndex};
+use super::readahead::ReadAhead;
 
 /// Source of [`Segment::id`].
 static NEXT_SEGMENT_ID: AtomicU64 = AtomicU64::new(0);
@@ -340,41 +341,30 @@ impl Segment {
 
     /// Reads `len` bytes at `pos` (within `size()`).
     pub fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        use std::os::fd::AsRawFd;
+        self.read_through(pos, len, None)
+    }
+
+    /// As [`Segment::read`]; with direct I/O, bytes not in the window of
+    /// recent bytes come through `ahead` (the log's read-ahead) if given.
+    pub(super) fn read_through(&self, pos: u64, len: usize, ahead: Option<&ReadAhead>) -> io::Result<Bytes> {
         if let Some(file) = self.direct_file() {
-            return match self.read_recent(pos, len) {
-                Some(data) => Ok(data),
+            if let Some(data) = self.read_recent(pos, len) {
+                return Ok(data);
+            }
+            return match ahead {
+                Some(ahead) => ahead.read(self.id, file, pos, len),
                 None => direct::read(file, pos, len),
             };
         }
-        // pread straight into uninitialised capacity: a fetch is one kernel
-        // copy, without zeroing the buffer first.
         let mut buf = BytesMut::with_capacity(len);
-        while buf.len() < len {
-            let (filled, want) = (buf.len(), len - buf.len());
-            let spare = &mut buf.spare_capacity_mut()[..want];
-            // SAFETY: the kernel writes at most `spare.len()` bytes into the
-            // spare capacity, and only the `n` bytes it reports written are
-            // then marked initialised with `set_len`.
-            let n = unsafe {
-                libc::pread(
-                    self.file.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    (pos + filled as u64) as libc::off_t,
-                )
-            };
-            match n {
-                // SAFETY: see above; n <= want bytes were written after `filled`.
-                n if n > 0 => unsafe { buf.set_len(filled + n as usize) },
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                _ => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
+        // SAFETY: the spare capacity holds `len` bytes that only we can
+        // reach; `set_len` marks initialised no more than was read into it.
+        unsafe {
+            let n = direct::pread_into(&self.file, buf.spare_capacity_mut().as_mut_ptr().cast(), len, pos)?;
+            if n < len {
+                return Err(io::ErrorKind::UnexpectedEof.into());
             }
+            buf.set_len(n);
         }
         Ok(buf.freeze())
     }
@@ -400,7 +390,7 @@ impl Segment {
     }
 
     /// `len` bytes at `pos` if the window of recent bytes holds them all.
-    pub fn read_recent(&self, pos: u64, len: usize) -> Option<Bytes> {
+    pub(super) fn read_recent(&self, pos: u64, len: usize) -> Option<Bytes> {
         let r = self.recent.read().expect("recent lock");
         let from = pos.checked_sub(r.start)? as usize;
         r.data.get(from..from.checked_add(len)?).map(Bytes::copy_from_slice)
