@@ -398,8 +398,20 @@ impl Segment {
 
     /// Reads the batch header at `pos`.
     pub fn header_at(&self, pos: u64) -> io::Result<BatchHeader> {
-        let h = self.read(pos, BATCH_HEADER_LEN)?;
-        BatchHeader::parse(&h).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+        BatchHeader::parse(&self.header_bytes_at(pos)?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    }
+
+    /// The raw header bytes at `pos`: straight into a stack array with
+    /// buffered I/O, through an aligned read (or the recent bytes) with direct.
+    fn header_bytes_at(&self, pos: u64) -> io::Result<[u8; BATCH_HEADER_LEN]> {
+        let mut h = [0u8; BATCH_HEADER_LEN];
+        if self.direct {
+            h.copy_from_slice(&self.read(pos, BATCH_HEADER_LEN)?);
+        } else {
+            self.file.read_exact_at(&mut h, pos)?;
+        }
+        Ok(h)
     }
 
     /// The first batch that ends at or after `offset`, searching below byte
@@ -490,7 +502,7 @@ impl Segment {
     }
 
     fn zero_header_at(&self, pos: u64) -> io::Result<bool> {
-        Ok(self.read(pos, BATCH_HEADER_LEN)?.iter().all(|&x| x == 0))
+        Ok(self.header_bytes_at(pos)?.iter().all(|&x| x == 0))
     }
 
     /// Reads and verifies the whole batch at `pos`. The outer error is I/O;
@@ -499,12 +511,9 @@ impl Segment {
         if file_len - pos < BATCH_HEADER_LEN as u64 {
             return Ok(Err(BatchError::Truncated));
         }
-        let h = match self.header_at(pos) {
+        let h = match BatchHeader::parse(&self.header_bytes_at(pos)?) {
             Ok(h) => h,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                return Ok(Err(BatchHeader::parse(&self.read(pos, BATCH_HEADER_LEN)?).unwrap_err()));
-            }
-            Err(e) => return Err(e),
+            Err(e) => return Ok(Err(e)),
         };
         if u64::from(h.batch_len) > file_len - pos {
             return Ok(Err(BatchError::Truncated));
