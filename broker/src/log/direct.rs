@@ -108,6 +108,8 @@ impl Default for AlignedBuf {
 
 impl AlignedBuf {
     fn layout(cap: usize) -> Layout {
+        // Fails only for sizes near isize::MAX; buffers hold one request's
+        // batch (at most `server.max_request_bytes`) or one fetch.
         Layout::from_size_align(cap, DIRECT_IO_ALIGN).expect("direct I/O buffer layout")
     }
 
