@@ -259,14 +259,16 @@ impl DirectWriter {
         Ok(DirectWriter { file, tail: loaded })
     }
 
-    /// Writes `batch` at logical position `size` (the current end): the
-    /// partial last block, the batch and zeros to the next block boundary, in
-    /// one direct write.
-    pub fn append(&mut self, size: u64, batch: &[u8]) -> io::Result<()> {
+    /// Writes `batches` at logical position `size` (the current end): the
+    /// partial last block, the batches and zeros to the next block boundary,
+    /// in one direct write.
+    pub fn append<'a>(&mut self, size: u64, batches: impl Iterator<Item = &'a [u8]>) -> io::Result<()> {
         debug_assert_eq!(self.tail.len() as u64, size % DIRECT_IO_ALIGN as u64);
         let mut buf = POOL.take();
         buf.extend_from_slice(&self.tail);
-        buf.extend_from_slice(batch);
+        for batch in batches {
+            buf.extend_from_slice(batch);
+        }
         let end = buf.len();
         buf.pad_to_alignment();
         let written = buf.write_at(&self.file, size - self.tail.len() as u64);
@@ -299,7 +301,9 @@ mod tests {
         let mut expected = Vec::new();
         for (i, len) in [10usize, 4086, 1, 9000, 4096, 3].into_iter().enumerate() {
             let batch = vec![i as u8 + 1; len];
-            w.append(expected.len() as u64, &batch).unwrap();
+            // Odd rounds write the batch as two parts in one write.
+            let (a, b) = batch.split_at(if i % 2 == 1 { len / 2 } else { len });
+            w.append(expected.len() as u64, [a, b].into_iter()).unwrap();
             expected.extend_from_slice(&batch);
             let on_disk = std::fs::read(&path).unwrap();
             assert_eq!(on_disk.len() as u64, align_up(expected.len() as u64));
@@ -309,7 +313,7 @@ mod tests {
         // A new writer picks the partial block up from the file.
         drop(w);
         let mut w = DirectWriter::new(Arc::new(open(&path).unwrap().unwrap()), expected.len() as u64).unwrap();
-        w.append(expected.len() as u64, b"more").unwrap();
+        w.append(expected.len() as u64, std::iter::once(&b"more"[..])).unwrap();
         expected.extend_from_slice(b"more");
         let f = File::open(&path).unwrap();
         let mut back = vec![0; expected.len()];

@@ -102,8 +102,8 @@ impl<const E: usize> EntryFile<E> {
         }
     }
 
-    fn is_full(&self) -> bool {
-        self.entries >= self.capacity
+    fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.entries)
     }
 
     /// Writes the map back, cuts the file to its entries and keeps it read-only.
@@ -199,9 +199,9 @@ impl OffsetIndex {
         self.0.entries == 0
     }
 
-    /// True if no entry can be added.
-    pub fn is_full(&self) -> bool {
-        self.0.is_full()
+    /// How many more entries can be added.
+    pub fn room(&self) -> usize {
+        self.0.room()
     }
 
     /// Cuts the file to its entries and syncs it.
@@ -253,9 +253,9 @@ impl TimeIndex {
         self.0.truncate(keep);
     }
 
-    /// True if no entry can be added.
-    pub fn is_full(&self) -> bool {
-        self.0.is_full()
+    /// How many more entries can be added.
+    pub fn room(&self) -> usize {
+        self.0.room()
     }
 
     /// Cuts the file to its entries and syncs it.
@@ -278,7 +278,7 @@ mod tests {
         for i in 0..10u32 {
             assert!(idx.push(i * 10, i * 1000));
         }
-        assert!(idx.is_full());
+        assert_eq!(idx.room(), 0);
         assert!(!idx.push(100, 10_000));
         assert_eq!(idx.lookup(0), Some((0, 0)));
         assert_eq!(idx.lookup(35), Some((30, 3000)));

@@ -1,7 +1,12 @@
 //! A partition's log: an ordered set of segments with one writer.
 //!
-//! - Appends take the writer lock, encode one batch into a pooled buffer,
-//!   write it with one positional write and publish the new high watermark.
+//! - Appends are two steps, so a producer's next batch is encoded while its
+//!   last one is still being written. Under the writer lock an append takes
+//!   its offsets, encodes its batch into a pooled buffer and queues it. A
+//!   drain, holding the sink lock, writes everything queued, in order and
+//!   with one positional write per segment, then publishes the new high
+//!   watermark and completes the appends. `submit` leaves the drain to a
+//!   blocking thread; `append` drains in the caller.
 //! - Reads take no writer lock: they snapshot the segment list and read
 //!   complete batches below each segment's published size.
 //! - Durability is a separate, shared step: a flusher task fsyncs the active
@@ -26,9 +31,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
-use batch::{encode_batch, BatchHeader, RecordIter, RecordSource, Stamp};
+use batch::{encode_batch, BatchHeader, BatchMeta, RecordIter, RecordSource, Stamp};
 use direct::DirectWriter;
 use format::{parse_segment_file_name, BATCH_HEADER_LEN, MAX_SEGMENT_BYTES};
 use pool::Pool;
@@ -127,15 +132,54 @@ pub struct ReadResult {
     pub records: usize,
 }
 
+/// Appends that have their offsets (under `Log::writer`).
 struct Writer {
+    /// Offset the next append gets.
+    next_offset: u64,
+    /// Encoded batches not yet written, in offset order.
+    queue: Vec<Queued>,
+    /// A background drain is scheduled or running (it will see the queue).
+    draining: bool,
+    /// Records written since the last fsync.
+    unflushed_records: u64,
+    config: LogConfig,
+    closed: bool,
+    /// The sink's active segment, for the flusher (which must not wait
+    /// behind a write for it).
+    active: Arc<Segment>,
+}
+
+/// One encoded batch waiting to be written.
+struct Queued {
+    buf: BytesMut,
+    meta: BatchMeta,
+    done: oneshot::Sender<Result<(), LogError>>,
+}
+
+/// The writing side of the active segment (under `Log::sink`, which is
+/// held for the length of a write). Lock order: sink, then writer.
+struct Sink {
     active: Arc<Segment>,
     /// Direct-I/O writer of the active segment (None: buffered writes).
     direct: Option<DirectWriter>,
-    next_offset: u64,
-    unflushed_records: u64,
     active_since: Instant,
-    config: LogConfig,
-    closed: bool,
+}
+
+/// An append that has its offsets and is queued to be written.
+#[derive(Debug)]
+pub struct Pending {
+    /// Where the records go.
+    pub appended: Appended,
+    done: oneshot::Receiver<Result<(), LogError>>,
+}
+
+impl Pending {
+    /// Waits until the batch is written (readable; durable only after the
+    /// next fsync, see [`Log::wait_durable`]).
+    pub async fn written(self) -> Result<Appended, LogError> {
+        self.done.await.unwrap_or(Err(LogError::Closed))?;
+        Ok(self.appended)
+    }
 }
 
 /// One partition's log.
@@ -144,6 +188,7 @@ pub struct Log {
     name: String,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     writer: Mutex<Writer>,
+    sink: Mutex<Sink>,
     high_watermark: watch::Sender<u64>,
     durable: watch::Sender<u64>,
     log_start: AtomicU64,
@@ -151,6 +196,9 @@ pub struct Log {
     closed: AtomicBool,
     /// Read-ahead for a consumer reading this log in order (direct I/O only).
     readahead: Arc<readahead::ReadAhead>,
+    /// Tests: make writes fail, as a full or failing disk would.
+    #[cfg(test)]
+    fail_writes: AtomicBool,
 }
 
 /// What opening a log found.
@@ -198,14 +246,15 @@ impl Log {
             name,
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
-                active,
-                direct,
                 next_offset,
+                queue: Vec::new(),
+                draining: false,
                 unflushed_records: 0,
-                active_since: Instant::now(),
                 config,
                 closed: false,
+                active: active.clone(),
             }),
+            sink: Mutex::new(Sink { active, direct, active_since: Instant::now() }),
             high_watermark: watch::Sender::new(next_offset),
             // What recovery kept is on disk: it was fsynced or read back from it.
             durable: watch::Sender::new(next_offset),
@@ -213,6 +262,8 @@ impl Log {
             flush_wanted: Notify::new(),
             closed: AtomicBool::new(false),
             readahead: Arc::default(),
+            #[cfg(test)]
+            fail_writes: AtomicBool::new(false),
         };
         Ok((log, report))
     }
@@ -307,8 +358,42 @@ impl Log {
         Ok(())
     }
 
-    /// Appends `records` (non-empty) as one batch.
+    /// Appends `records` (non-empty) as one batch and returns once it is
+    /// written. Blocks the calling thread for the write.
     pub fn append<R: RecordSource>(&self, records: &[R], now_ms: i64) -> Result<Appended, LogError> {
+        let (mut pending, _) = self.enqueue(records, now_ms, false)?;
+        self.drain_locked(&mut self.sink.lock().expect("sink lock"), false);
+        // The drain above, or one before it, wrote the batch or failed it.
+        pending.done.try_recv().unwrap_or(Err(LogError::Closed))?;
+        Ok(pending.appended)
+    }
+
+    /// Gives `records` (non-empty) their offsets and queues them as one
+    /// batch; a blocking thread writes it. Appends are written in the order
+    /// they were submitted, and one that fails fails every one after it.
+    pub fn submit<R: RecordSource>(self: &Arc<Self>, records: &[R], now_ms: i64) -> Result<Pending, LogError> {
+        let (pending, start_drain) = self.enqueue(records, now_ms, true)?;
+        if start_drain {
+            let drain = {
+                let log = self.clone();
+                move || log.drain_locked(&mut log.sink.lock().expect("sink lock"), true)
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(drain)),
+                Err(_) => drain(),
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Encodes and queues a batch. With `background`, also returns true if
+    /// no background drain is under way: the caller must start one.
+    fn enqueue<R: RecordSource>(
+        &self,
+        records: &[R],
+        now_ms: i64,
+        background: bool,
+    ) -> Result<(Pending, bool), LogError> {
         let mut w = self.writer.lock().expect("writer lock");
         if w.closed {
             return Err(LogError::Closed);
@@ -317,45 +402,122 @@ impl Log {
         let stamp = Stamp { append_time_ms: now_ms, log_append_time: w.config.log_append_time };
         let mut buf = ENCODE_POOL.take();
         let meta = encode_batch(&mut buf, base, records, stamp);
-        let result = self.write_batch(&mut w, &buf, &meta);
-        ENCODE_POOL.give(buf);
-        result?;
         w.next_offset = meta.next_offset();
-        w.unflushed_records += u64::from(meta.record_count);
-        if w.config.flush_records > 0 && w.unflushed_records >= w.config.flush_records {
-            self.flush_wanted.notify_one();
-        }
-        self.high_watermark.send_replace(w.next_offset);
-        Ok(Appended { base_offset: base, next_offset: w.next_offset })
+        let (tx, rx) = oneshot::channel();
+        w.queue.push(Queued { buf, meta, done: tx });
+        let start_drain = background && !std::mem::replace(&mut w.draining, true);
+        let appended = Appended { base_offset: base, next_offset: meta.next_offset() };
+        Ok((Pending { appended, done: rx }, start_drain))
     }
 
-    fn write_batch(&self, w: &mut Writer, batch: &[u8], meta: &batch::BatchMeta) -> Result<(), LogError> {
-        let size = w.active.size();
-        let too_big = size > 0 && size + batch.len() as u64 > w.config.segment_bytes.min(MAX_SEGMENT_BYTES);
-        let too_old = size > 0 && w.active_since.elapsed() >= Duration::from_millis(w.config.segment_ms);
+    /// Writes queued batches until the queue is empty; a `background` drain
+    /// then clears `draining`, in the same look at the queue, so no batch is
+    /// left without a drain to write it.
+    fn drain_locked(&self, sink: &mut Sink, background: bool) {
+        loop {
+            let (batches, config) = {
+                let mut w = self.writer.lock().expect("writer lock");
+                if w.queue.is_empty() {
+                    if background {
+                        w.draining = false;
+                    }
+                    return;
+                }
+                (std::mem::take(&mut w.queue), w.config)
+            };
+            self.write_queued(sink, batches, &config);
+        }
+    }
+
+    /// Writes `batches` (consecutive, in order): as many per write as fit in
+    /// the active segment, rolling it in between when needed.
+    fn write_queued(&self, sink: &mut Sink, mut batches: Vec<Queued>, config: &LogConfig) {
+        while !batches.is_empty() {
+            let n = match self.write_group(sink, &batches, config) {
+                Ok(n) => n,
+                Err(e) => return self.fail_from(batches.into_iter(), e),
+            };
+            let next = batches[n - 1].meta.next_offset();
+            let records: u64 = batches[..n].iter().map(|q| u64::from(q.meta.record_count)).sum();
+            {
+                let mut w = self.writer.lock().expect("writer lock");
+                w.unflushed_records += records;
+                if w.config.flush_records > 0 && w.unflushed_records >= w.config.flush_records {
+                    self.flush_wanted.notify_one();
+                }
+            }
+            self.high_watermark.send_replace(next);
+            for q in batches.drain(..n) {
+                ENCODE_POOL.give(q.buf);
+                let _ = q.done.send(Ok(()));
+            }
+        }
+    }
+
+    /// Rolls if the first batch needs it, then writes as many of `batches`
+    /// as fit in the active segment; returns how many.
+    fn write_group(&self, sink: &mut Sink, batches: &[Queued], config: &LogConfig) -> io::Result<usize> {
+        let limit = config.segment_bytes.min(MAX_SEGMENT_BYTES);
         // Relative offsets are u32: roll long before they could overflow.
-        let too_many = meta.next_offset() - w.active.base_offset() > u64::from(u32::MAX / 2);
-        if too_big || too_old || too_many || w.active.indexes_full() {
-            self.roll(w)?;
+        let too_many = |s: &Sink, q: &Queued| q.meta.next_offset() - s.active.base_offset() > u64::from(u32::MAX / 2);
+        let size = sink.active.size();
+        let first = &batches[0];
+        let too_big = size > 0 && size + first.buf.len() as u64 > limit;
+        let too_old = size > 0 && sink.active_since.elapsed() >= Duration::from_millis(config.segment_ms);
+        if too_big || too_old || too_many(sink, first) || sink.active.index_room() == 0 {
+            self.roll(sink, first.meta.base_offset, config)?;
         }
-        let Writer { active, direct, config, .. } = w;
-        active.append(batch, meta, config.index, direct.as_mut())?;
-        Ok(())
+        // The first batch always goes (a new segment takes any batch); the
+        // rest while they fit.
+        let room = sink.active.index_room();
+        let mut end = sink.active.size() + first.buf.len() as u64;
+        let n = 1 + batches[1..]
+            .iter()
+            .take(room.saturating_sub(1))
+            .take_while(|q| {
+                end += q.buf.len() as u64;
+                end <= limit && !too_many(sink, q)
+            })
+            .count();
+        #[cfg(test)]
+        if self.fail_writes.load(Ordering::Relaxed) {
+            return Err(io::Error::other("injected write failure"));
+        }
+        let Sink { active, direct, .. } = sink;
+        active.append(batches[..n].iter().map(|q| (&q.buf[..], &q.meta)), config.index, direct.as_mut())?;
+        Ok(n)
     }
 
-    /// Seals the active segment and starts a new one at the next offset.
-    fn roll(&self, w: &mut Writer) -> io::Result<()> {
-        let last = w.next_offset.checked_sub(1).filter(|&o| o >= w.active.base_offset());
-        w.active.seal(last)?;
+    /// A write failed: fails `failed` and everything queued after them, and
+    /// gives their offsets to the next append.
+    fn fail_from(&self, failed: impl Iterator<Item = Queued>, e: io::Error) {
+        tracing::error!(log = %self.name, error = %e, "write failed");
+        let later = {
+            let mut w = self.writer.lock().expect("writer lock");
+            w.next_offset = self.high_watermark();
+            std::mem::take(&mut w.queue)
+        };
+        for q in failed.chain(later) {
+            ENCODE_POOL.give(q.buf);
+            let _ = q.done.send(Err(LogError::Io(io::Error::new(e.kind(), e.to_string()))));
+        }
+    }
+
+    /// Seals the active segment and starts a new one at `next_offset` (every
+    /// offset below it is written).
+    fn roll(&self, sink: &mut Sink, next_offset: u64, config: &LogConfig) -> io::Result<()> {
+        let last = next_offset.checked_sub(1).filter(|&o| o >= sink.active.base_offset());
+        sink.active.seal(last)?;
         // The sealed segment is fsynced: everything so far is durable.
-        self.durable.send_if_modified(|d| raise(d, w.next_offset));
-        let seg = Arc::new(Segment::open(&self.dir, w.next_offset, true, w.config.index, w.config.direct_io)?);
-        w.direct = seg.direct_writer()?;
+        self.durable.send_if_modified(|d| raise(d, next_offset));
+        let seg = Arc::new(Segment::open(&self.dir, next_offset, true, config.index, config.direct_io)?);
+        sink.direct = seg.direct_writer()?;
         sync_dir(&self.dir)?;
-        self.segments.write().expect("segments lock").insert(w.next_offset, seg.clone());
-        tracing::debug!(log = %self.name, base_offset = w.next_offset, "rolled segment");
-        w.active = seg;
-        w.active_since = Instant::now();
+        self.segments.write().expect("segments lock").insert(next_offset, seg.clone());
+        tracing::debug!(log = %self.name, base_offset = next_offset, "rolled segment");
+        self.writer.lock().expect("writer lock").active = seg.clone();
+        sink.active = seg;
+        sink.active_since = Instant::now();
         Ok(())
     }
 
@@ -484,9 +646,11 @@ impl Log {
 
     /// fsyncs everything appended so far and publishes the durable offset.
     pub async fn flush(self: &Arc<Self>) -> Result<(), LogError> {
+        // Under the writer lock, the high watermark is all written to
+        // `active` or to segments sealed (and fsynced) before it.
         let (seg, target, records) = {
             let w = self.writer.lock().expect("writer lock");
-            (w.active.clone(), w.next_offset, w.unflushed_records)
+            (w.active.clone(), self.high_watermark(), w.unflushed_records)
         };
         if target <= self.durable_offset() {
             return Ok(());
@@ -522,17 +686,19 @@ impl Log {
         }
     }
 
-    /// Stops appends, fsyncs and seals the indexes. Reads keep working.
+    /// Stops appends, writes what is queued, fsyncs and seals the indexes.
+    /// Reads keep working.
     pub fn close(&self) -> io::Result<()> {
-        let mut w = self.writer.lock().expect("writer lock");
-        if w.closed {
+        let mut sink = self.sink.lock().expect("sink lock");
+        if std::mem::replace(&mut self.writer.lock().expect("writer lock").closed, true) {
             return Ok(());
         }
-        w.closed = true;
-        let last = w.next_offset.checked_sub(1).filter(|&o| o >= w.active.base_offset());
-        let result = w.active.seal(last);
+        self.drain_locked(&mut sink, false);
+        let next = self.high_watermark();
+        let last = next.checked_sub(1).filter(|&o| o >= sink.active.base_offset());
+        let result = sink.active.seal(last);
         if result.is_ok() {
-            self.durable.send_if_modified(|d| raise(d, w.next_offset));
+            self.durable.send_if_modified(|d| raise(d, next));
         }
         self.closed.store(true, Ordering::Release);
         self.flush_wanted.notify_one();

@@ -248,10 +248,11 @@ impl Segment {
         (offset - self.base_offset) as u32
     }
 
-    /// True if no more index entries fit: the segment must roll.
-    pub fn indexes_full(&self) -> bool {
+    /// How many more index entries surely fit (each batch adds at most one
+    /// to each index); 0: the segment must roll.
+    pub fn index_room(&self) -> usize {
         let ix = self.indexes.read().expect("index lock");
-        ix.offset.is_full() || ix.time.is_full()
+        ix.offset.room().min(ix.time.room())
     }
 
     /// The file, if it was opened for direct I/O.
@@ -268,29 +269,35 @@ impl Segment {
         }
     }
 
-    /// Appends one encoded batch at the end, through `direct` if given. Writer only.
-    pub fn append(
-        &self,
-        batch: &[u8],
-        meta: &BatchMeta,
-        cfg: IndexConfig,
-        direct: Option<&mut DirectWriter>,
-    ) -> io::Result<()> {
-        let pos = self.size.load(Ordering::Relaxed);
+    /// Appends encoded batches, in order, at the end, in one write (through
+    /// `direct` if given). Writer only.
+    pub fn append<'a, I>(&self, batches: I, cfg: IndexConfig, direct: Option<&mut DirectWriter>) -> io::Result<()>
+    where
+        I: Iterator<Item = (&'a [u8], &'a BatchMeta)> + Clone,
+    {
+        let start = self.size.load(Ordering::Relaxed);
+        let len: u64 = batches.clone().map(|(b, _)| b.len() as u64).sum();
         match direct {
             Some(d) => {
                 // Direct writes cover whole blocks: reserve up to the padded end.
-                self.reserve(direct::align_up(pos + batch.len() as u64))?;
-                d.append(pos, batch)?;
-                self.remember(pos, batch);
+                self.reserve(direct::align_up(start + len))?;
+                d.append(start, batches.clone().map(|(b, _)| b))?;
             }
             None => {
-                self.reserve(pos + batch.len() as u64)?;
-                self.file.write_all_at(batch, pos)?;
+                self.reserve(start + len)?;
+                let mut pos = start;
+                for (b, _) in batches.clone() {
+                    self.file.write_all_at(b, pos)?;
+                    pos += b.len() as u64;
+                }
             }
         }
-        let rel = self.rel(meta.base_offset);
-        {
+        let mut pos = start;
+        for (batch, meta) in batches {
+            if self.direct {
+                self.remember(pos, batch);
+            }
+            let rel = self.rel(meta.base_offset);
             let mut ix = self.indexes.write().expect("index lock");
             if ix.offset.is_empty() || ix.bytes_since_entry >= cfg.interval_bytes {
                 ix.offset.push(rel, pos as u32);
@@ -300,9 +307,11 @@ impl Segment {
                 }
             }
             ix.bytes_since_entry += batch.len() as u64;
+            drop(ix);
+            self.max_timestamp.fetch_max(meta.max_timestamp, Ordering::AcqRel);
+            pos += batch.len() as u64;
         }
-        self.max_timestamp.fetch_max(meta.max_timestamp, Ordering::AcqRel);
-        self.size.store(pos + batch.len() as u64, Ordering::Release);
+        self.size.store(start + len, Ordering::Release);
         Ok(())
     }
 

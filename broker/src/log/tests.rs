@@ -372,7 +372,8 @@ fn tail_reads_are_served_from_recent_bytes_and_match_the_device() {
         }
     }
     // After a roll the sealed segment keeps no window.
-    log.roll(&mut log.writer.lock().unwrap()).unwrap();
+    let (next, config) = (log.high_watermark(), log.writer.lock().unwrap().config);
+    log.roll(&mut log.sink.lock().unwrap(), next, &config).unwrap();
     assert!(seg.read_recent(seg.size() - 1000, 1000).is_none());
     assert_eq!(read_all(&log, 299).len(), 1);
 }
@@ -399,4 +400,69 @@ fn direct_and_buffered_io_read_and_extend_each_others_logs() {
             assert_eq!(v[..2], [(i / 3) as u8, (i % 3) as u8]);
         }
     }
+}
+
+/// Submits `n` batches of 3 records while the sink is held, so they queue
+/// and the drain finds them all at once.
+fn submit_queued(log: &Arc<Log>, n: u8) -> Vec<Pending> {
+    let _sink = log.sink.lock().unwrap();
+    (0..n).map(|b| log.submit(&records(3, b), 1).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn queued_appends_are_written_together_in_order_across_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 1000);
+    let log = Arc::new(log);
+    let pending = submit_queued(&log, 40);
+    // Offsets are given at submit, before anything is written.
+    for (b, p) in pending.iter().enumerate() {
+        assert_eq!(p.appended.base_offset, b as u64 * 3);
+    }
+    assert_eq!(log.high_watermark(), 0);
+    for p in pending {
+        let base = p.appended.base_offset;
+        assert_eq!(p.written().await.unwrap().base_offset, base);
+        assert!(log.high_watermark() >= base + 3, "written means readable");
+    }
+    assert!(log.disk_usage().0 > 3, "the queued batches span several segments");
+    let all = read_all(&log, 0);
+    assert_eq!(all.len(), 120);
+    for (i, (off, v)) in all.iter().enumerate() {
+        assert_eq!((*off, v[..2].to_vec()), (i as u64, vec![(i / 3) as u8, (i % 3) as u8]));
+    }
+    // The same after a restart: the groups went to disk as written.
+    log.close().unwrap();
+    drop(log);
+    let (log, report) = open(dir.path(), 1000);
+    assert_eq!(report.tail.truncated, None);
+    assert_eq!(read_all(&log, 0).len(), 120);
+}
+
+#[tokio::test]
+async fn a_failed_write_fails_everything_queued_after_it_and_frees_the_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 1 << 20);
+    let log = Arc::new(log);
+    log.append(&records(3, 0), 1).unwrap();
+    log.fail_writes.store(true, Ordering::Relaxed);
+    let failed = submit_queued(&log, 4);
+    for p in failed {
+        assert!(matches!(p.written().await, Err(LogError::Io(_))));
+    }
+    assert!(log.append(&records(3, 9), 1).is_err(), "a blocking append fails the same way");
+    assert_eq!(log.high_watermark(), 3);
+    log.fail_writes.store(false, Ordering::Relaxed);
+    // The next append takes the offsets the failed ones had been given.
+    let p = log.submit(&records(3, 7), 1).unwrap();
+    assert_eq!(p.written().await.unwrap().base_offset, 3);
+    assert_eq!(log.append(&records(3, 8), 1).unwrap().base_offset, 6);
+    let all = read_all(&log, 0);
+    let tags: Vec<u8> = all.iter().map(|(_, v)| v[0]).collect();
+    assert_eq!(tags, [0, 0, 0, 7, 7, 7, 8, 8, 8]);
+    log.close().unwrap();
+    drop(log);
+    let (log, report) = open(dir.path(), 1 << 20);
+    assert_eq!(report.tail.truncated, None);
+    assert_eq!(read_all(&log, 0).len(), 9);
 }

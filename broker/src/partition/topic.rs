@@ -8,16 +8,16 @@ use super::partitioner::partition_for_key;
 use super::settings::TopicSettings;
 use crate::error::{Error, Result};
 use crate::log::batch::{stored_record_size, RecordSource};
-use crate::log::{Log, LogConfig};
+use crate::log::{Log, LogConfig, Pending};
 
 /// Where a produce request's records landed.
 #[derive(Default)]
 pub struct Produced {
     /// (partition, offset) per record, in request order.
     pub positions: Vec<(u32, u64)>,
-    /// Each log appended to, with the offset after its last new record (for
-    /// waiting on durability).
-    pub appended: Vec<(Arc<Log>, u64)>,
+    /// Each partition appended to, its log and its append (queued: wait for
+    /// it to be written, then for durability if asked).
+    pub appended: Vec<(u32, Arc<Log>, Pending)>,
 }
 
 struct State {
@@ -154,10 +154,10 @@ impl Topic {
         };
         if let Some(p) = fixed {
             let log = &logs[p as usize];
-            let a = log.append(records, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
+            let a = log.submit(records, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
             return Ok(Produced {
-                positions: (a.base_offset..a.next_offset).map(|o| (p, o)).collect(),
-                appended: vec![(log.clone(), a.next_offset)],
+                positions: (a.appended.base_offset..a.appended.next_offset).map(|o| (p, o)).collect(),
+                appended: vec![(p, log.clone(), a)],
             });
         }
         // Mixed keys: one batch per target partition, records in request order.
@@ -170,12 +170,12 @@ impl Topic {
         for p in partitions {
             let group: Vec<&R> = records.iter().zip(&targets).filter(|(_, &t)| t == p).map(|(r, _)| r).collect();
             let log = &logs[p as usize];
-            let a = log.append(&group, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
+            let a = log.submit(&group, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
             let indexes = targets.iter().enumerate().filter(|(_, &t)| t == p).map(|(i, _)| i);
-            for (offset, i) in (a.base_offset..).zip(indexes) {
+            for (offset, i) in (a.appended.base_offset..).zip(indexes) {
                 out.positions[i] = (p, offset);
             }
-            out.appended.push((log.clone(), a.next_offset));
+            out.appended.push((p, log.clone(), a));
         }
         Ok(out)
     }

@@ -88,10 +88,12 @@ impl BrokerService {
         Ok((acks, produced))
     }
 
-    async fn acknowledge(request_id: u64, acks: AckLevel, produced: Produced) -> Result<ProduceResponse> {
-        if acks == AckLevel::Durable {
-            for (log, end) in &produced.appended {
-                log.wait_durable(*end).await.map_err(|e| Error::from_log(log.name(), 0, e))?;
+    async fn acknowledge(topic: &str, request_id: u64, acks: AckLevel, produced: Produced) -> Result<ProduceResponse> {
+        for (partition, log, pending) in produced.appended {
+            let error = |e| Error::from_log(topic, partition, e);
+            let written = pending.written().await.map_err(error)?;
+            if acks == AckLevel::Durable {
+                log.wait_durable(written.next_offset).await.map_err(error)?;
             }
         }
         Ok(ProduceResponse {
@@ -163,7 +165,7 @@ impl Broker for BrokerService {
     async fn produce(&self, req: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
         let req = req.into_inner();
         let (acks, produced) = self.append(&req)?;
-        Ok(Response::new(Self::acknowledge(req.request_id, acks, produced).await?))
+        Ok(Response::new(Self::acknowledge(&req.topic, req.request_id, acks, produced).await?))
     }
 
     type ProduceStreamStream = BoxStream<ProduceResponse>;
@@ -184,12 +186,15 @@ impl Broker for BrokerService {
             loop {
                 tokio::select! {
                     msg = inbound.message(), if reading && pending.len() < MAX_IN_FLIGHT => match msg {
-                        Ok(Some(req)) => {
+                        Ok(Some(mut req)) => {
                             let id = req.request_id;
-                            let ack = svc.append(&req).map(|(acks, produced)| Self::acknowledge(id, acks, produced));
+                            let appended = svc.append(&req);
+                            // Only the topic is kept: the records' buffers go back now.
+                            let topic = std::mem::take(&mut req.topic);
+                            drop(req);
                             pending.push_back(async move {
-                                let reply = match ack {
-                                    Ok(wait) => wait.await,
+                                let reply = match appended {
+                                    Ok((acks, produced)) => Self::acknowledge(&topic, id, acks, produced).await,
                                     Err(e) => Err(e),
                                 };
                                 reply.unwrap_or_else(|e| ProduceResponse { request_id: id, positions: Vec::new(), error: Some(stream_error(e)) })
