@@ -85,7 +85,7 @@ fn varint_len(v: u64) -> usize {
     (((63 - (v | 1).leading_zeros()) * 9 + 73) / 64) as usize
 }
 
-fn put_varint(buf: &mut BytesMut, mut v: u64) {
+fn put_varint(buf: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);
         v >>= 7;
@@ -97,7 +97,7 @@ fn key_len(field: u32) -> usize {
     varint_len(u64::from(field) << 3)
 }
 
-fn put_key(buf: &mut BytesMut, field: u32, wire_type: u8) {
+fn put_key(buf: &mut impl BufMut, field: u32, wire_type: u8) {
     put_varint(buf, (u64::from(field) << 3) | u64::from(wire_type));
 }
 
@@ -105,7 +105,7 @@ fn bytes_field_len(field: u32, len: usize) -> usize {
     key_len(field) + varint_len(len as u64) + len
 }
 
-fn put_bytes_field(buf: &mut BytesMut, field: u32, data: &[u8]) {
+fn put_bytes_field(buf: &mut impl BufMut, field: u32, data: &[u8]) {
     put_key(buf, field, 2);
     put_varint(buf, data.len() as u64);
     buf.put_slice(data);
@@ -166,8 +166,19 @@ pub fn stored_record_size<R: RecordSource>(r: &R) -> usize {
 /// Encodes `records` as one batch starting at `base_offset` into `buf`
 /// (which is cleared first). The caller guarantees `records` is non-empty.
 pub fn encode_batch<R: RecordSource>(buf: &mut BytesMut, base_offset: u64, records: &[R], stamp: Stamp) -> BatchMeta {
-    debug_assert!(!records.is_empty());
     buf.clear();
+    append_batch(buf, base_offset, records, stamp)
+}
+
+/// Encodes `records` as one batch starting at `base_offset` into `buf`,
+/// after what it holds. The caller guarantees `records` is non-empty.
+pub fn append_batch<B, R>(buf: &mut B, base_offset: u64, records: &[R], stamp: Stamp) -> BatchMeta
+where
+    B: BufMut + std::ops::DerefMut<Target = [u8]>,
+    R: RecordSource,
+{
+    debug_assert!(!records.is_empty());
+    let start = buf.len();
     buf.put_bytes(0, BATCH_HEADER_LEN);
     let mut first_ts = i64::MAX;
     let mut max_ts = i64::MIN;
@@ -210,7 +221,7 @@ pub fn encode_batch<R: RecordSource>(buf: &mut BytesMut, base_offset: u64, recor
         max_timestamp: max_ts,
     };
     let attributes = if stamp.log_append_time { ATTR_LOG_APPEND_TIME } else { 0 };
-    write_header(buf, &meta, attributes);
+    write_header(&mut buf[start..], &meta, attributes);
     meta
 }
 

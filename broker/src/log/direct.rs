@@ -24,7 +24,8 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::buf::UninitSlice;
+use bytes::{BufMut, Bytes};
 
 use super::format::DIRECT_IO_ALIGN;
 use super::pool::{Pool, Reusable};
@@ -89,7 +90,7 @@ pub unsafe fn pread_into(file: &File, dst: *mut u8, len: usize, pos: u64) -> io:
 
 /// A byte buffer whose start is aligned for direct I/O. It only grows, so a
 /// buffer reused from the pool keeps its memory warm.
-struct AlignedBuf {
+pub struct AlignedBuf {
     ptr: NonNull<u8>,
     cap: usize,
     len: usize,
@@ -143,6 +144,11 @@ impl AlignedBuf {
         self.len += data.len();
     }
 
+    /// Shortens the contents to `len` bytes (no-op if already shorter).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Appends zeros up to the next aligned length.
     pub fn pad_to_alignment(&mut self) {
         let target = align_up(self.len as u64) as usize;
@@ -183,6 +189,47 @@ impl std::ops::Deref for AlignedBuf {
     }
 }
 
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+// SAFETY: `chunk_mut` hands out only the spare capacity after `len`, and
+// `advance_mut` is only called (by contract) for bytes written there.
+unsafe impl BufMut for AlignedBuf {
+    fn remaining_mut(&self) -> usize {
+        isize::MAX as usize - self.len
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        debug_assert!(self.len + cnt <= self.cap);
+        self.len += cnt;
+    }
+
+    fn chunk_mut(&mut self) -> &mut UninitSlice {
+        if self.len == self.cap {
+            self.reserve_total((self.cap * 2).max(DIRECT_IO_ALIGN));
+        }
+        // SAFETY: `cap - len` bytes after `len` are allocated and referenced
+        // by nothing else while we hold `&mut self`.
+        unsafe { UninitSlice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len), self.cap - self.len) }
+    }
+
+    // The encoder writes a byte or a payload at a time: one copy each.
+    fn put_slice(&mut self, src: &[u8]) {
+        self.extend_from_slice(src);
+    }
+
+    fn put_bytes(&mut self, val: u8, cnt: usize) {
+        self.reserve_total(self.len + cnt);
+        // SAFETY: capacity covers len + cnt; the range is spare capacity.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(self.len), val, cnt) };
+        self.len += cnt;
+    }
+}
+
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         if self.cap > 0 {
@@ -192,8 +239,9 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// Buffers for direct reads and writes (see `pool.rs` for why a pool).
-static POOL: Pool<AlignedBuf> = Pool::new(64 << 20);
+/// Buffers for direct reads and writes and for encoding batches (see
+/// `pool.rs` for why a pool).
+pub(super) static POOL: Pool<AlignedBuf> = Pool::new(64 << 20);
 
 impl Reusable for AlignedBuf {
     fn capacity(&self) -> usize {
@@ -281,6 +329,30 @@ impl DirectWriter {
         POOL.give(buf);
         written
     }
+
+    /// Writes the batch in `buf[at..]` at logical position `size`, where
+    /// `at` is `size`'s offset in its block: the partial last block goes in
+    /// front of the batch in the same buffer, so the batch is not copied.
+    /// Zero padding is added to `buf`.
+    pub fn append_in_place(&mut self, size: u64, buf: &mut AlignedBuf, at: usize) -> io::Result<()> {
+        debug_assert_eq!(at, self.tail.len());
+        debug_assert_eq!(at as u64, size % DIRECT_IO_ALIGN as u64);
+        buf[..at].copy_from_slice(&self.tail);
+        let end = buf.len();
+        buf.pad_to_alignment();
+        let written = buf.write_at(&self.file, size - at as u64);
+        if written.is_ok() {
+            self.tail.clear();
+            self.tail.extend_from_slice(&buf[align_down(end as u64) as usize..end]);
+        }
+        written
+    }
+
+    /// Bytes of the partial last block: where, in its block, the next
+    /// batch starts.
+    pub fn tail_len(&self) -> usize {
+        self.tail.len()
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +377,20 @@ mod tests {
             let (a, b) = batch.split_at(if i % 2 == 1 { len / 2 } else { len });
             w.append(expected.len() as u64, [a, b].into_iter()).unwrap();
             expected.extend_from_slice(&batch);
+            let on_disk = std::fs::read(&path).unwrap();
+            assert_eq!(on_disk.len() as u64, align_up(expected.len() as u64));
+            assert_eq!(&on_disk[..expected.len()], &expected[..]);
+            assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
+        }
+        // In place: the batch is written from its own buffer, after room
+        // for the partial block.
+        for len in [5000usize, 100, 8192] {
+            let mut buf = AlignedBuf::default();
+            buf.put_bytes(0xee, w.tail_len()); // overwritten with the partial block
+            let at = buf.len();
+            buf.put_bytes(0x77, len);
+            w.append_in_place(expected.len() as u64, &mut buf, at).unwrap();
+            expected.extend(std::iter::repeat_n(0x77, len));
             let on_disk = std::fs::read(&path).unwrap();
             assert_eq!(on_disk.len() as u64, align_up(expected.len() as u64));
             assert_eq!(&on_disk[..expected.len()], &expected[..]);

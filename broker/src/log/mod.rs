@@ -30,13 +30,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use tokio::sync::{oneshot, watch, Notify};
 
-use batch::{encode_batch, BatchHeader, BatchMeta, RecordIter, RecordSource, Stamp};
-use direct::DirectWriter;
-use format::{parse_segment_file_name, BATCH_HEADER_LEN, MAX_SEGMENT_BYTES};
-use pool::Pool;
+use batch::{append_batch, BatchHeader, BatchMeta, RecordIter, RecordSource, Stamp};
+use direct::{AlignedBuf, DirectWriter};
+use format::{parse_segment_file_name, BATCH_HEADER_LEN, DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES};
 pub use segment::{IndexConfig, Segment, TailRecovery};
 
 /// Settings a log needs; taken from the topic's effective configuration.
@@ -78,9 +77,6 @@ fn open_sealed(dir: &Path, bases: &[u64], config: &LogConfig) -> io::Result<Vec<
         Ok(all)
     })
 }
-
-/// Buffers batches are encoded into (see `pool.rs` for why a pool).
-static ENCODE_POOL: Pool<BytesMut> = Pool::new(64 << 20);
 
 /// Errors from a log that a caller can act on.
 #[derive(Debug)]
@@ -136,6 +132,10 @@ pub struct ReadResult {
 struct Writer {
     /// Offset the next append gets.
     next_offset: u64,
+    /// Where in the active segment the next append will most likely start
+    /// (its end once the queue is written): a batch is encoded at that
+    /// position's offset in its block, so it can be written in place.
+    end_hint: u64,
     /// Encoded batches not yet written, in offset order.
     queue: Vec<Queued>,
     /// A background drain is scheduled or running (it will see the queue).
@@ -149,9 +149,11 @@ struct Writer {
     active: Arc<Segment>,
 }
 
-/// One encoded batch waiting to be written.
+/// One encoded batch waiting to be written: `buf[at..at + len]`.
 struct Queued {
-    buf: BytesMut,
+    buf: AlignedBuf,
+    at: usize,
+    len: usize,
     meta: BatchMeta,
     done: oneshot::Sender<Result<(), LogError>>,
 }
@@ -247,6 +249,7 @@ impl Log {
             segments: RwLock::new(segments),
             writer: Mutex::new(Writer {
                 next_offset,
+                end_hint: active.size(),
                 queue: Vec::new(),
                 draining: false,
                 unflushed_records: 0,
@@ -400,11 +403,16 @@ impl Log {
         }
         let base = w.next_offset;
         let stamp = Stamp { append_time_ms: now_ms, log_append_time: w.config.log_append_time };
-        let mut buf = ENCODE_POOL.take();
-        let meta = encode_batch(&mut buf, base, records, stamp);
+        let mut buf = direct::POOL.take();
+        // Room for the partial last block, which a direct write puts in front.
+        let at = (w.end_hint % DIRECT_IO_ALIGN as u64) as usize;
+        buf.put_bytes(0, at);
+        let meta = append_batch(&mut buf, base, records, stamp);
+        let len = buf.len() - at;
         w.next_offset = meta.next_offset();
+        w.end_hint += len as u64;
         let (tx, rx) = oneshot::channel();
-        w.queue.push(Queued { buf, meta, done: tx });
+        w.queue.push(Queued { buf, at, len, meta, done: tx });
         let start_drain = background && !std::mem::replace(&mut w.draining, true);
         let appended = Appended { base_offset: base, next_offset: meta.next_offset() };
         Ok((Pending { appended, done: rx }, start_drain))
@@ -433,9 +441,9 @@ impl Log {
     /// the active segment, rolling it in between when needed.
     fn write_queued(&self, sink: &mut Sink, mut batches: Vec<Queued>, config: &LogConfig) {
         while !batches.is_empty() {
-            let n = match self.write_group(sink, &batches, config) {
+            let n = match self.write_group(sink, &mut batches, config) {
                 Ok(n) => n,
-                Err(e) => return self.fail_from(batches.into_iter(), e),
+                Err(e) => return self.fail_from(batches.into_iter(), sink.active.size(), e),
             };
             let next = batches[n - 1].meta.next_offset();
             let records: u64 = batches[..n].iter().map(|q| u64::from(q.meta.record_count)).sum();
@@ -448,7 +456,7 @@ impl Log {
             }
             self.high_watermark.send_replace(next);
             for q in batches.drain(..n) {
-                ENCODE_POOL.give(q.buf);
+                direct::POOL.give(q.buf);
                 let _ = q.done.send(Ok(()));
             }
         }
@@ -456,26 +464,29 @@ impl Log {
 
     /// Rolls if the first batch needs it, then writes as many of `batches`
     /// as fit in the active segment; returns how many.
-    fn write_group(&self, sink: &mut Sink, batches: &[Queued], config: &LogConfig) -> io::Result<usize> {
+    fn write_group(&self, sink: &mut Sink, batches: &mut [Queued], config: &LogConfig) -> io::Result<usize> {
         let limit = config.segment_bytes.min(MAX_SEGMENT_BYTES);
         // Relative offsets are u32: roll long before they could overflow.
         let too_many = |s: &Sink, q: &Queued| q.meta.next_offset() - s.active.base_offset() > u64::from(u32::MAX / 2);
         let size = sink.active.size();
         let first = &batches[0];
-        let too_big = size > 0 && size + first.buf.len() as u64 > limit;
+        let too_big = size > 0 && size + first.len as u64 > limit;
         let too_old = size > 0 && sink.active_since.elapsed() >= Duration::from_millis(config.segment_ms);
         if too_big || too_old || too_many(sink, first) || sink.active.index_room() == 0 {
             self.roll(sink, first.meta.base_offset, config)?;
+            // What is queued now starts at the new segment's beginning.
+            let mut w = self.writer.lock().expect("writer lock");
+            w.end_hint = batches.iter().chain(&w.queue).map(|q| q.len as u64).sum();
         }
         // The first batch always goes (a new segment takes any batch); the
         // rest while they fit.
         let room = sink.active.index_room();
-        let mut end = sink.active.size() + first.buf.len() as u64;
+        let mut end = sink.active.size() + first.len as u64;
         let n = 1 + batches[1..]
             .iter()
             .take(room.saturating_sub(1))
             .take_while(|q| {
-                end += q.buf.len() as u64;
+                end += q.len as u64;
                 end <= limit && !too_many(sink, q)
             })
             .count();
@@ -484,21 +495,33 @@ impl Log {
             return Err(io::Error::other("injected write failure"));
         }
         let Sink { active, direct, .. } = sink;
-        active.append(batches[..n].iter().map(|q| (&q.buf[..], &q.meta)), config.index, direct.as_mut())?;
+        match direct {
+            // One batch, encoded where the segment's end falls in its block
+            // (the usual case): written from its own buffer.
+            Some(d) if n == 1 && d.tail_len() == batches[0].at => {
+                let q = &mut batches[0];
+                active.append_in_place(&mut q.buf, q.at, &q.meta, config.index, d)?;
+            }
+            _ => {
+                let group = batches[..n].iter().map(|q| (&q.buf[q.at..q.at + q.len], &q.meta));
+                active.append(group, config.index, direct.as_mut())?;
+            }
+        }
         Ok(n)
     }
 
     /// A write failed: fails `failed` and everything queued after them, and
-    /// gives their offsets to the next append.
-    fn fail_from(&self, failed: impl Iterator<Item = Queued>, e: io::Error) {
+    /// gives their offsets (and the segment from `end`) to the next append.
+    fn fail_from(&self, failed: impl Iterator<Item = Queued>, end: u64, e: io::Error) {
         tracing::error!(log = %self.name, error = %e, "write failed");
         let later = {
             let mut w = self.writer.lock().expect("writer lock");
             w.next_offset = self.high_watermark();
+            w.end_hint = end;
             std::mem::take(&mut w.queue)
         };
         for q in failed.chain(later) {
-            ENCODE_POOL.give(q.buf);
+            direct::POOL.give(q.buf);
             let _ = q.done.send(Err(LogError::Io(io::Error::new(e.kind(), e.to_string()))));
         }
     }

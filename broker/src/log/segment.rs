@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use bytes::{Bytes, BytesMut};
 
 use super::batch::{BatchError, BatchHeader, BatchMeta};
-use super::direct::{self, DirectWriter};
+use super::direct::{self, AlignedBuf, DirectWriter};
 use super::format::*;
 use super::index::{OffsetIndex, TimeIndex};
 use super::readahead::ReadAhead;
@@ -292,6 +292,31 @@ impl Segment {
                 }
             }
         }
+        self.appended(start, batches, cfg);
+        Ok(())
+    }
+
+    /// Appends the one batch in `buf[at..]` with direct I/O, without copying
+    /// it: `at` must be where the segment's end falls in its block (see
+    /// [`DirectWriter::append_in_place`]). Writer only.
+    pub fn append_in_place(
+        &self,
+        buf: &mut AlignedBuf,
+        at: usize,
+        meta: &BatchMeta,
+        cfg: IndexConfig,
+        direct: &mut DirectWriter,
+    ) -> io::Result<()> {
+        let start = self.size.load(Ordering::Relaxed);
+        let len = buf.len() - at;
+        self.reserve(direct::align_up(start + len as u64))?;
+        direct.append_in_place(start, buf, at)?;
+        self.appended(start, std::iter::once((&buf[at..at + len], meta)), cfg);
+        Ok(())
+    }
+
+    /// Indexes and publishes batches just written from `start`.
+    fn appended<'a>(&self, start: u64, batches: impl Iterator<Item = (&'a [u8], &'a BatchMeta)>, cfg: IndexConfig) {
         let mut pos = start;
         for (batch, meta) in batches {
             if self.direct {
@@ -311,8 +336,7 @@ impl Segment {
             self.max_timestamp.fetch_max(meta.max_timestamp, Ordering::AcqRel);
             pos += batch.len() as u64;
         }
-        self.size.store(start + len, Ordering::Release);
-        Ok(())
+        self.size.store(pos, Ordering::Release);
     }
 
     /// Makes sure the file has blocks reserved up to `end`, fallocating
