@@ -115,10 +115,16 @@ impl AlignedBuf {
     }
 
     /// Makes room for at least `cap` bytes in all, keeping the contents.
+    // Inlined: the encoder calls it for every field of every record.
+    #[inline]
     pub fn reserve_total(&mut self, cap: usize) {
-        if cap <= self.cap {
-            return;
+        if cap > self.cap {
+            self.grow(cap);
         }
+    }
+
+    #[cold]
+    fn grow(&mut self, cap: usize) {
         let new_cap = align_up(cap.max(self.cap * 2) as u64) as usize;
         // SAFETY: new_cap > 0 and the layout is valid (checked in `layout`).
         let ptr = unsafe { alloc::alloc(Self::layout(new_cap)) };
@@ -136,6 +142,7 @@ impl AlignedBuf {
     }
 
     /// Appends `data`.
+    #[inline]
     pub fn extend_from_slice(&mut self, data: &[u8]) {
         self.reserve_total(self.len + data.len());
         // SAFETY: capacity covers len + data.len(); `data` cannot overlap the
