@@ -151,11 +151,6 @@ impl AlignedBuf {
         self.len += data.len();
     }
 
-    /// Shortens the contents to `len` bytes (no-op if already shorter).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-
     /// Appends zeros up to the next aligned length.
     pub fn pad_to_alignment(&mut self) {
         let target = align_up(self.len as u64) as usize;
@@ -324,15 +319,7 @@ impl DirectWriter {
         for batch in batches {
             buf.extend_from_slice(batch);
         }
-        let end = buf.len();
-        buf.pad_to_alignment();
-        let written = buf.write_at(&self.file, size - self.tail.len() as u64);
-        // Only a complete write moves the tail on: after a failed one the
-        // old partial block is still what the next attempt must rewrite.
-        if written.is_ok() {
-            self.tail.clear();
-            self.tail.extend_from_slice(&buf[align_down(end as u64) as usize..end]);
-        }
+        let written = self.write_blocks(&mut buf, size);
         POOL.give(buf);
         written
     }
@@ -345,9 +332,17 @@ impl DirectWriter {
         debug_assert_eq!(at, self.tail.len());
         debug_assert_eq!(at as u64, size % DIRECT_IO_ALIGN as u64);
         buf[..at].copy_from_slice(&self.tail);
+        self.write_blocks(buf, size)
+    }
+
+    /// Writes `buf` (the partial last block, then the new bytes) at the
+    /// block `size` falls in, padded with zeros to a whole block.
+    fn write_blocks(&mut self, buf: &mut AlignedBuf, size: u64) -> io::Result<()> {
         let end = buf.len();
         buf.pad_to_alignment();
-        let written = buf.write_at(&self.file, size - at as u64);
+        let written = buf.write_at(&self.file, align_down(size));
+        // Only a complete write moves the tail on: after a failed one the
+        // old partial block is still what the next attempt must rewrite.
         if written.is_ok() {
             self.tail.clear();
             self.tail.extend_from_slice(&buf[align_down(end as u64) as usize..end]);
