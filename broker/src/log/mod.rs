@@ -155,6 +155,8 @@ struct Queued {
     at: usize,
     len: usize,
     meta: BatchMeta,
+    /// Its producer waits for durability: fsync right after the write.
+    sync: bool,
     done: oneshot::Sender<Result<(), LogError>>,
 }
 
@@ -364,7 +366,7 @@ impl Log {
     /// Appends `records` (non-empty) as one batch and returns once it is
     /// written. Blocks the calling thread for the write.
     pub fn append<R: RecordSource>(&self, records: &[R], now_ms: i64) -> Result<Appended, LogError> {
-        let (mut pending, _) = self.enqueue(records, now_ms, false)?;
+        let (mut pending, _) = self.enqueue(records, now_ms, false, false)?;
         self.drain_locked(&mut self.sink.lock().expect("sink lock"), false);
         // The drain above, or one before it, wrote the batch or failed it.
         pending.done.try_recv().unwrap_or(Err(LogError::Closed))?;
@@ -374,8 +376,16 @@ impl Log {
     /// Gives `records` (non-empty) their offsets and queues them as one
     /// batch; a blocking thread writes it. Appends are written in the order
     /// they were submitted, and one that fails fails every one after it.
-    pub fn submit<R: RecordSource>(self: &Arc<Self>, records: &[R], now_ms: i64) -> Result<Pending, LogError> {
-        let (pending, start_drain) = self.enqueue(records, now_ms, true)?;
+    /// With `durable`, the writing thread also fsyncs right after the write
+    /// (one fsync for everything written with it), so
+    /// [`Log::wait_durable`] does not have to wait for the flusher.
+    pub fn submit<R: RecordSource>(
+        self: &Arc<Self>,
+        records: &[R],
+        now_ms: i64,
+        durable: bool,
+    ) -> Result<Pending, LogError> {
+        let (pending, start_drain) = self.enqueue(records, now_ms, true, durable)?;
         if start_drain {
             let drain = {
                 let log = self.clone();
@@ -396,6 +406,7 @@ impl Log {
         records: &[R],
         now_ms: i64,
         background: bool,
+        sync: bool,
     ) -> Result<(Pending, bool), LogError> {
         let mut w = self.writer.lock().expect("writer lock");
         if w.closed {
@@ -412,7 +423,7 @@ impl Log {
         w.next_offset = meta.next_offset();
         w.end_hint += len as u64;
         let (tx, rx) = oneshot::channel();
-        w.queue.push(Queued { buf, at, len, meta, done: tx });
+        w.queue.push(Queued { buf, at, len, meta, sync, done: tx });
         let start_drain = background && !std::mem::replace(&mut w.draining, true);
         let appended = Appended { base_offset: base, next_offset: meta.next_offset() };
         Ok((Pending { appended, done: rx }, start_drain))
@@ -447,14 +458,28 @@ impl Log {
             };
             let next = batches[n - 1].meta.next_offset();
             let records: u64 = batches[..n].iter().map(|q| u64::from(q.meta.record_count)).sum();
+            // A producer waits for durability: fsync here, now, rather than
+            // hand over to the flusher and back. If it fails, the flusher
+            // retries for the waiters.
+            let synced = batches[..n].iter().any(|q| q.sync)
+                && sync_segment(&sink.active)
+                    .inspect_err(|e| tracing::warn!(log = %self.name, error = %e, "fsync failed"))
+                    .is_ok();
             {
                 let mut w = self.writer.lock().expect("writer lock");
-                w.unflushed_records += records;
+                if synced {
+                    w.unflushed_records = 0;
+                } else {
+                    w.unflushed_records += records;
+                }
                 if w.config.flush_records > 0 && w.unflushed_records >= w.config.flush_records {
                     self.flush_wanted.notify_one();
                 }
             }
             self.high_watermark.send_replace(next);
+            if synced {
+                self.durable.send_if_modified(|d| raise(d, next));
+            }
             for q in batches.drain(..n) {
                 direct::POOL.give(q.buf);
                 let _ = q.done.send(Ok(()));
@@ -678,10 +703,9 @@ impl Log {
         if target <= self.durable_offset() {
             return Ok(());
         }
-        let started = Instant::now();
-        tokio::task::spawn_blocking(move || seg.sync()).await.map_err(|e| LogError::Io(io::Error::other(e)))??;
-        metrics::counter!("strata_fsync_total").increment(1);
-        metrics::histogram!("strata_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+        tokio::task::spawn_blocking(move || sync_segment(&seg))
+            .await
+            .map_err(|e| LogError::Io(io::Error::other(e)))??;
         let mut w = self.writer.lock().expect("writer lock");
         w.unflushed_records = w.unflushed_records.saturating_sub(records);
         drop(w);
@@ -734,6 +758,15 @@ impl Log {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+}
+
+/// fsyncs a segment's data, counted in the metrics.
+fn sync_segment(seg: &Segment) -> io::Result<()> {
+    let started = Instant::now();
+    seg.sync()?;
+    metrics::counter!("strata_fsync_total").increment(1);
+    metrics::histogram!("strata_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn raise(current: &mut u64, to: u64) -> bool {

@@ -406,7 +406,7 @@ fn direct_and_buffered_io_read_and_extend_each_others_logs() {
 /// and the drain finds them all at once.
 fn submit_queued(log: &Arc<Log>, n: u8) -> Vec<Pending> {
     let _sink = log.sink.lock().unwrap();
-    (0..n).map(|b| log.submit(&records(3, b), 1).unwrap()).collect()
+    (0..n).map(|b| log.submit(&records(3, b), 1, false).unwrap()).collect()
 }
 
 #[tokio::test]
@@ -454,7 +454,7 @@ async fn a_failed_write_fails_everything_queued_after_it_and_frees_the_offsets()
     assert_eq!(log.high_watermark(), 3);
     log.fail_writes.store(false, Ordering::Relaxed);
     // The next append takes the offsets the failed ones had been given.
-    let p = log.submit(&records(3, 7), 1).unwrap();
+    let p = log.submit(&records(3, 7), 1, false).unwrap();
     assert_eq!(p.written().await.unwrap().base_offset, 3);
     assert_eq!(log.append(&records(3, 8), 1).unwrap().base_offset, 6);
     let all = read_all(&log, 0);
@@ -465,4 +465,18 @@ async fn a_failed_write_fails_everything_queued_after_it_and_frees_the_offsets()
     let (log, report) = open(dir.path(), 1 << 20);
     assert_eq!(report.tail.truncated, None);
     assert_eq!(read_all(&log, 0).len(), 9);
+}
+
+#[tokio::test]
+async fn a_durable_submit_is_fsynced_by_the_writer_without_the_flusher() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 1 << 20);
+    let log = Arc::new(log);
+    // No flusher runs: only the writing thread can make these durable.
+    let plain = log.submit(&records(3, 0), 1, false).unwrap().written().await.unwrap();
+    assert_eq!(log.durable_offset(), 0, "a plain append waits for the flusher");
+    let durable = log.submit(&records(3, 1), 1, true).unwrap().written().await.unwrap();
+    assert_eq!(durable.base_offset, plain.next_offset);
+    assert_eq!(log.durable_offset(), 6, "one fsync covers both");
+    log.wait_durable(6).await.unwrap();
 }

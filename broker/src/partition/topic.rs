@@ -140,8 +140,15 @@ impl Topic {
     }
 
     /// Appends `records`, to `partition` or to partitions chosen by key
-    /// (keyless records: one round-robin partition per request).
-    pub fn produce<R: RecordSource>(&self, partition: Option<u32>, records: &[R], now_ms: i64) -> Result<Produced> {
+    /// (keyless records: one round-robin partition per request). With
+    /// `durable`, each write is fsynced as it completes.
+    pub fn produce<R: RecordSource>(
+        &self,
+        partition: Option<u32>,
+        records: &[R],
+        now_ms: i64,
+        durable: bool,
+    ) -> Result<Produced> {
         self.validate(records)?;
         let logs = self.logs();
         let n = logs.len() as u32;
@@ -154,7 +161,7 @@ impl Topic {
         };
         if let Some(p) = fixed {
             let log = &logs[p as usize];
-            let a = log.submit(records, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
+            let a = log.submit(records, now_ms, durable).map_err(|e| Error::from_log(&self.name, p, e))?;
             return Ok(Produced {
                 positions: (a.appended.base_offset..a.appended.next_offset).map(|o| (p, o)).collect(),
                 appended: vec![(p, log.clone(), a)],
@@ -170,7 +177,7 @@ impl Topic {
         for p in partitions {
             let group: Vec<&R> = records.iter().zip(&targets).filter(|(_, &t)| t == p).map(|(r, _)| r).collect();
             let log = &logs[p as usize];
-            let a = log.submit(&group, now_ms).map_err(|e| Error::from_log(&self.name, p, e))?;
+            let a = log.submit(&group, now_ms, durable).map_err(|e| Error::from_log(&self.name, p, e))?;
             let indexes = targets.iter().enumerate().filter(|(_, &t)| t == p).map(|(i, _)| i);
             for (offset, i) in (a.appended.base_offset..).zip(indexes) {
                 out.positions[i] = (p, offset);

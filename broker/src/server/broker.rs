@@ -76,7 +76,7 @@ impl BrokerService {
             return Err(Error::InvalidArgument(format!("topic '{}' is internal: it cannot be produced to", req.topic)));
         }
         let topic = self.manager.topic(&req.topic)?;
-        let produced = topic.produce(req.partition, &req.records, self.manager.now_ms())?;
+        let produced = topic.produce(req.partition, &req.records, self.manager.now_ms(), acks == AckLevel::Durable)?;
         let bytes: usize = req
             .records
             .iter()
