@@ -9,10 +9,11 @@
 //!   blocking thread; `append` drains in the caller.
 //! - Reads take no writer lock: they snapshot the segment list and read
 //!   complete batches below each segment's published size.
-//! - Durability is a separate, shared step: a flusher task fsyncs the active
-//!   segment when asked, on a timer or after N records, and publishes the
-//!   durable offset; every producer waiting for `Acks::Durable` waits for that
-//!   offset, so one fsync serves them all (group commit).
+//! - Durability: a batch submitted as durable is fsynced by the drain right
+//!   after its write, and that one fsync covers everything written with it
+//!   (group commit). Otherwise a flusher task fsyncs the active segment on a
+//!   timer, after N records, or when a waiter asks; both publish the durable
+//!   offset that producers waiting for `Acks::Durable` wait for.
 
 pub mod batch;
 pub mod direct;
@@ -178,8 +179,8 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Waits until the batch is written (readable; durable only after the
-    /// next fsync, see [`Log::wait_durable`]).
+    /// Waits until the batch is written (readable; durable once an fsync
+    /// covers it, see [`Log::wait_durable`]).
     pub async fn written(self) -> Result<Appended, LogError> {
         self.done.await.unwrap_or(Err(LogError::Closed))?;
         Ok(self.appended)
