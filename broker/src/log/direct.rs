@@ -350,6 +350,23 @@ impl DirectWriter {
         written
     }
 
+    /// Takes note of `parts` written at logical position `size` (the
+    /// current end) by other means, through the page cache: the partial
+    /// last block now ends with them.
+    pub fn absorb<'a>(&mut self, size: u64, parts: impl Iterator<Item = &'a [u8]>) {
+        debug_assert_eq!(self.tail.len() as u64, size % DIRECT_IO_ALIGN as u64);
+        for part in parts {
+            let end = self.tail.len() + part.len();
+            if end < DIRECT_IO_ALIGN {
+                self.tail.extend_from_slice(part);
+            } else {
+                // The part fills the block: the new partial block is its end.
+                self.tail.clear();
+                self.tail.extend_from_slice(&part[part.len() - end % DIRECT_IO_ALIGN..]);
+            }
+        }
+    }
+
     /// Bytes of the partial last block: where, in its block, the next
     /// batch starts.
     pub fn tail_len(&self) -> usize {
@@ -398,6 +415,18 @@ mod tests {
             assert_eq!(&on_disk[..expected.len()], &expected[..]);
             assert!(on_disk[expected.len()..].iter().all(|&b| b == 0));
         }
+        // Written through the page cache: the writer only takes note, and
+        // the next direct write rewrites the right partial block.
+        for len in [100usize, 5000, 4096 - 100, 1] {
+            let part = vec![0x55; len];
+            let f = OpenOptions::new().write(true).open(&path).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&f, &part, expected.len() as u64).unwrap();
+            w.absorb(expected.len() as u64, std::iter::once(&part[..]));
+            expected.extend_from_slice(&part);
+            assert_eq!(w.tail_len(), expected.len() % DIRECT_IO_ALIGN);
+        }
+        w.append(expected.len() as u64, std::iter::once(&b"after"[..])).unwrap();
+        expected.extend_from_slice(b"after");
         // A new writer picks the partial block up from the file.
         drop(w);
         let mut w = DirectWriter::new(Arc::new(open(&path).unwrap().unwrap()), expected.len() as u64).unwrap();

@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
 
@@ -160,6 +160,10 @@ pub struct Segment {
     /// the tail (subscribers, caught-up consumers) are served from memory
     /// instead of waiting on the device for what was just written.
     recent: RwLock<Recent>,
+    /// The same file opened without `O_DIRECT`, for small writes of a direct
+    /// segment (see [`SMALL_WRITE_BYTES`]); opened at the first one, closed
+    /// when the segment is sealed. Writer only.
+    buffered: Mutex<Option<File>>,
 }
 
 /// Bytes `[start, start + data.len())` of a segment, at most [`RECENT_BYTES`].
@@ -220,6 +224,7 @@ impl Segment {
             max_timestamp: AtomicI64::new(max_ts),
             indexes: RwLock::new(Indexes { offset, time, bytes_since_entry: 0 }),
             recent: RwLock::default(),
+            buffered: Mutex::new(None),
         })
     }
 
@@ -278,6 +283,10 @@ impl Segment {
         let start = self.size.load(Ordering::Relaxed);
         let len: u64 = batches.clone().map(|(b, _)| b.len() as u64).sum();
         match direct {
+            Some(d) if len < SMALL_WRITE_BYTES => {
+                self.reserve(direct::align_up(start + len))?;
+                self.write_small(start, batches.clone().map(|(b, _)| b), d)?;
+            }
             Some(d) => {
                 // Direct writes cover whole blocks: reserve up to the padded end.
                 self.reserve(direct::align_up(start + len))?;
@@ -310,8 +319,50 @@ impl Segment {
         let start = self.size.load(Ordering::Relaxed);
         let len = buf.len() - at;
         self.reserve(direct::align_up(start + len as u64))?;
-        direct.append_in_place(start, buf, at)?;
+        if (len as u64) < SMALL_WRITE_BYTES {
+            self.write_small(start, std::iter::once(&buf[at..]), direct)?;
+        } else {
+            direct.append_in_place(start, buf, at)?;
+        }
         self.appended(start, std::iter::once((&buf[at..at + len], meta)), cfg);
+        Ok(())
+    }
+
+    /// Writes `parts` at `start` through the page cache, though the segment
+    /// is direct, and starts writing them back at once: a direct read or
+    /// write of those blocks later finds them clean (the kernel keeps the
+    /// two kinds of I/O coherent, writing dirty pages back first).
+    fn write_small<'a>(
+        &self,
+        start: u64,
+        parts: impl Iterator<Item = &'a [u8]> + Clone,
+        direct: &mut DirectWriter,
+    ) -> io::Result<()> {
+        let mut buffered = self.buffered.lock().expect("buffered file lock");
+        let file = match &mut *buffered {
+            Some(f) => f,
+            empty => empty.insert(OpenOptions::new().write(true).open(&self.path)?),
+        };
+        let mut pos = start;
+        for part in parts.clone() {
+            file.write_all_at(part, pos)?;
+            pos += part.len() as u64;
+        }
+        // SAFETY: a plain syscall on a file descriptor this segment owns.
+        let rc = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                start as libc::off64_t,
+                (pos - start) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if rc != 0 {
+            // Only a hint: the pages are written back later anyway.
+            tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range failed");
+        }
+        direct.absorb(start, parts);
         Ok(())
     }
 
@@ -570,6 +621,7 @@ impl Segment {
             self.allocated.store(size, Ordering::Relaxed);
         }
         self.sync()?;
+        *self.buffered.lock().expect("buffered file lock") = None;
         // Sealed segments are read from the device (and read ahead).
         *self.recent.write().expect("recent lock") = Recent::default();
         let mut ix = self.indexes.write().expect("index lock");

@@ -480,3 +480,39 @@ async fn a_durable_submit_is_fsynced_by_the_writer_without_the_flusher() {
     assert_eq!(log.durable_offset(), 6, "one fsync covers both");
     log.wait_durable(6).await.unwrap();
 }
+
+#[test]
+fn small_writes_through_the_page_cache_and_large_direct_writes_interleave() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 1 << 30);
+    let big = |tag: u8| vec![value_record(&vec![tag; 300 << 10])];
+    // Small batches go through the page cache, large ones are written
+    // direct, rewriting the partial block the small ones left.
+    let mut expected: Vec<(u8, usize)> = Vec::new(); // (tag, value length) per record
+    for (i, large) in [false, true, false, false, true, true, false].into_iter().enumerate() {
+        let tag = i as u8 + 1;
+        if large {
+            log.append(&big(tag), 1).unwrap();
+            expected.push((tag, 300 << 10));
+        } else {
+            log.append(&records(3, tag), 1).unwrap();
+            expected.extend([(tag, 10); 3]);
+        }
+        // Read back (direct reads) after every write.
+        let all = read_all(&log, 0);
+        assert_eq!(all.len(), expected.len(), "after write {i}");
+    }
+    let check = |log: &Log| {
+        let all = read_all(log, 0);
+        let got: Vec<(u8, usize)> = all.iter().map(|(_, v)| (v[0], v.len())).collect();
+        assert_eq!(got, expected);
+    };
+    check(&log);
+    log.close().unwrap();
+    drop(log);
+    for direct_io in [true, false] {
+        let (log, report) = Log::open(dir.path(), "t/0".into(), config_with(1 << 30, direct_io)).unwrap();
+        assert_eq!(report.tail.truncated, None);
+        check(&log);
+    }
+}
