@@ -87,7 +87,9 @@ uid=$("$ENGINE" exec "$NAME" id -u)
 if [ "$uid" != 0 ]; then ok "broker runs as uid $uid (non-root)"; else fail "broker runs as root"; fi
 
 cli topic create events >/dev/null
-parts=$(cli topic describe events | head -1 | awk '{print $4}')
+# awk reads all of it: with `head`, the container's output could hit a closed
+# pipe, and pipefail made that a failure of the whole script.
+parts=$(cli topic describe events | awk 'NR == 1 {print $4}')
 if [ "$parts" = 3 ]; then ok "the mounted config is in effect (3 partitions)"; else fail "mounted config not used (partitions=$parts)"; fi
 
 printf 'k1:hello\nk2:durable\nk3:world\n' | cli produce events --key-separator : >/dev/null 2>&1
