@@ -81,8 +81,14 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         Code::InvalidArgument,
         &["timestamp -5", ">= 0"],
     );
-    let bad_acks =
-        ProduceRequest { topic: "t".into(), partition: Some(0), records: vec![rec(None, "x")], acks: 9, request_id: 0 };
+    let bad_acks = ProduceRequest {
+        topic: "t".into(),
+        partition: Some(0),
+        records: vec![rec(None, "x")],
+        acks: 9,
+        request_id: 0,
+        omit_record_positions: false,
+    };
     assert_status(c.broker.produce(bad_acks).await, Code::InvalidArgument, &["acks 9"]);
 
     // Nothing above changed the log.

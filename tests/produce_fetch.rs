@@ -81,6 +81,16 @@ async fn same_key_same_partition_and_keyless_spread() {
         let records = keys.iter().map(|k| rec(Some(k), &format!("{k}-{round}"))).collect();
         let reply = c.produce("keyed", None, records, Acks::Written).await.unwrap();
         assert_eq!(reply.positions.len(), keys.len());
+        // One range per partition, in partition order; each partition's
+        // records took consecutive offsets from its base, in request order.
+        let parts: Vec<u32> = reply.ranges.iter().map(|r| r.partition).collect();
+        assert_eq!(parts, [0, 1, 2, 3]);
+        for range in &reply.ranges {
+            let offsets: Vec<u64> =
+                reply.positions.iter().filter(|p| p.partition == range.partition).map(|p| p.offset).collect();
+            let expected: Vec<u64> = (range.base_offset..).take(range.record_count as usize).collect();
+            assert_eq!(offsets, expected, "partition {}", range.partition);
+        }
         for (k, pos) in keys.iter().zip(&reply.positions) {
             assert_eq!(pos.partition, partition_for_key(k.as_bytes(), 4), "documented hash for {k}");
             let p = *first_seen.entry(k.clone()).or_insert(pos.partition);
@@ -292,6 +302,8 @@ async fn produce_stream_pipelines_and_answers_in_order() {
             records: (0..5).map(|j| rec(None, &format!("{i}-{j}"))).collect(),
             acks: Acks::Durable as i32,
             request_id: i,
+            // Odd requests ask for ranges only.
+            omit_record_positions: i % 2 == 1,
         })
         .collect();
     let replies: Vec<_> =
@@ -308,10 +320,17 @@ async fn produce_stream_pipelines_and_answers_in_order() {
             continue;
         }
         assert!(r.error.is_none());
+        assert_eq!(r.ranges, [PartitionRange { partition: 0, base_offset: next, record_count: 5 }]);
+        if i % 2 == 1 {
+            assert!(r.positions.is_empty(), "positions omitted on request");
+        } else {
+            assert_eq!(r.positions.len(), 5);
+        }
         for p in r.positions {
             assert_eq!(p.offset, next);
             next += 1;
         }
+        next = r.ranges[0].base_offset + 5;
     }
     assert_eq!(high_watermark(&mut c, "piped", 0).await, 199 * 5);
 }

@@ -84,7 +84,14 @@ impl Client {
         records: Vec<proto::Record>,
         acks: proto::Acks,
     ) -> Result<proto::ProduceResponse, tonic::Status> {
-        let req = proto::ProduceRequest { topic: topic.into(), partition, records, acks: acks as i32, request_id: 0 };
+        let req = proto::ProduceRequest {
+            topic: topic.into(),
+            partition,
+            records,
+            acks: acks as i32,
+            request_id: 0,
+            omit_record_positions: false,
+        };
         Ok(self.broker.produce(req).await?.into_inner())
     }
 

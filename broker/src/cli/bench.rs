@@ -158,7 +158,15 @@ async fn produce_one(
                     })
                     .collect();
                 let req =
-                    ProduceRequest { topic: topic.clone(), partition, records, acks: acks as i32, request_id: id };
+                    // Ranges say where the records went: no position per record.
+                    ProduceRequest {
+                        topic: topic.clone(),
+                        partition,
+                        records,
+                        acks: acks as i32,
+                        request_id: id,
+                        omit_record_positions: true,
+                    };
                 sent_at.lock().expect("sent_at").insert(id, Instant::now());
                 if tx.send(req).await.is_err() {
                     return;
@@ -177,7 +185,13 @@ async fn produce_one(
         }
         let sent = sent_at.lock().expect("sent_at").remove(&reply.request_id).ok_or("reply to an unknown request")?;
         latency.record(sent.elapsed().as_micros().max(1) as u64)?;
-        done.fetch_add(reply.positions.len() as u64, Ordering::Relaxed);
+        let records: u32 = reply.ranges.iter().map(|r| r.record_count).sum();
+        if records as usize != batch_records {
+            return Err(
+                format!("reply to request {} covers {records} records, not {batch_records}", reply.request_id).into()
+            );
+        }
+        done.fetch_add(u64::from(records), Ordering::Relaxed);
         window.add_permits(1);
     }
     sender.await?;

@@ -13,11 +13,32 @@ use crate::log::{Log, LogConfig, Pending};
 /// Where a produce request's records landed.
 #[derive(Default)]
 pub struct Produced {
-    /// (partition, offset) per record, in request order.
-    pub positions: Vec<(u32, u64)>,
-    /// Each partition appended to, its log and its append (queued: wait for
-    /// it to be written, then for durability if asked).
+    /// (partition, offset) per record, in request order, when the request
+    /// was split by key; empty when it went to one partition as one batch.
+    split: Vec<(u32, u64)>,
+    /// Each partition appended to (in partition order), its log and its
+    /// append (queued: wait for it to be written, then for durability if
+    /// asked).
     pub appended: Vec<(u32, Arc<Log>, Pending)>,
+}
+
+impl Produced {
+    /// (partition, offset) per record, in request order.
+    pub fn positions(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let whole = match (&self.split[..], &self.appended[..]) {
+            ([], [(p, _, a)]) => Some((*p, a.appended.base_offset..a.appended.next_offset)),
+            _ => None,
+        };
+        whole.into_iter().flat_map(|(p, offsets)| offsets.map(move |o| (p, o))).chain(self.split.iter().copied())
+    }
+
+    /// (partition, first offset, record count) per partition appended to,
+    /// in partition order.
+    pub fn ranges(&self) -> impl Iterator<Item = (u32, u64, u32)> + '_ {
+        self.appended
+            .iter()
+            .map(|(p, _, a)| (*p, a.appended.base_offset, (a.appended.next_offset - a.appended.base_offset) as u32))
+    }
 }
 
 struct State {
@@ -162,15 +183,12 @@ impl Topic {
         if let Some(p) = fixed {
             let log = &logs[p as usize];
             let a = log.submit(records, now_ms, durable).map_err(|e| Error::from_log(&self.name, p, e))?;
-            return Ok(Produced {
-                positions: (a.appended.base_offset..a.appended.next_offset).map(|o| (p, o)).collect(),
-                appended: vec![(p, log.clone(), a)],
-            });
+            return Ok(Produced { split: Vec::new(), appended: vec![(p, log.clone(), a)] });
         }
         // Mixed keys: one batch per target partition, records in request order.
         let keyless = self.round_robin.fetch_add(1, Ordering::Relaxed) % n;
         let targets: Vec<u32> = records.iter().map(|r| r.key().map_or(keyless, |k| partition_for_key(k, n))).collect();
-        let mut out = Produced { positions: vec![(0, 0); records.len()], appended: Vec::new() };
+        let mut out = Produced { split: vec![(0, 0); records.len()], appended: Vec::new() };
         let mut partitions: Vec<u32> = targets.clone();
         partitions.sort_unstable();
         partitions.dedup();
@@ -180,7 +198,7 @@ impl Topic {
             let a = log.submit(&group, now_ms, durable).map_err(|e| Error::from_log(&self.name, p, e))?;
             let indexes = targets.iter().enumerate().filter(|(_, &t)| t == p).map(|(i, _)| i);
             for (offset, i) in (a.appended.base_offset..).zip(indexes) {
-                out.positions[i] = (p, offset);
+                out.split[i] = (p, offset);
             }
             out.appended.push((p, log.clone(), a));
         }

@@ -88,7 +88,23 @@ impl BrokerService {
         Ok((acks, produced))
     }
 
-    async fn acknowledge(topic: &str, request_id: u64, acks: AckLevel, produced: Produced) -> Result<ProduceResponse> {
+    /// Waits for `produced` to be written (and fsynced, for `Durable`) and
+    /// builds the reply; `omit_positions` leaves out the per-record positions.
+    async fn acknowledge(
+        topic: &str,
+        request_id: u64,
+        acks: AckLevel,
+        produced: Produced,
+        omit_positions: bool,
+    ) -> Result<ProduceResponse> {
+        let ranges = produced
+            .ranges()
+            .map(|(partition, base_offset, record_count)| PartitionRange { partition, base_offset, record_count })
+            .collect();
+        let positions = match omit_positions {
+            true => Vec::new(),
+            false => produced.positions().map(|(partition, offset)| RecordPosition { partition, offset }).collect(),
+        };
         for (partition, log, pending) in produced.appended {
             let error = |e| Error::from_log(topic, partition, e);
             let written = pending.written().await.map_err(error)?;
@@ -96,15 +112,7 @@ impl BrokerService {
                 log.wait_durable(written.next_offset).await.map_err(error)?;
             }
         }
-        Ok(ProduceResponse {
-            request_id,
-            positions: produced
-                .positions
-                .into_iter()
-                .map(|(partition, offset)| RecordPosition { partition, offset })
-                .collect(),
-            error: None,
-        })
+        Ok(ProduceResponse { request_id, positions, ranges, error: None })
     }
 
     fn log(&self, topic: &str, partition: u32) -> Result<Arc<Log>> {
@@ -165,7 +173,8 @@ impl Broker for BrokerService {
     async fn produce(&self, req: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
         let req = req.into_inner();
         let (acks, produced) = self.append(&req)?;
-        Ok(Response::new(Self::acknowledge(&req.topic, req.request_id, acks, produced).await?))
+        let reply = Self::acknowledge(&req.topic, req.request_id, acks, produced, req.omit_record_positions).await?;
+        Ok(Response::new(reply))
     }
 
     type ProduceStreamStream = BoxStream<ProduceResponse>;
@@ -187,17 +196,17 @@ impl Broker for BrokerService {
                 tokio::select! {
                     msg = inbound.message(), if reading && pending.len() < MAX_IN_FLIGHT => match msg {
                         Ok(Some(mut req)) => {
-                            let id = req.request_id;
+                            let (id, omit) = (req.request_id, req.omit_record_positions);
                             let appended = svc.append(&req);
                             // Only the topic is kept: the records' buffers go back now.
                             let topic = std::mem::take(&mut req.topic);
                             drop(req);
                             pending.push_back(async move {
                                 let reply = match appended {
-                                    Ok((acks, produced)) => Self::acknowledge(&topic, id, acks, produced).await,
+                                    Ok((acks, produced)) => Self::acknowledge(&topic, id, acks, produced, omit).await,
                                     Err(e) => Err(e),
                                 };
-                                reply.unwrap_or_else(|e| ProduceResponse { request_id: id, positions: Vec::new(), error: Some(stream_error(e)) })
+                                reply.unwrap_or_else(|e| ProduceResponse { request_id: id, positions: Vec::new(), ranges: Vec::new(), error: Some(stream_error(e)) })
                             });
                         }
                         Ok(None) => reading = false,
