@@ -104,6 +104,21 @@ impl Broker {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log lines once one matches `pred`: a line the broker wrote
+    /// before answering may still be on its way through the stderr pipe
+    /// and the reader thread. Panics after 10 s.
+    pub fn log_lines_once(&self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let lines = self.log_lines();
+            if lines.iter().any(|l| pred(l)) {
+                return lines;
+            }
+            assert!(std::time::Instant::now() < deadline, "no matching log line; log:\n{}", lines.join("\n"));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// SIGKILL: no chance to flush or mark a clean stop.
     pub fn kill9(mut self) {
         self.child.kill().expect("kill -9");
