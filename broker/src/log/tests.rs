@@ -402,6 +402,16 @@ fn direct_and_buffered_io_read_and_extend_each_others_logs() {
     }
 }
 
+/// Closes `log`, opens `dir` again and returns how many records it holds
+/// from offset 0, checking recovery found a clean tail.
+fn records_after_reopen(log: Arc<Log>, dir: &Path, segment_bytes: u64) -> usize {
+    log.close().unwrap();
+    drop(log);
+    let (log, report) = open(dir, segment_bytes);
+    assert_eq!(report.tail.truncated, None);
+    read_all(&log, 0).len()
+}
+
 /// Submits `n` batches of 3 records while the sink is held, so they queue
 /// and the drain finds them all at once.
 fn submit_queued(log: &Arc<Log>, n: u8) -> Vec<Pending> {
@@ -432,11 +442,7 @@ async fn queued_appends_are_written_together_in_order_across_rolls() {
         assert_eq!((*off, v[..2].to_vec()), (i as u64, vec![(i / 3) as u8, (i % 3) as u8]));
     }
     // The same after a restart: the groups went to disk as written.
-    log.close().unwrap();
-    drop(log);
-    let (log, report) = open(dir.path(), 1000);
-    assert_eq!(report.tail.truncated, None);
-    assert_eq!(read_all(&log, 0).len(), 120);
+    assert_eq!(records_after_reopen(log, dir.path(), 1000), 120);
 }
 
 #[tokio::test]
@@ -460,11 +466,7 @@ async fn a_failed_write_fails_everything_queued_after_it_and_frees_the_offsets()
     let all = read_all(&log, 0);
     let tags: Vec<u8> = all.iter().map(|(_, v)| v[0]).collect();
     assert_eq!(tags, [0, 0, 0, 7, 7, 7, 8, 8, 8]);
-    log.close().unwrap();
-    drop(log);
-    let (log, report) = open(dir.path(), 1 << 20);
-    assert_eq!(report.tail.truncated, None);
-    assert_eq!(read_all(&log, 0).len(), 9);
+    assert_eq!(records_after_reopen(log, dir.path(), 1 << 20), 9);
 }
 
 #[tokio::test]
