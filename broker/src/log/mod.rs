@@ -15,6 +15,7 @@
 //!   timer, after N records, or when a waiter asks; both publish the durable
 //!   offset that producers waiting for `Acks::Durable` wait for.
 
+mod append;
 pub mod batch;
 pub mod direct;
 pub mod format;
@@ -31,12 +32,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes};
-use tokio::sync::{oneshot, watch, Notify};
+use bytes::Bytes;
+use tokio::sync::{watch, Notify};
 
-use batch::{append_batch, BatchHeader, BatchMeta, RecordIter, RecordSource, Stamp};
-use direct::{AlignedBuf, DirectWriter};
-use format::{parse_segment_file_name, BATCH_HEADER_LEN, DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES};
+pub use append::Pending;
+use append::{Sink, Writer};
+use batch::{BatchHeader, RecordIter};
+use format::{parse_segment_file_name, BATCH_HEADER_LEN};
 pub use segment::{IndexConfig, Segment, TailRecovery};
 
 /// Settings a log needs; taken from the topic's effective configuration.
@@ -127,64 +129,6 @@ pub struct ReadResult {
     pub bytes: usize,
     /// Records in `chunks`.
     pub records: usize,
-}
-
-/// Appends that have their offsets (under `Log::writer`).
-struct Writer {
-    /// Offset the next append gets.
-    next_offset: u64,
-    /// Where in the active segment the next append will most likely start
-    /// (its end once the queue is written): a batch is encoded at that
-    /// position's offset in its block, so it can be written in place.
-    end_hint: u64,
-    /// Encoded batches not yet written, in offset order.
-    queue: Vec<Queued>,
-    /// A background drain is scheduled or running (it will see the queue).
-    draining: bool,
-    /// Records written since the last fsync.
-    unflushed_records: u64,
-    config: LogConfig,
-    closed: bool,
-    /// The sink's active segment, for the flusher (which must not wait
-    /// behind a write for it).
-    active: Arc<Segment>,
-}
-
-/// One encoded batch waiting to be written: `buf[at..at + len]`.
-struct Queued {
-    buf: AlignedBuf,
-    at: usize,
-    len: usize,
-    meta: BatchMeta,
-    /// Its producer waits for durability: fsync right after the write.
-    sync: bool,
-    done: oneshot::Sender<Result<(), LogError>>,
-}
-
-/// The writing side of the active segment (under `Log::sink`, which is
-/// held for the length of a write). Lock order: sink, then writer.
-struct Sink {
-    active: Arc<Segment>,
-    /// Direct-I/O writer of the active segment (None: buffered writes).
-    direct: Option<DirectWriter>,
-    active_since: Instant,
-}
-
-/// An append that has its offsets and is queued to be written.
-#[derive(Debug)]
-pub struct Pending {
-    /// Where the records go.
-    pub appended: Appended,
-    done: oneshot::Receiver<Result<(), LogError>>,
-}
-
-impl Pending {
-    /// Waits until the batch is written (readable; durable once an fsync
-    /// covers it, see [`Log::wait_durable`]).
-    pub async fn written(self) -> Result<Appended, LogError> {
-        self.done.await.unwrap_or(Err(LogError::Closed))?;
-        Ok(self.appended)
-    }
 }
 
 /// One partition's log.
@@ -361,212 +305,6 @@ impl Log {
         if segs.contains_key(&base) {
             segs.insert(base, seg);
         }
-        Ok(())
-    }
-
-    /// Appends `records` (non-empty) as one batch and returns once it is
-    /// written. Blocks the calling thread for the write.
-    pub fn append<R: RecordSource>(&self, records: &[R], now_ms: i64) -> Result<Appended, LogError> {
-        let (mut pending, _) = self.enqueue(records, now_ms, false, false)?;
-        self.drain_locked(&mut self.sink.lock().expect("sink lock"), false);
-        // The drain above, or one before it, wrote the batch or failed it.
-        pending.done.try_recv().unwrap_or(Err(LogError::Closed))?;
-        Ok(pending.appended)
-    }
-
-    /// Gives `records` (non-empty) their offsets and queues them as one
-    /// batch; a blocking thread writes it. Appends are written in the order
-    /// they were submitted, and one that fails fails every one after it.
-    /// With `durable`, the writing thread also fsyncs right after the write
-    /// (one fsync for everything written with it), so
-    /// [`Log::wait_durable`] does not have to wait for the flusher.
-    pub fn submit<R: RecordSource>(
-        self: &Arc<Self>,
-        records: &[R],
-        now_ms: i64,
-        durable: bool,
-    ) -> Result<Pending, LogError> {
-        let (pending, start_drain) = self.enqueue(records, now_ms, true, durable)?;
-        if start_drain {
-            let drain = {
-                let log = self.clone();
-                move || log.drain_locked(&mut log.sink.lock().expect("sink lock"), true)
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => drop(rt.spawn_blocking(drain)),
-                Err(_) => drain(),
-            }
-        }
-        Ok(pending)
-    }
-
-    /// Encodes and queues a batch. With `background`, also returns true if
-    /// no background drain is under way: the caller must start one.
-    fn enqueue<R: RecordSource>(
-        &self,
-        records: &[R],
-        now_ms: i64,
-        background: bool,
-        sync: bool,
-    ) -> Result<(Pending, bool), LogError> {
-        let mut w = self.writer.lock().expect("writer lock");
-        if w.closed {
-            return Err(LogError::Closed);
-        }
-        let base = w.next_offset;
-        let stamp = Stamp { append_time_ms: now_ms, log_append_time: w.config.log_append_time };
-        let mut buf = direct::POOL.take();
-        // Room for the partial last block, which a direct write puts in front.
-        let at = (w.end_hint % DIRECT_IO_ALIGN as u64) as usize;
-        buf.put_bytes(0, at);
-        let meta = append_batch(&mut buf, base, records, stamp);
-        let len = buf.len() - at;
-        w.next_offset = meta.next_offset();
-        w.end_hint += len as u64;
-        let (tx, rx) = oneshot::channel();
-        w.queue.push(Queued { buf, at, len, meta, sync, done: tx });
-        let start_drain = background && !std::mem::replace(&mut w.draining, true);
-        let appended = Appended { base_offset: base, next_offset: meta.next_offset() };
-        Ok((Pending { appended, done: rx }, start_drain))
-    }
-
-    /// Writes queued batches until the queue is empty; a `background` drain
-    /// then clears `draining`, in the same look at the queue, so no batch is
-    /// left without a drain to write it.
-    fn drain_locked(&self, sink: &mut Sink, background: bool) {
-        loop {
-            let (batches, config) = {
-                let mut w = self.writer.lock().expect("writer lock");
-                if w.queue.is_empty() {
-                    if background {
-                        w.draining = false;
-                    }
-                    return;
-                }
-                (std::mem::take(&mut w.queue), w.config)
-            };
-            self.write_queued(sink, batches, &config);
-        }
-    }
-
-    /// Writes `batches` (consecutive, in order): as many per write as fit in
-    /// the active segment, rolling it in between when needed.
-    fn write_queued(&self, sink: &mut Sink, mut batches: Vec<Queued>, config: &LogConfig) {
-        while !batches.is_empty() {
-            let n = match self.write_group(sink, &mut batches, config) {
-                Ok(n) => n,
-                Err(e) => return self.fail_from(batches.into_iter(), sink.active.size(), e),
-            };
-            let next = batches[n - 1].meta.next_offset();
-            let records: u64 = batches[..n].iter().map(|q| u64::from(q.meta.record_count)).sum();
-            // A producer waits for durability: fsync here, now, rather than
-            // hand over to the flusher and back. If it fails, the flusher
-            // retries for the waiters.
-            let synced = batches[..n].iter().any(|q| q.sync)
-                && sync_segment(&sink.active)
-                    .inspect_err(|e| tracing::warn!(log = %self.name, error = %e, "fsync failed"))
-                    .is_ok();
-            {
-                let mut w = self.writer.lock().expect("writer lock");
-                if synced {
-                    w.unflushed_records = 0;
-                } else {
-                    w.unflushed_records += records;
-                }
-                if w.config.flush_records > 0 && w.unflushed_records >= w.config.flush_records {
-                    self.flush_wanted.notify_one();
-                }
-            }
-            self.high_watermark.send_replace(next);
-            if synced {
-                self.durable.send_if_modified(|d| raise(d, next));
-            }
-            for q in batches.drain(..n) {
-                direct::POOL.give(q.buf);
-                let _ = q.done.send(Ok(()));
-            }
-        }
-    }
-
-    /// Rolls if the first batch needs it, then writes as many of `batches`
-    /// as fit in the active segment; returns how many.
-    fn write_group(&self, sink: &mut Sink, batches: &mut [Queued], config: &LogConfig) -> io::Result<usize> {
-        let limit = config.segment_bytes.min(MAX_SEGMENT_BYTES);
-        // Relative offsets are u32: roll long before they could overflow.
-        let too_many = |s: &Sink, q: &Queued| q.meta.next_offset() - s.active.base_offset() > u64::from(u32::MAX / 2);
-        let size = sink.active.size();
-        let first = &batches[0];
-        let too_big = size > 0 && size + first.len as u64 > limit;
-        let too_old = size > 0 && sink.active_since.elapsed() >= Duration::from_millis(config.segment_ms);
-        if too_big || too_old || too_many(sink, first) || sink.active.index_room() == 0 {
-            self.roll(sink, first.meta.base_offset, config)?;
-            // What is queued now starts at the new segment's beginning.
-            let mut w = self.writer.lock().expect("writer lock");
-            w.end_hint = batches.iter().chain(&w.queue).map(|q| q.len as u64).sum();
-        }
-        // The first batch always goes (a new segment takes any batch); the
-        // rest while they fit.
-        let room = sink.active.index_room();
-        let mut end = sink.active.size() + first.len as u64;
-        let n = 1 + batches[1..]
-            .iter()
-            .take(room.saturating_sub(1))
-            .take_while(|q| {
-                end += q.len as u64;
-                end <= limit && !too_many(sink, q)
-            })
-            .count();
-        #[cfg(test)]
-        if self.fail_writes.load(Ordering::Relaxed) {
-            return Err(io::Error::other("injected write failure"));
-        }
-        let Sink { active, direct, .. } = sink;
-        match direct {
-            // One batch, encoded where the segment's end falls in its block
-            // (the usual case): written from its own buffer.
-            Some(d) if n == 1 && d.tail_len() == batches[0].at => {
-                let q = &mut batches[0];
-                active.append_in_place(&mut q.buf, q.at, &q.meta, config.index, d)?;
-            }
-            _ => {
-                let group = batches[..n].iter().map(|q| (&q.buf[q.at..q.at + q.len], &q.meta));
-                active.append(group, config.index, direct.as_mut())?;
-            }
-        }
-        Ok(n)
-    }
-
-    /// A write failed: fails `failed` and everything queued after them, and
-    /// gives their offsets (and the segment from `end`) to the next append.
-    fn fail_from(&self, failed: impl Iterator<Item = Queued>, end: u64, e: io::Error) {
-        tracing::error!(log = %self.name, error = %e, "write failed");
-        let later = {
-            let mut w = self.writer.lock().expect("writer lock");
-            w.next_offset = self.high_watermark();
-            w.end_hint = end;
-            std::mem::take(&mut w.queue)
-        };
-        for q in failed.chain(later) {
-            direct::POOL.give(q.buf);
-            let _ = q.done.send(Err(LogError::Io(io::Error::new(e.kind(), e.to_string()))));
-        }
-    }
-
-    /// Seals the active segment and starts a new one at `next_offset` (every
-    /// offset below it is written).
-    fn roll(&self, sink: &mut Sink, next_offset: u64, config: &LogConfig) -> io::Result<()> {
-        let last = next_offset.checked_sub(1).filter(|&o| o >= sink.active.base_offset());
-        sink.active.seal(last)?;
-        // The sealed segment is fsynced: everything so far is durable.
-        self.durable.send_if_modified(|d| raise(d, next_offset));
-        let seg = Arc::new(Segment::open(&self.dir, next_offset, true, config.index, config.direct_io)?);
-        sink.direct = seg.direct_writer()?;
-        sync_dir(&self.dir)?;
-        self.segments.write().expect("segments lock").insert(next_offset, seg.clone());
-        tracing::debug!(log = %self.name, base_offset = next_offset, "rolled segment");
-        self.writer.lock().expect("writer lock").active = seg.clone();
-        sink.active = seg;
-        sink.active_since = Instant::now();
         Ok(())
     }
 
