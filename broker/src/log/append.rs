@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::batch::{append_batch, BatchMeta, RecordSource, Stamp};
 use super::direct::{self, AlignedBuf, DirectWriter};
-use super::format::{DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES};
+use super::format::{DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES, SMALL_WRITE_BYTES};
 use super::{raise, sync_dir, sync_segment, Appended, Log, LogConfig, LogError, Segment};
 
 /// Appends that have their offsets (under `Log::writer`).
@@ -232,9 +232,10 @@ impl Log {
         }
         let Sink { active, direct, .. } = sink;
         match direct {
-            // One batch, encoded where the segment's end falls in its block
-            // (the usual case): written from its own buffer.
-            Some(d) if n == 1 && d.tail_len() == batches[0].at => {
+            // One large batch, encoded where the segment's end falls in its
+            // block (the usual case): written direct from its own buffer.
+            // Small writes go through the page cache (`Segment::append`).
+            Some(d) if n == 1 && d.tail_len() == batches[0].at && batches[0].len as u64 >= SMALL_WRITE_BYTES => {
                 let q = &mut batches[0];
                 active.append_in_place(&mut q.buf, q.at, &q.meta, config.index, d)?;
             }

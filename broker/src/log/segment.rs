@@ -305,7 +305,7 @@ impl Segment {
         Ok(())
     }
 
-    /// Appends the one batch in `buf[at..]` with direct I/O, without copying
+    /// Appends the one batch in `buf[at..]` with a direct write, without copying
     /// it: `at` must be where the segment's end falls in its block (see
     /// [`DirectWriter::append_in_place`]). Writer only.
     pub fn append_in_place(
@@ -319,11 +319,7 @@ impl Segment {
         let start = self.size.load(Ordering::Relaxed);
         let len = buf.len() - at;
         self.reserve(direct::align_up(start + len as u64))?;
-        if (len as u64) < SMALL_WRITE_BYTES {
-            self.write_small(start, std::iter::once(&buf[at..]), direct)?;
-        } else {
-            direct.append_in_place(start, buf, at)?;
-        }
+        direct.append_in_place(start, buf, at)?;
         self.appended(start, std::iter::once((&buf[at..at + len], meta)), cfg);
         Ok(())
     }
