@@ -96,6 +96,8 @@ async fn metrics_endpoint_serves_prometheus_text_that_moves() {
     assert!(sum(&after, "strata_records_out_total", topic) >= sum(&before, "strata_records_out_total", topic) + 11.0);
     assert!(sum(&after, "strata_bytes_out_total", topic) > sum(&before, "strata_bytes_out_total", topic));
     assert!(sum(&after, "strata_fsync_total", "") > sum(&before, "strata_fsync_total", ""));
+    let writes = "strata_segment_write_duration_seconds_count";
+    assert!(sum(&after, writes, "") > sum(&before, writes, ""), "one write per durable produce");
     let produce_rpc = "method=\"/strata.v1.Broker/Produce\"";
     assert!(sum(&after, "strata_rpc_requests_total", produce_rpc) >= 2.0);
     assert!(sum(&after, "strata_rpc_duration_seconds_bucket", produce_rpc) > 0.0, "latency histogram per RPC");

@@ -7,7 +7,7 @@
 //! - `partition_size_bytes`, `partition_end_offset`, `partition_start_offset` `{topic,partition}`
 //! - `consumer_group_lag{group,topic,partition}`
 //! - `active_connections`, `connections_rejected_total`
-//! - `fsync_total`, `fsync_duration_seconds`
+//! - `fsync_total`, `fsync_duration_seconds`, `segment_write_duration_seconds`
 //! - `retention_segments_deleted_total`, `compaction_bytes_read_total`,
 //!   `compaction_bytes_written_total`, `compaction_records_dropped_total`, `cleaner_passes_total{kind}`
 //! - `subscriptions_active`

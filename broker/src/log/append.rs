@@ -231,6 +231,9 @@ impl Log {
             return Err(io::Error::other("injected write failure"));
         }
         let Sink { active, direct, .. } = sink;
+        // The device's time per write: with a producer at full speed it is
+        // what a batch mostly waits for (see the README's performance notes).
+        let started = Instant::now();
         match direct {
             // One large batch, encoded where the segment's end falls in its
             // block (the usual case): written direct from its own buffer.
@@ -244,6 +247,7 @@ impl Log {
                 active.append(group, config.index, direct.as_mut())?;
             }
         }
+        metrics::histogram!("strata_segment_write_duration_seconds").record(started.elapsed().as_secs_f64());
         Ok(n)
     }
 
