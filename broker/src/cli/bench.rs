@@ -18,7 +18,7 @@ use strata_client::Client;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{connect, status_error, AcksArg, CliError, Connect};
+use super::{broker_stats, connect, status_error, AcksArg, CliError, Connect};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// partition 0 and one Subscribe stream.
     #[arg(long, value_name = "BATCHES_PER_SEC")]
     e2e_rate: Option<u32>,
+    /// The broker's metrics endpoint (host:port): also report its segment
+    /// writes and fsyncs during the produce phase.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     #[command(flatten)]
     connect: Connect,
 }
@@ -357,8 +361,16 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
+    let disk_before = match &args.metrics {
+        Some(addr) => Some(broker_stats::scrape(addr).await?),
+        None => None,
+    };
     let produced = produce_phase(&args, &topic).await?;
     produced.report("produce");
+    if let (Some(addr), Some(before)) = (&args.metrics, disk_before) {
+        let after = broker_stats::scrape(addr).await?;
+        println!("{}", broker_stats::report(before, after, produced.elapsed, args.batches));
+    }
     if !args.skip_consume {
         let consumed = consume_phase(&mut client, &args, &topic, produced.records).await?;
         consumed.report("consume");

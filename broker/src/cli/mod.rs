@@ -1,6 +1,7 @@
 //! Command line: `serve` runs the broker; the other commands are clients.
 
 mod bench;
+mod broker_stats;
 mod consume;
 mod group;
 mod health;
