@@ -114,6 +114,31 @@ async fn metrics_endpoint_serves_prometheus_text_that_moves() {
 }
 
 #[tokio::test]
+async fn bench_reports_throughput_latency_and_the_brokers_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let common = ["--addr", &broker.addr, "--record-size", "100", "--batch-records", "10", "--batches", "6"];
+    let out = strata(&[&["bench", "--acks", "durable", "--metrics", &broker.metrics_addr][..], &common].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line =
+        |phase: &str| text.lines().find(|l| l.starts_with(phase)).unwrap_or_else(|| panic!("no {phase} line: {text}"));
+    for phase in ["produce", "consume"] {
+        assert!(line(phase).contains(" 60 records ") && line(phase).contains("p99"), "{text}");
+    }
+    // Every durable batch was written and fsynced; batches queued together
+    // share a write and its fsync.
+    let disk: Vec<&str> = line("broker").split_whitespace().collect();
+    let (writes, fsyncs): (u32, u32) = (disk[1].parse().unwrap(), disk[disk.len() - 2].parse().unwrap());
+    assert!((1..=6).contains(&writes) && fsyncs >= 1, "{text}");
+    assert!(line("broker").contains("for 6 requests"), "{text}");
+    // A metrics address that does not answer is an error, not a silent zero.
+    let down = strata(&[&["bench", "--skip-consume", "--metrics", "127.0.0.1:1"][..], &common].concat());
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot read metrics from 127.0.0.1:1"));
+}
+
+#[tokio::test]
 async fn environment_overrides_the_file_and_bad_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("strata.toml");

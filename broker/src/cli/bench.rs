@@ -329,6 +329,11 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
     }
     let args = Arc::new(args);
     let mut client = connect(&args.connect).await?;
+    // Read first: a wrong metrics address fails before anything is created.
+    let disk_before = match &args.metrics {
+        Some(addr) => Some(broker_stats::scrape(addr).await?),
+        None => None,
+    };
     let temporary = args.topic.is_none();
     let topic = args.topic.clone().unwrap_or_else(|| {
         format!(
@@ -361,10 +366,6 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    let disk_before = match &args.metrics {
-        Some(addr) => Some(broker_stats::scrape(addr).await?),
-        None => None,
-    };
     let produced = produce_phase(&args, &topic).await?;
     produced.report("produce");
     if let (Some(addr), Some(before)) = (&args.metrics, disk_before) {
