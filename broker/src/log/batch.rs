@@ -79,12 +79,19 @@ impl BatchMeta {
 }
 
 // ---- protobuf primitives ---------------------------------------------------
+//
+// Inlined by force, like the encoder loop is kept out of line: they run for
+// every field of every record, and how the compiler chose to inline them
+// changed with unrelated edits elsewhere (measured: 12 % of produce
+// throughput at 1 KB records).
 
+#[inline(always)]
 fn varint_len(v: u64) -> usize {
     // (index of the highest set bit * 9 + 73) / 64 = ceil(bits / 7), branch-free.
     (((63 - (v | 1).leading_zeros()) * 9 + 73) / 64) as usize
 }
 
+#[inline(always)]
 fn put_varint(buf: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);
@@ -93,18 +100,22 @@ fn put_varint(buf: &mut impl BufMut, mut v: u64) {
     buf.put_u8(v as u8);
 }
 
+#[inline(always)]
 fn key_len(field: u32) -> usize {
     varint_len(u64::from(field) << 3)
 }
 
+#[inline(always)]
 fn put_key(buf: &mut impl BufMut, field: u32, wire_type: u8) {
     put_varint(buf, (u64::from(field) << 3) | u64::from(wire_type));
 }
 
+#[inline(always)]
 fn bytes_field_len(field: u32, len: usize) -> usize {
     key_len(field) + varint_len(len as u64) + len
 }
 
+#[inline(always)]
 fn put_bytes_field(buf: &mut impl BufMut, field: u32, data: &[u8]) {
     put_key(buf, field, 2);
     put_varint(buf, data.len() as u64);
@@ -172,6 +183,7 @@ pub fn encode_batch<R: RecordSource>(buf: &mut BytesMut, base_offset: u64, recor
 
 /// Encodes `records` as one batch starting at `base_offset` into `buf`,
 /// after what it holds. The caller guarantees `records` is non-empty.
+#[inline(never)]
 pub fn append_batch<B, R>(buf: &mut B, base_offset: u64, records: &[R], stamp: Stamp) -> BatchMeta
 where
     B: BufMut + std::ops::DerefMut<Target = [u8]>,

@@ -271,6 +271,13 @@ impl Drop for PooledBuf {
     }
 }
 
+/// `buf[range]` as `Bytes` that share `buf`, and the memory `buf` holds; it
+/// goes back to the pool when the last slice of it is dropped.
+pub(super) fn share(buf: AlignedBuf, range: std::ops::Range<usize>) -> (Bytes, usize) {
+    let held = buf.capacity();
+    (Bytes::from_owner(PooledBuf(buf)).slice(range), held)
+}
+
 /// Reads `len` bytes at `pos` of `file` (opened by [`open`]) with direct I/O
 /// into a pooled buffer. Fails with `UnexpectedEof` if the file is shorter.
 pub fn read(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {

@@ -469,6 +469,8 @@ impl Log {
                 tracing::error!(log = %self.name, error = ?e, "fsync failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            let active = self.writer.lock().expect("writer lock").active.clone();
+            active.forget_tail_batch(interval);
         }
     }
 

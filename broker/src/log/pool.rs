@@ -38,6 +38,9 @@ impl<T: Reusable> Pool<T> {
 
     /// Keeps `buf` for reuse if the pool has room for it, else frees it.
     pub fn give(&self, buf: T) {
+        if buf.capacity() == 0 {
+            return;
+        }
         let mut bufs = self.bufs.lock().expect("buffer pool lock");
         if bufs.iter().map(T::capacity).sum::<usize>() + buf.capacity() <= self.max_bytes {
             bufs.push(buf);

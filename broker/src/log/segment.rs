@@ -8,8 +8,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -166,23 +167,54 @@ pub struct Segment {
     buffered: Mutex<Option<File>>,
 }
 
-/// Bytes `[start, start + data.len())` of a segment, at most [`RECENT_BYTES`].
+/// Bytes `[start, start + data.len())` of a segment, at most [`RECENT_BYTES`],
+/// and the newest batch larger than that.
 #[derive(Default)]
 struct Recent {
     start: u64,
     data: Vec<u8>,
+    last: Option<TailBatch>,
 }
 
 impl std::fmt::Debug for Recent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Recent({}..{})", self.start, self.start + self.data.len() as u64)
+        write!(f, "Recent({}..{}", self.start, self.start + self.data.len() as u64)?;
+        match &self.last {
+            Some(t) => write!(f, ", last {}..{})", t.pos, t.pos + t.data.len() as u64),
+            None => write!(f, ")"),
+        }
     }
 }
 
-/// Size of a segment's window of recent bytes. Larger batches are not kept:
-/// they come from producers after throughput, whose consumers read from the
-/// device (and read ahead) anyway.
-const RECENT_BYTES: usize = 64 << 10;
+/// Size of a segment's window of recent bytes (small batches, copied).
+/// Larger batches are kept whole, one per segment ([`TailBatch`]).
+pub(super) const RECENT_BYTES: usize = 64 << 10;
+
+/// Memory all segments together may keep in [`TailBatch`]es: 32 batches of
+/// 1 MB. A partition whose newest batch finds the budget spent is read from
+/// the device, as without it.
+const TAIL_BATCH_BUDGET: usize = 32 << 20;
+
+/// Bytes of [`TAIL_BATCH_BUDGET`] in use.
+static TAIL_BATCH_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The newest large batch of an active direct segment, in the buffer it was
+/// written from: a subscriber or consumer at the tail gets it from memory
+/// instead of reading back from the device what was just written (and
+/// competing with the next write for it).
+struct TailBatch {
+    pos: u64,
+    data: Bytes,
+    kept_at: Instant,
+    /// Its share of the budget, given back when it is dropped.
+    charged: usize,
+}
+
+impl Drop for TailBatch {
+    fn drop(&mut self) {
+        TAIL_BATCH_BYTES.fetch_sub(self.charged, Ordering::AcqRel);
+    }
+}
 
 fn paths(dir: &Path, base: u64) -> (PathBuf, PathBuf, PathBuf) {
     (
@@ -469,9 +501,38 @@ impl Segment {
         r.data.extend_from_slice(batch);
     }
 
-    /// `len` bytes at `pos` if the window of recent bytes holds them all.
+    /// Keeps `data`, the batch just written at `pos`, holding `charge` bytes
+    /// of memory, as the newest large batch, if the budget allows; replaces
+    /// the one kept before.
+    pub(super) fn keep_tail_batch(&self, pos: u64, data: Bytes, charge: usize) {
+        let mut r = self.recent.write().expect("recent lock");
+        r.last = None;
+        if TAIL_BATCH_BYTES.fetch_add(charge, Ordering::AcqRel) + charge > TAIL_BATCH_BUDGET {
+            TAIL_BATCH_BYTES.fetch_sub(charge, Ordering::AcqRel);
+            return;
+        }
+        r.last = Some(TailBatch { pos, data, kept_at: Instant::now(), charged: charge });
+    }
+
+    /// Drops the kept large batch if it is `age` old: an idle partition does
+    /// not hold the budget others could use.
+    pub(super) fn forget_tail_batch(&self, age: Duration) {
+        let mut r = self.recent.write().expect("recent lock");
+        if r.last.as_ref().is_some_and(|t| t.kept_at.elapsed() >= age) {
+            r.last = None;
+        }
+    }
+
+    /// `len` bytes at `pos` if the kept large batch or the window of recent
+    /// bytes holds them all.
     pub(super) fn read_recent(&self, pos: u64, len: usize) -> Option<Bytes> {
         let r = self.recent.read().expect("recent lock");
+        if let Some(t) = &r.last {
+            let from = pos.checked_sub(t.pos).and_then(|f| usize::try_from(f).ok());
+            if let Some(range) = from.and_then(|f| Some(f..f.checked_add(len)?)).filter(|r| r.end <= t.data.len()) {
+                return Some(t.data.slice(range));
+            }
+        }
         let from = pos.checked_sub(r.start)? as usize;
         r.data.get(from..from.checked_add(len)?).map(Bytes::copy_from_slice)
     }
