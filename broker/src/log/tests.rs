@@ -423,6 +423,42 @@ fn the_newest_large_batch_is_read_from_memory_until_it_is_replaced_forgotten_or_
 }
 
 #[test]
+fn large_batches_kept_in_memory_share_one_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch: Vec<TestRecord> = (0..1100).map(|_| value_record(&[7u8; 1000])).collect();
+    let kept = |logs: &[Log]| {
+        logs.iter()
+            .filter(|log| {
+                let seg = log.sink.lock().unwrap().active.clone();
+                seg.read_recent(seg.size() - 1000, 1000).is_some()
+            })
+            .count()
+    };
+    // 40 partitions each write a 1.1 MB batch: the 32 MiB budget keeps at
+    // most 30 of them.
+    let logs: Vec<Log> = (0..40).map(|i| open(&dir.path().join(format!("p{i}")), 64 << 20).0).collect();
+    if logs[0].sink.lock().unwrap().direct.is_none() {
+        return; // no O_DIRECT here
+    }
+    for log in &logs {
+        log.append(&batch, 1).unwrap();
+    }
+    let n = kept(&logs);
+    assert!((1..=30).contains(&n), "{n} batches kept");
+    // Closing them gives the budget back: every one of a new set is kept
+    // (up to what other tests hold at the same time).
+    for log in &logs {
+        log.close().unwrap();
+    }
+    drop(logs);
+    let logs: Vec<Log> = (0..8).map(|i| open(&dir.path().join(format!("q{i}")), 64 << 20).0).collect();
+    for log in &logs {
+        log.append(&batch, 1).unwrap();
+    }
+    assert_eq!(kept(&logs), 8);
+}
+
+#[test]
 fn direct_and_buffered_io_read_and_extend_each_others_logs() {
     let dir = tempfile::tempdir().unwrap();
     // Alternate the mode between opens; small segments so some roll.
