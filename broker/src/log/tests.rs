@@ -41,6 +41,24 @@ fn read_all(log: &Log, from: u64) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
+/// Reading from each of `starts` returns every record up to `end`, with
+/// the value `value` gives for its offset.
+fn assert_reads_back(log: &Log, starts: &[u64], end: u64, value: impl Fn(u64) -> Vec<u8>) {
+    for &start in starts {
+        let all = read_all(log, start);
+        assert_eq!(all.len() as u64, end - start);
+        for (o, v) in all {
+            assert_eq!(v, value(o), "record {o}");
+        }
+    }
+}
+
+/// Rolls the active segment now.
+fn roll_now(log: &Log) {
+    let (next, config) = (log.high_watermark(), log.writer.lock().unwrap().config);
+    log.roll(&mut log.sink.lock().unwrap(), next, &config).unwrap();
+}
+
 #[test]
 fn append_read_roll_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -364,16 +382,9 @@ fn tail_reads_are_served_from_recent_bytes_and_match_the_device() {
         assert!(seg.read_recent(0, 1000).is_none(), "the oldest are not");
     }
     // From the device, from the window, and across the two: the same records.
-    for start in [0, 150, 250, 290, 299] {
-        let all = read_all(&log, start);
-        assert_eq!(all.len() as u64, 300 - start);
-        for (o, v) in all {
-            assert_eq!(v, value(o), "record {o}");
-        }
-    }
+    assert_reads_back(&log, &[0, 150, 250, 290, 299], 300, value);
     // After a roll the sealed segment keeps no window.
-    let (next, config) = (log.high_watermark(), log.writer.lock().unwrap().config);
-    log.roll(&mut log.sink.lock().unwrap(), next, &config).unwrap();
+    roll_now(&log);
     assert!(seg.read_recent(seg.size() - 1000, 1000).is_none());
     assert_eq!(read_all(&log, 299).len(), 1);
 }
@@ -410,15 +421,8 @@ fn the_newest_large_batch_is_read_from_memory_until_it_is_replaced_forgotten_or_
     // Every record reads back the same from memory, the device, and across.
     log.append(&[value_record(&value(400))], 1).unwrap();
     log.append(&(0..100).map(|i| value_record(&value(401 + i))).collect::<Vec<_>>(), 1).unwrap();
-    for start in [0, 150, 399, 400, 401, 450, 500] {
-        let all = read_all(&log, start);
-        assert_eq!(all.len() as u64, 501 - start);
-        for (o, v) in all {
-            assert_eq!(v, value(o), "record {o}");
-        }
-    }
-    let (next, config) = (log.high_watermark(), log.writer.lock().unwrap().config);
-    log.roll(&mut log.sink.lock().unwrap(), next, &config).unwrap();
+    assert_reads_back(&log, &[0, 150, 399, 400, 401, 450, 500], 501, value);
+    roll_now(&log);
     assert!(seg.read_recent(seg.size() - 1000, 1000).is_none(), "a sealed segment keeps nothing");
 }
 
