@@ -13,7 +13,6 @@ use tokio::sync::oneshot;
 use super::batch::{append_batch, BatchMeta, RecordSource, Stamp};
 use super::direct::{self, AlignedBuf, DirectWriter};
 use super::format::{DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES, SMALL_WRITE_BYTES};
-use super::segment::RECENT_BYTES;
 use super::{raise, sync_dir, sync_segment, Appended, Log, LogConfig, LogError, Segment};
 
 /// Appends that have their offsets (under `Log::writer`).
@@ -191,10 +190,11 @@ impl Log {
             // Before readers hear of it: a subscriber waiting at the tail
             // reads the newest large batch from memory.
             let last = &mut batches[n - 1];
-            if sink.direct.is_some() && last.len > RECENT_BYTES {
-                let (data, held) = direct::share(std::mem::take(&mut last.buf), last.at..last.at + last.len);
-                sink.active.keep_tail_batch(sink.active.size() - last.len as u64, data, held);
-            }
+            sink.active.keep_tail_batch(
+                sink.active.size() - last.len as u64,
+                &mut last.buf,
+                last.at..last.at + last.len,
+            );
             self.high_watermark.send_replace(next);
             if synced {
                 self.durable.send_if_modified(|d| raise(d, next));

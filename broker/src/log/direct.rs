@@ -271,11 +271,10 @@ impl Drop for PooledBuf {
     }
 }
 
-/// `buf[range]` as `Bytes` that share `buf`, and the memory `buf` holds; it
-/// goes back to the pool when the last slice of it is dropped.
-pub(super) fn share(buf: AlignedBuf, range: std::ops::Range<usize>) -> (Bytes, usize) {
-    let held = buf.capacity();
-    (Bytes::from_owner(PooledBuf(buf)).slice(range), held)
+/// `buf[range]` as `Bytes` that share `buf`; it goes back to the pool when
+/// the last slice of it is dropped.
+pub(super) fn share(buf: AlignedBuf, range: std::ops::Range<usize>) -> Bytes {
+    Bytes::from_owner(PooledBuf(buf)).slice(range)
 }
 
 /// Reads `len` bytes at `pos` of `file` (opened by [`open`]) with direct I/O

@@ -22,6 +22,7 @@ pub mod format;
 pub mod index;
 mod pool;
 mod readahead;
+mod recent;
 pub mod segment;
 
 use std::collections::BTreeMap;

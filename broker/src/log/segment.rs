@@ -8,9 +8,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
@@ -19,6 +19,7 @@ use super::direct::{self, AlignedBuf, DirectWriter};
 use super::format::*;
 use super::index::{OffsetIndex, TimeIndex};
 use super::readahead::ReadAhead;
+use super::recent::Recent;
 
 /// Source of [`Segment::id`].
 static NEXT_SEGMENT_ID: AtomicU64 = AtomicU64::new(0);
@@ -165,55 +166,6 @@ pub struct Segment {
     /// segment (see [`SMALL_WRITE_BYTES`]); opened at the first one, closed
     /// when the segment is sealed. Writer only.
     buffered: Mutex<Option<File>>,
-}
-
-/// Bytes `[start, start + data.len())` of a segment, at most [`RECENT_BYTES`],
-/// and the newest batch larger than that.
-#[derive(Default)]
-struct Recent {
-    start: u64,
-    data: Vec<u8>,
-    last: Option<TailBatch>,
-}
-
-impl std::fmt::Debug for Recent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Recent({}..{}", self.start, self.start + self.data.len() as u64)?;
-        match &self.last {
-            Some(t) => write!(f, ", last {}..{})", t.pos, t.pos + t.data.len() as u64),
-            None => write!(f, ")"),
-        }
-    }
-}
-
-/// Size of a segment's window of recent bytes (small batches, copied).
-/// Larger batches are kept whole, one per segment ([`TailBatch`]).
-pub(super) const RECENT_BYTES: usize = 64 << 10;
-
-/// Memory all segments together may keep in [`TailBatch`]es: 32 batches of
-/// 1 MB. A partition whose newest batch finds the budget spent is read from
-/// the device, as without it.
-const TAIL_BATCH_BUDGET: usize = 32 << 20;
-
-/// Bytes of [`TAIL_BATCH_BUDGET`] in use.
-static TAIL_BATCH_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-/// The newest large batch of an active direct segment, in the buffer it was
-/// written from: a subscriber or consumer at the tail gets it from memory
-/// instead of reading back from the device what was just written (and
-/// competing with the next write for it).
-struct TailBatch {
-    pos: u64,
-    data: Bytes,
-    kept_at: Instant,
-    /// Its share of the budget, given back when it is dropped.
-    charged: usize,
-}
-
-impl Drop for TailBatch {
-    fn drop(&mut self) {
-        TAIL_BATCH_BYTES.fetch_sub(self.charged, Ordering::AcqRel);
-    }
 }
 
 fn paths(dir: &Path, base: u64) -> (PathBuf, PathBuf, PathBuf) {
@@ -399,7 +351,7 @@ impl Segment {
         let mut pos = start;
         for (batch, meta) in batches {
             if self.direct {
-                self.remember(pos, batch);
+                self.recent.write().expect("recent lock").remember(pos, batch);
             }
             let rel = self.rel(meta.base_offset);
             let mut ix = self.indexes.write().expect("index lock");
@@ -481,60 +433,23 @@ impl Segment {
         Ok(buf.freeze())
     }
 
-    /// Keeps `batch`, just written at `pos`, in the window of recent bytes.
-    fn remember(&self, pos: u64, batch: &[u8]) {
-        let mut r = self.recent.write().expect("recent lock");
-        if batch.len() > RECENT_BYTES || r.start + r.data.len() as u64 != pos {
-            r.data.clear();
-            r.start = pos;
-            if batch.len() > RECENT_BYTES {
-                r.start += batch.len() as u64;
-                return;
-            }
+    /// Keeps `buf[range]`, the batch just written at `pos`, for readers at
+    /// the tail if the segment is direct and the batch large (see
+    /// [`Recent::keep_large`]); takes `buf` then. Writer only.
+    pub(super) fn keep_tail_batch(&self, pos: u64, buf: &mut AlignedBuf, range: std::ops::Range<usize>) {
+        if self.direct {
+            self.recent.write().expect("recent lock").keep_large(pos, buf, range);
         }
-        if r.data.len() + batch.len() > RECENT_BYTES {
-            // Drop the older half or more: one move per half window, not per batch.
-            let cut = (r.data.len() + batch.len() - RECENT_BYTES / 2).min(r.data.len());
-            r.data.drain(..cut);
-            r.start += cut as u64;
-        }
-        r.data.extend_from_slice(batch);
     }
 
-    /// Keeps `data`, the batch just written at `pos`, holding `charge` bytes
-    /// of memory, as the newest large batch, if the budget allows; replaces
-    /// the one kept before.
-    pub(super) fn keep_tail_batch(&self, pos: u64, data: Bytes, charge: usize) {
-        let mut r = self.recent.write().expect("recent lock");
-        r.last = None;
-        if TAIL_BATCH_BYTES.fetch_add(charge, Ordering::AcqRel) + charge > TAIL_BATCH_BUDGET {
-            TAIL_BATCH_BYTES.fetch_sub(charge, Ordering::AcqRel);
-            return;
-        }
-        r.last = Some(TailBatch { pos, data, kept_at: Instant::now(), charged: charge });
-    }
-
-    /// Drops the kept large batch if it is `age` old: an idle partition does
-    /// not hold the budget others could use.
+    /// Drops the kept large batch if it is `age` old.
     pub(super) fn forget_tail_batch(&self, age: Duration) {
-        let mut r = self.recent.write().expect("recent lock");
-        if r.last.as_ref().is_some_and(|t| t.kept_at.elapsed() >= age) {
-            r.last = None;
-        }
+        self.recent.write().expect("recent lock").forget_large(age);
     }
 
-    /// `len` bytes at `pos` if the kept large batch or the window of recent
-    /// bytes holds them all.
+    /// `len` bytes at `pos` if the segment keeps them in memory.
     pub(super) fn read_recent(&self, pos: u64, len: usize) -> Option<Bytes> {
-        let r = self.recent.read().expect("recent lock");
-        if let Some(t) = &r.last {
-            let from = pos.checked_sub(t.pos).and_then(|f| usize::try_from(f).ok());
-            if let Some(range) = from.and_then(|f| Some(f..f.checked_add(len)?)).filter(|r| r.end <= t.data.len()) {
-                return Some(t.data.slice(range));
-            }
-        }
-        let from = pos.checked_sub(r.start)? as usize;
-        r.data.get(from..from.checked_add(len)?).map(Bytes::copy_from_slice)
+        self.recent.read().expect("recent lock").read(pos, len)
     }
 
     /// Reads the batch header at `pos`.
