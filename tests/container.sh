@@ -100,7 +100,10 @@ if [ "$(echo "$before" | wc -l)" = 3 ]; then ok "produce and consume through the
 if wait_healthy; then ok "healthy after restart"; else fail "not healthy after restart"; fi
 after=$(cli consume events | sort)
 if [ "$before" = "$after" ]; then ok "data survived the restart on the volume"; else fail "after restart: $after"; fi
-if "$ENGINE" logs "$NAME" 2>&1 | grep -q "clean_shutdown=true"; then ok "restart was a clean stop (SIGTERM)"; else fail "no clean stop on restart"; fi
+# Read the logs whole first: `grep -q` stops at the match, and under
+# pipefail the log writer's broken pipe would fail the check.
+logs=$("$ENGINE" logs "$NAME" 2>&1)
+if grep -q "clean_shutdown=true" <<<"$logs"; then ok "restart was a clean stop (SIGTERM)"; else fail "no clean stop on restart"; fi
 
 # Image metadata matches docs/operations.md.
 inspect() { "$ENGINE" image inspect --format "$1" "$IMAGE"; }
