@@ -236,7 +236,7 @@ async fn tombstones_stay_until_delete_retention_ms() {
 
 #[tokio::test]
 async fn crash_at_each_step_of_a_compaction_swap_leaves_a_correct_log() {
-    for failpoint in strata::compaction::FAILPOINTS {
+    for failpoint in strata::log::compact::FAILPOINTS {
         let dir = tempfile::tempdir().unwrap();
         // Write the data with compaction off, so the crash cannot hit mid-produce.
         let broker = Broker::start_with(dir.path(), &[], &[("STRATA_CLEANER__COMPACTION_INTERVAL_MS", "86400000")]);

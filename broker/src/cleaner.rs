@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::compaction::{compact_partition, Throttle};
 use crate::config::CleanerConfig;
+use crate::log::compact::{CompactionPolicy, Throttle};
 use crate::partition::Manager;
-use crate::retention::{segments_to_delete, SegmentStat};
 use crate::shutdown::stopped;
 
 #[derive(Clone, Copy, Debug)]
@@ -69,26 +68,20 @@ fn retention_pass(manager: &Manager) {
         if !s.cleanup_policy.delete || (s.retention_ms < 0 && s.retention_bytes < 0) {
             continue;
         }
-        for log in topic.logs().iter() {
-            let (closed, total) = log.closed_segments();
-            let stats: Vec<_> =
-                closed.iter().map(|c| SegmentStat { size: c.size(), max_timestamp: c.max_timestamp() }).collect();
-            let n = segments_to_delete(&stats, total, now, s.retention_ms, s.retention_bytes);
-            if n == 0 {
-                continue;
-            }
-            match log.delete_oldest_segments(n) {
-                Ok(removed) => {
-                    metrics::counter!("strata_retention_segments_deleted_total").increment(removed.len() as u64);
+        for p in topic.partitions().iter() {
+            match p.enforce_retention(now, s.retention_ms, s.retention_bytes) {
+                Ok(None) => {}
+                Ok(Some(removed)) => {
+                    metrics::counter!("strata_retention_segments_deleted_total").increment(removed.segments as u64);
                     tracing::info!(
-                        partition = log.name(),
-                        segments = removed.len(),
-                        bytes = removed.iter().map(|s| s.size()).sum::<u64>(),
-                        log_start = log.log_start(),
+                        partition = p.name(),
+                        segments = removed.segments,
+                        bytes = removed.bytes,
+                        log_start = removed.log_start,
                         "retention deleted old segments"
                     )
                 }
-                Err(e) => tracing::error!(partition = log.name(), error = %e, "retention failed"),
+                Err(e) => tracing::error!(partition = p.name(), error = %e, "retention failed"),
             }
         }
     }
@@ -101,14 +94,18 @@ fn compaction_pass(manager: &Manager, stop: &AtomicBool, bytes_per_sec: u64, pro
         if !settings.cleanup_policy.compact {
             continue;
         }
-        for log in topic.logs().iter() {
-            let hw = log.high_watermark();
+        let policy = CompactionPolicy {
+            min_compaction_lag_ms: settings.min_compaction_lag_ms,
+            delete_retention_ms: settings.delete_retention_ms,
+        };
+        for log in topic.partitions().iter() {
+            let hw = log.log_end();
             if progress.0.lock().expect("progress lock").get(log.name()) == Some(&hw) {
                 continue;
             }
             let started = Instant::now();
             let mut throttle = Throttle::new(bytes_per_sec, stop);
-            match compact_partition(log, &settings, index, manager.now_ms(), &mut throttle) {
+            match log.compact(&policy, index, manager.now_ms(), &mut throttle) {
                 Ok(Some(stats)) => {
                     let secs = started.elapsed().as_secs_f64();
                     metrics::counter!("strata_compaction_bytes_read_total").increment(stats.bytes_before);

@@ -80,11 +80,12 @@ pub enum Error {
         /// The group id.
         group: String,
     },
-    /// The request is valid but the state forbids it now (stale member
-    /// epoch, fenced member, group not empty); the message says why.
-    FailedPrecondition(String),
+    /// The group's state refuses the request (fencing, membership).
+    Group(GroupError),
     /// The broker is stopping, or the partition was closed under the request.
     Unavailable(String),
+    /// A bug: a task panicked or an invariant broke; the message says where.
+    Internal(String),
     /// The disk failed; what we were doing and the OS error.
     Storage {
         /// What we were doing.
@@ -140,9 +141,80 @@ impl fmt::Display for Error {
                 "offset {offset} is out of range for {topic}/{partition}: valid offsets are {log_start}..={high_watermark} (log start..=high watermark)"
             ),
             Error::GroupNotFound { group } => write!(f, "consumer group '{group}' does not exist"),
-            Error::FailedPrecondition(msg) => f.write_str(msg),
+            Error::Group(e) => e.fmt(f),
             Error::Unavailable(msg) => f.write_str(msg),
+            Error::Internal(msg) => f.write_str(msg),
             Error::Storage { context, source } => write!(f, "storage error in {context}: {source}"),
+        }
+    }
+}
+
+/// Why a group operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupError {
+    /// The member is not (or no longer) in the group: expired, left or fenced.
+    UnknownMember(String),
+    /// The request carries an epoch other than the member's current one.
+    StaleEpoch {
+        /// Member.
+        member: String,
+        /// Epoch sent.
+        got: i32,
+        /// Current epoch.
+        current: i32,
+    },
+    /// A commit for a partition the member does not own.
+    NotAssigned {
+        /// Member.
+        member: String,
+        /// The partition.
+        tp: (String, u32),
+    },
+    /// A join without a subscription.
+    NoSubscription,
+    /// A standalone commit while the group has members.
+    GroupHasMembers(usize),
+    /// A heartbeat of a member with a non-zero epoch for a group that does
+    /// not exist (any more).
+    NotInGroup {
+        /// Member.
+        member: String,
+        /// Group.
+        group: String,
+    },
+    /// An operation that needs a group without members.
+    NotEmpty {
+        /// Group.
+        group: String,
+        /// Its members.
+        members: usize,
+        /// What was asked ("delete", "reset offsets of").
+        action: &'static str,
+    },
+}
+
+impl std::fmt::Display for GroupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupError::UnknownMember(m) => {
+                write!(f, "member {m} is not in the group (expired, left, or fenced by a newer instance); rejoin with member_epoch 0")
+            }
+            GroupError::StaleEpoch { member, got, current } => {
+                write!(f, "member {member} sent epoch {got} but its current epoch is {current}: fenced")
+            }
+            GroupError::NotAssigned { member, tp } => {
+                write!(f, "member {member} does not own {}/{}: fenced", tp.0, tp.1)
+            }
+            GroupError::NoSubscription => write!(f, "a join needs topics or a topic_pattern"),
+            GroupError::GroupHasMembers(n) => {
+                write!(f, "the group has {n} active member(s): only members may commit, with their id and epoch")
+            }
+            GroupError::NotInGroup { member, group } => {
+                write!(f, "member {member} is not in group '{group}'; rejoin with member_epoch 0")
+            }
+            GroupError::NotEmpty { group, members, action } => {
+                write!(f, "cannot {action} group '{group}': it has {members} member(s); stop its consumers first")
+            }
         }
     }
 }
@@ -153,5 +225,11 @@ impl std::error::Error for Error {
             Error::Storage { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+impl From<GroupError> for Error {
+    fn from(e: GroupError) -> Self {
+        Error::Group(e)
     }
 }

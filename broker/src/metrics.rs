@@ -44,8 +44,8 @@ pub fn handle() -> PrometheusHandle {
 /// Sets the gauges that describe current state (sizes, offsets, lag).
 async fn refresh(manager: &Manager, coordinator: &Coordinator) {
     for topic in manager.topics_snapshot() {
-        for (p, log) in topic.logs().iter().enumerate() {
-            let labels = [("topic", topic.name().to_string()), ("partition", p.to_string())];
+        for log in topic.partitions().iter() {
+            let labels = [("topic", topic.name().to_string()), ("partition", log.id().to_string())];
             metrics::gauge!("strata_partition_size_bytes", &labels).set(log.disk_usage().1 as f64);
             metrics::gauge!("strata_partition_end_offset", &labels).set(log.high_watermark() as f64);
             metrics::gauge!("strata_partition_start_offset", &labels).set(log.log_start() as f64);

@@ -2,10 +2,10 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use strata::config::{Config, LogFormat};
-use strata::partition::Manager;
+use strata::node::Node;
+use strata::server::GrpcListener;
 use tokio::net::TcpListener;
 
 use super::CliError;
@@ -76,16 +76,12 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     init_logging(&config)?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.to_toml().replace('\n', " "), "starting strata");
 
-    let manager = {
-        let config = config.clone();
-        // Opening reads and may repair files: keep it off the async workers.
-        tokio::task::spawn_blocking(move || Manager::open(&config)).await??
-    };
-    let manager = Arc::new(manager);
+    // Bound before the data directory is opened: a port in use changes nothing on disk.
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
-    strata::server::run(listener, manager, &config, stop_signal()).await?;
+    let node = Node::open(config).await?;
+    node.run(vec![Box::new(GrpcListener::new(listener))], stop_signal()).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -9,15 +9,7 @@ pub type Tp = (String, u32);
 /// Member id → partitions.
 pub type Assignment = BTreeMap<String, BTreeSet<Tp>>;
 
-/// Which assignor a group uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AssignorKind {
-    /// Balanced and sticky: moves as few partitions as possible.
-    Uniform,
-    /// Kafka's range assignor: contiguous ranges per topic, by member id.
-    Range,
-}
+pub use crate::config::AssignorKind;
 
 impl AssignorKind {
     /// Computes the target assignment.
@@ -30,14 +22,6 @@ impl AssignorKind {
         match self {
             AssignorKind::Uniform => uniform(members, partitions, previous),
             AssignorKind::Range => range(members, partitions),
-        }
-    }
-
-    /// Name as in the configuration.
-    pub fn name(self) -> &'static str {
-        match self {
-            AssignorKind::Uniform => "uniform",
-            AssignorKind::Range => "range",
         }
     }
 }

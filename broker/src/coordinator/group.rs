@@ -95,52 +95,7 @@ pub struct HeartbeatReply {
     pub assignment: BTreeSet<Tp>,
 }
 
-/// Why a group operation was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GroupError {
-    /// The member is not (or no longer) in the group: expired, left or fenced.
-    UnknownMember(String),
-    /// The request carries an epoch other than the member's current one.
-    StaleEpoch {
-        /// Member.
-        member: String,
-        /// Epoch sent.
-        got: i32,
-        /// Current epoch.
-        current: i32,
-    },
-    /// A commit for a partition the member does not own.
-    NotAssigned {
-        /// Member.
-        member: String,
-        /// The partition.
-        tp: Tp,
-    },
-    /// A join without a subscription.
-    NoSubscription,
-    /// A standalone commit while the group has members.
-    GroupHasMembers(usize),
-}
-
-impl std::fmt::Display for GroupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            GroupError::UnknownMember(m) => {
-                write!(f, "member {m} is not in the group (expired, left, or fenced by a newer instance); rejoin with member_epoch 0")
-            }
-            GroupError::StaleEpoch { member, got, current } => {
-                write!(f, "member {member} sent epoch {got} but its current epoch is {current}: fenced")
-            }
-            GroupError::NotAssigned { member, tp } => {
-                write!(f, "member {member} does not own {}/{}: fenced", tp.0, tp.1)
-            }
-            GroupError::NoSubscription => write!(f, "a join needs topics or a topic_pattern"),
-            GroupError::GroupHasMembers(n) => {
-                write!(f, "the group has {n} active member(s): only members may commit, with their id and epoch")
-            }
-        }
-    }
-}
+pub use crate::error::GroupError;
 
 /// One group.
 #[derive(Debug, Clone)]

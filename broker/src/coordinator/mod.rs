@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::config::GroupsConfig;
+use crate::config::{AckLevel, GroupsConfig};
 use crate::error::{Error, Result};
-use crate::log::Log;
-use crate::partition::Manager;
+use crate::partition::{is_internal, Manager, Partition};
 use crate::shutdown::stopped;
 use assignor::Tp;
 use group::{Group, GroupError, Heartbeat, HeartbeatReply};
@@ -72,18 +71,12 @@ pub enum ResetTo {
 /// The group coordinator.
 pub struct Coordinator {
     manager: Arc<Manager>,
-    log: Arc<Log>,
+    /// Partition 0 of the offsets topic.
+    log: Arc<Partition>,
     config: GroupsConfig,
     groups: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Group>>>>,
     offsets: Mutex<BTreeMap<OffsetKey, Committed>>,
     clock: Instant,
-}
-
-fn group_error(e: GroupError) -> Error {
-    match e {
-        GroupError::NoSubscription => Error::InvalidArgument(e.to_string()),
-        _ => Error::FailedPrecondition(e.to_string()),
-    }
 }
 
 fn validate_group_id(id: &str) -> Result<()> {
@@ -110,7 +103,7 @@ impl Coordinator {
             Err(e) => return Err(e),
         };
         let log = topic.partition(0)?;
-        let table = offsets::replay(&log).map_err(|e| Error::storage("replaying committed offsets", e))?;
+        let table = offsets::replay(&log)?;
         let groups: BTreeSet<&String> = table.keys().map(|k| &k.0).collect();
         tracing::info!(groups = groups.len(), offsets = table.len(), "loaded committed offsets");
         Ok(Coordinator {
@@ -129,7 +122,7 @@ impl Coordinator {
 
     /// User topics and partition counts (internal topics are not consumable by groups).
     fn topics(&self) -> BTreeMap<String, u32> {
-        self.manager.list_topics().into_iter().filter(|(t, _)| !crate::partition::is_internal(t)).collect()
+        self.manager.list_topics().into_iter().filter(|(t, _)| !is_internal(t)).collect()
     }
 
     fn group(&self, id: &str, create: bool) -> Option<Arc<tokio::sync::Mutex<Group>>> {
@@ -171,15 +164,12 @@ impl Coordinator {
                 )));
             }
         }
-        let group = self.group(group_id, hb.member_epoch == 0).ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "member {} is not in group '{group_id}'; rejoin with member_epoch 0",
-                hb.member_id
-            ))
-        })?;
+        let group = self
+            .group(group_id, hb.member_epoch == 0)
+            .ok_or_else(|| GroupError::NotInGroup { member: hb.member_id.clone(), group: group_id.to_string() })?;
         let mut g = group.lock().await;
         let epoch = g.epoch;
-        let reply = g.heartbeat(hb, self.now_ms(), &self.topics()).map_err(group_error)?;
+        let reply = g.heartbeat(hb, self.now_ms(), &self.topics())?;
         if g.epoch != epoch {
             tracing::info!(group = group_id, epoch = g.epoch, members = g.members.len(), "group rebalanced");
         }
@@ -213,10 +203,10 @@ impl Coordinator {
         }
         let group = self.group(group_id, member_id.is_empty());
         let Some(group) = group else {
-            return Err(group_error(GroupError::UnknownMember(member_id.to_string())));
+            return Err(GroupError::UnknownMember(member_id.to_string()).into());
         };
         let g = group.lock().await;
-        g.check_commit(member_id, epoch, commits.iter().map(|(tp, _)| tp)).map_err(group_error)?;
+        g.check_commit(member_id, epoch, commits.iter().map(|(tp, _)| tp))?;
         let keyed: Vec<(OffsetKey, Committed)> =
             commits.into_iter().map(|((t, p), c)| ((group_id.to_string(), t, p), c)).collect();
         self.write(keyed.iter().map(|(k, c)| OffsetRecord::commit(k, c)).collect()).await?;
@@ -225,11 +215,10 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Appends to the offsets topic and waits for fsync.
+    /// Appends to the offsets topic and waits for fsync (the write happens
+    /// on a blocking thread, not on this async worker).
     async fn write(&self, records: Vec<OffsetRecord>) -> Result<()> {
-        let appended =
-            self.log.append(&records, self.manager.now_ms()).map_err(|e| Error::from_log(OFFSETS_TOPIC, 0, e))?;
-        self.log.wait_durable(appended.next_offset).await.map_err(|e| Error::from_log(OFFSETS_TOPIC, 0, e))
+        self.log.append(&records, self.manager.now_ms(), AckLevel::Durable)?.acknowledged().await.map(|_| ())
     }
 
     /// Committed offsets of a group (all, or only `filter`).
@@ -315,15 +304,11 @@ impl Coordinator {
         Ok(info)
     }
 
-    fn require_empty(g: &Group, what: &str) -> Result<()> {
+    fn require_empty(g: &Group, what: &'static str) -> Result<()> {
         if g.members.is_empty() {
             Ok(())
         } else {
-            Err(Error::FailedPrecondition(format!(
-                "cannot {what} group '{}': it has {} member(s); stop its consumers first",
-                g.id,
-                g.members.len()
-            )))
+            Err(GroupError::NotEmpty { group: g.id.clone(), members: g.members.len(), action: what }.into())
         }
     }
 
@@ -356,10 +341,7 @@ impl Coordinator {
             let offset = match to {
                 ResetTo::Earliest => start,
                 ResetTo::Latest => hw,
-                ResetTo::Timestamp(ts) => log
-                    .offset_for_timestamp(ts)
-                    .map_err(|e| Error::from_log(&topic, partition, e))?
-                    .map_or(hw, |(o, _)| o),
+                ResetTo::Timestamp(ts) => log.offset_for_timestamp(ts)?.map_or(hw, |(o, _)| o),
                 ResetTo::Offset(o) if o < start || o > hw => {
                     return Err(Error::OffsetOutOfRange {
                         topic,

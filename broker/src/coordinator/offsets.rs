@@ -7,10 +7,10 @@
 //! Value: offset as u64 little-endian, then the commit metadata (UTF-8).
 
 use std::collections::BTreeMap;
-use std::io;
 
+use crate::error::Result;
 use crate::log::batch::{RecordIter, RecordSource};
-use crate::log::Log;
+use crate::partition::Partition;
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -80,11 +80,11 @@ fn decode_value(b: &[u8]) -> Option<Committed> {
 }
 
 /// Rebuilds the table by replaying the offsets log from its start.
-pub fn replay(log: &Log) -> io::Result<BTreeMap<OffsetKey, Committed>> {
+pub fn replay(log: &Partition) -> Result<BTreeMap<OffsetKey, Committed>> {
     let mut table = BTreeMap::new();
     let mut offset = log.log_start();
     while offset < log.high_watermark() {
-        let r = log.read(offset, 4 << 20).map_err(|e| io::Error::other(format!("{e:?}")))?;
+        let r = log.read(offset, 4 << 20, usize::MAX)?;
         for chunk in &r.chunks {
             for rec in RecordIter::new(chunk) {
                 let Some(key) = rec.key.and_then(decode_key) else { continue };
@@ -102,7 +102,7 @@ pub fn replay(log: &Log) -> io::Result<BTreeMap<OffsetKey, Committed>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{IndexConfig, LogConfig};
+    use crate::log::{IndexConfig, Log, LogConfig};
 
     #[test]
     fn commits_and_deletes_replay_to_the_table() {
@@ -121,7 +121,7 @@ mod tests {
         let c = |o: u64| Committed { offset: o, metadata: format!("m{o}") };
         log.append(&[OffsetRecord::commit(&k1, &c(5)), OffsetRecord::commit(&k2, &c(7))], 1).unwrap();
         log.append(&[OffsetRecord::commit(&k1, &c(9)), OffsetRecord::delete(&k2)], 1).unwrap();
-        let table = replay(&log).unwrap();
+        let table = replay(&Partition::new("o", 0, std::sync::Arc::new(log))).unwrap();
         assert_eq!(table, BTreeMap::from([(k1, c(9))]));
         assert_eq!(decode_key(b"a\0b\0x"), None);
     }

@@ -195,7 +195,7 @@ impl Log {
                 &mut last.buf,
                 last.at..last.at + last.len,
             );
-            self.high_watermark.send_replace(next);
+            self.end.send_replace(next);
             if synced {
                 self.durable.send_if_modified(|d| raise(d, next));
             }
@@ -265,7 +265,7 @@ impl Log {
         tracing::error!(log = %self.name, error = %e, "write failed");
         let later = {
             let mut w = self.writer.lock().expect("writer lock");
-            w.next_offset = self.high_watermark();
+            w.next_offset = self.end_offset();
             w.end_hint = end;
             std::mem::take(&mut w.queue)
         };

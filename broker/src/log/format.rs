@@ -1,6 +1,8 @@
 //! Every on-disk constant of the log, in one place. docs/storage-format.md
 //! describes the same layout for people; change both together.
 
+use std::path::{Path, PathBuf};
+
 /// Format version written in each batch header. Bump on any layout change.
 pub const BATCH_MAGIC: u8 = 1;
 
@@ -105,6 +107,25 @@ pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 pub const TOPIC_META_FILE: &str = "topic.toml";
 /// Directory under the data dir holding one directory per topic.
 pub const TOPICS_DIR: &str = "topics";
+/// Prefix a topic directory is renamed to before it is removed, so a crash
+/// in between leaves a name recovery knows to remove.
+pub const DELETED_TOPIC_PREFIX: &str = "~deleted-";
+
+/// Paths of a segment's files: log, offset index, time index.
+pub fn segment_paths(dir: &Path, base: u64) -> [PathBuf; 3] {
+    [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX].map(|suffix| dir.join(segment_file_name(base, suffix)))
+}
+
+/// Paths of the compacted copy of a segment (log, index, time index), each
+/// the segment's file name plus `.cleaned`.
+pub fn cleaned_paths(dir: &Path, base: u64) -> [PathBuf; 3] {
+    segment_paths(dir, base).map(|p| {
+        let mut name = p.into_os_string();
+        name.push(".");
+        name.push(CLEANED_SUFFIX);
+        PathBuf::from(name)
+    })
+}
 
 /// File name of a segment file.
 pub fn segment_file_name(base_offset: u64, suffix: &str) -> String {

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use memmap2::MmapMut;
 
+use super::batch::BatchHeader;
 use super::format::{INDEX_ENTRY_LEN, TIME_INDEX_ENTRY_LEN};
 
 /// Index pages are touched one at a time: without this hint, the first write
@@ -261,6 +262,31 @@ impl TimeIndex {
     /// Cuts the file to its entries and syncs it.
     pub fn seal(&mut self) -> io::Result<()> {
         self.0.seal()
+    }
+}
+
+/// A segment's two indexes and the bookkeeping for their next entry.
+#[derive(Debug)]
+pub(in crate::log) struct Indexes {
+    pub(in crate::log) offset: OffsetIndex,
+    pub(in crate::log) time: TimeIndex,
+    /// Bytes appended since the last offset index entry.
+    pub(in crate::log) bytes_since_entry: u64,
+}
+
+impl Indexes {
+    /// Notes a batch appended at `pos`: an offset entry at the first batch and
+    /// then every `interval` bytes; a time entry with it when the segment's
+    /// largest timestamp (`max_before`, before this batch) grew.
+    pub(in crate::log) fn note_batch(&mut self, rel: u32, pos: u64, h: &BatchHeader, max_before: i64, interval: u64) {
+        if self.offset.is_empty() || self.bytes_since_entry >= interval {
+            self.offset.push(rel, pos as u32);
+            self.bytes_since_entry = 0;
+            if h.meta.max_timestamp > max_before {
+                self.time.push(h.meta.max_timestamp, rel);
+            }
+        }
+        self.bytes_since_entry += u64::from(h.batch_len);
     }
 }
 

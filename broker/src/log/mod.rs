@@ -15,14 +15,18 @@
 //!   timer, after N records, or when a waiter asks; both publish the durable
 //!   offset that producers waiting for `Acks::Durable` wait for.
 
+mod aligned;
 mod append;
 pub mod batch;
+pub mod compact;
 pub mod direct;
 pub mod format;
 pub mod index;
 mod pool;
+mod read;
 mod readahead;
 mod recent;
+pub mod recovery;
 pub mod segment;
 
 use std::collections::BTreeMap;
@@ -33,14 +37,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 
 pub use append::Pending;
 use append::{Sink, Writer};
-use batch::{BatchHeader, RecordIter};
-use format::{parse_segment_file_name, BATCH_HEADER_LEN};
-pub use segment::{IndexConfig, Segment, TailRecovery};
+use format::parse_segment_file_name;
+pub use read::ReadResult;
+pub use recovery::TailRecovery;
+pub use segment::{IndexConfig, Segment};
 
 /// Settings a log needs; taken from the topic's effective configuration.
 #[derive(Debug, Clone, Copy)]
@@ -115,23 +119,6 @@ pub struct Appended {
     pub next_offset: u64,
 }
 
-/// Records read from a log, as stored (see `strata_proto::raw`).
-#[derive(Debug, Default)]
-pub struct ReadResult {
-    /// Framed records, in offset order, starting at the requested offset.
-    pub chunks: Vec<Bytes>,
-    /// Offset to read next.
-    pub next_offset: u64,
-    /// High watermark at the time of the read.
-    pub high_watermark: u64,
-    /// Log start offset at the time of the read.
-    pub log_start: u64,
-    /// Total bytes in `chunks`.
-    pub bytes: usize,
-    /// Records in `chunks`.
-    pub records: usize,
-}
-
 /// One partition's log.
 pub struct Log {
     dir: PathBuf,
@@ -139,7 +126,8 @@ pub struct Log {
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     writer: Mutex<Writer>,
     sink: Mutex<Sink>,
-    high_watermark: watch::Sender<u64>,
+    /// One past the last written offset (the log end), watched by readers.
+    end: watch::Sender<u64>,
     durable: watch::Sender<u64>,
     log_start: AtomicU64,
     flush_wanted: Notify,
@@ -166,7 +154,7 @@ impl Log {
     /// rolled, so they are trusted as they are.
     pub fn open(dir: &Path, name: String, config: LogConfig) -> io::Result<(Log, OpenReport)> {
         fs::create_dir_all(dir)?;
-        crate::compaction::recover_cleaned(dir)?;
+        recovery::recover_cleaned(dir)?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -206,7 +194,7 @@ impl Log {
                 active: active.clone(),
             }),
             sink: Mutex::new(Sink { active, direct, active_since: Instant::now() }),
-            high_watermark: watch::Sender::new(next_offset),
+            end: watch::Sender::new(next_offset),
             // What recovery kept is on disk: it was fsynced or read back from it.
             durable: watch::Sender::new(next_offset),
             log_start: AtomicU64::new(log_start),
@@ -229,9 +217,10 @@ impl Log {
         &self.dir
     }
 
-    /// One past the last readable offset.
-    pub fn high_watermark(&self) -> u64 {
-        *self.high_watermark.borrow()
+    /// One past the last written offset (the log end). Everything below it
+    /// is readable from the log; the partition decides what readers see.
+    pub fn end_offset(&self) -> u64 {
+        *self.end.borrow()
     }
 
     /// First readable offset.
@@ -244,9 +233,9 @@ impl Log {
         *self.durable.borrow()
     }
 
-    /// Watches the high watermark (for long polls and subscriptions).
-    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
-        self.high_watermark.subscribe()
+    /// Watches the log end (for long polls and subscriptions).
+    pub fn watch_end_offset(&self) -> watch::Receiver<u64> {
+        self.end.subscribe()
     }
 
     /// Replaces the configuration used by later appends.
@@ -309,106 +298,6 @@ impl Log {
         Ok(())
     }
 
-    /// Reads up to `max_bytes` of records from `offset` (at least one batch if
-    /// any is available), from one segment. `max_bytes` 0 reads nothing but
-    /// still checks the offset.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult, LogError> {
-        self.read_limited(offset, max_bytes, usize::MAX)
-    }
-
-    /// As [`Log::read`], also stopping before a batch that would take the
-    /// reply past `max_records` records (the first batch is always served).
-    pub fn read_limited(&self, offset: u64, max_bytes: usize, max_records: usize) -> Result<ReadResult, LogError> {
-        let hw = self.high_watermark();
-        let log_start = self.log_start();
-        if offset < log_start || offset > hw {
-            return Err(LogError::OffsetOutOfRange { offset, log_start, high_watermark: hw });
-        }
-        let mut result = ReadResult { next_offset: offset, high_watermark: hw, log_start, ..Default::default() };
-        // max_bytes 0: only validate the offset and report the bounds.
-        if offset == hw || max_bytes == 0 {
-            return Ok(result);
-        }
-        let segments: Vec<Arc<Segment>> = {
-            let segs = self.segments.read().expect("segments lock");
-            segs.range(..=offset)
-                .next_back()
-                .into_iter()
-                .chain(segs.range(offset + 1..))
-                .map(|(_, s)| s.clone())
-                .collect()
-        };
-        for seg in segments {
-            let limit = seg.size();
-            let Some((pos, first)) = seg.find_batch(offset, limit)? else {
-                continue;
-            };
-            if first.meta.base_offset >= hw {
-                break;
-            }
-            let want = (limit - pos).min(max_bytes.max(first.batch_len as usize) as u64);
-            let data = seg.read_through(pos, want as usize, Some(&self.readahead))?;
-            let mut p = 0usize;
-            while p + BATCH_HEADER_LEN <= data.len() {
-                let h = BatchHeader::parse(&data[p..])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.name)))?;
-                let end = p + h.batch_len as usize;
-                if end > data.len() || h.meta.base_offset >= hw {
-                    break;
-                }
-                let mut body = data.slice(p + BATCH_HEADER_LEN..end);
-                let mut records = h.meta.record_count as usize;
-                if h.meta.base_offset < offset {
-                    body = body.slice(batch::position_of_offset(&body, offset)..);
-                    records = RecordIter::new(&body).count();
-                }
-                if p > 0 && result.records + records > max_records {
-                    break;
-                }
-                result.records += records;
-                result.bytes += body.len();
-                if !body.is_empty() {
-                    result.chunks.push(body);
-                }
-                result.next_offset = h.meta.next_offset();
-                p = end;
-            }
-            if let Some(file) = seg.direct_file() {
-                self.readahead.read_next(seg.id(), file, pos + p as u64, want as usize, limit);
-            }
-            break;
-        }
-        Ok(result)
-    }
-
-    /// The first record with timestamp >= `ts`: (offset, timestamp), or None
-    /// if every record is older.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>, LogError> {
-        let hw = self.high_watermark();
-        let segments: Vec<Arc<Segment>> = self.segments.read().expect("segments lock").values().cloned().collect();
-        for seg in segments.iter().filter(|s| s.max_timestamp() >= ts) {
-            let limit = seg.size();
-            let mut pos = seg.time_search_start(ts);
-            while pos < limit {
-                let h = seg.header_at(pos)?;
-                if h.meta.base_offset >= hw {
-                    return Ok(None);
-                }
-                if h.meta.max_timestamp >= ts {
-                    let data = seg.read(pos, h.batch_len as usize)?;
-                    let found = RecordIter::new(&data[BATCH_HEADER_LEN..])
-                        .find(|r| r.timestamp_ms >= ts)
-                        .map(|r| (r.offset, r.timestamp_ms));
-                    if found.is_some() {
-                        return Ok(found);
-                    }
-                }
-                pos += u64::from(h.batch_len);
-            }
-        }
-        Ok(None)
-    }
-
     /// Waits until every offset below `offset` is fsynced.
     pub async fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
         let mut rx = self.durable.subscribe();
@@ -424,7 +313,7 @@ impl Log {
     }
 
     async fn wait_closed(&self) {
-        let mut hw = self.high_watermark.subscribe();
+        let mut hw = self.end.subscribe();
         while !self.closed.load(Ordering::Acquire) {
             if hw.changed().await.is_err() {
                 return;
@@ -438,7 +327,7 @@ impl Log {
         // `active` or to segments sealed (and fsynced) before it.
         let (seg, target, records) = {
             let w = self.writer.lock().expect("writer lock");
-            (w.active.clone(), self.high_watermark(), w.unflushed_records)
+            (w.active.clone(), self.end_offset(), w.unflushed_records)
         };
         if target <= self.durable_offset() {
             return Ok(());
@@ -483,7 +372,7 @@ impl Log {
             return Ok(());
         }
         self.drain_locked(&mut sink, false);
-        let next = self.high_watermark();
+        let next = self.end_offset();
         let last = next.checked_sub(1).filter(|&o| o >= sink.active.base_offset());
         let result = sink.active.seal(last);
         if result.is_ok() {
@@ -492,7 +381,7 @@ impl Log {
         self.closed.store(true, Ordering::Release);
         self.flush_wanted.notify_one();
         // Wake waiters of the high watermark so they notice the close.
-        self.high_watermark.send_modify(|_| {});
+        self.end.send_modify(|_| {});
         result
     }
 

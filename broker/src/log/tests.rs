@@ -1,4 +1,5 @@
 use super::batch::tests::{value_record, TestRecord};
+use super::batch::RecordIter;
 use super::*;
 
 fn config(segment_bytes: u64) -> LogConfig {
@@ -28,7 +29,7 @@ fn records(n: usize, tag: u8) -> Vec<TestRecord> {
 fn read_all(log: &Log, from: u64) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     let mut offset = from;
-    while offset < log.high_watermark() {
+    while offset < log.end_offset() {
         let r = log.read(offset, 300).unwrap();
         assert!(r.next_offset > offset, "read must make progress");
         for chunk in &r.chunks {
@@ -55,7 +56,7 @@ fn assert_reads_back(log: &Log, starts: &[u64], end: u64, value: impl Fn(u64) ->
 
 /// Rolls the active segment now.
 fn roll_now(log: &Log) {
-    let (next, config) = (log.high_watermark(), log.writer.lock().unwrap().config);
+    let (next, config) = (log.end_offset(), log.writer.lock().unwrap().config);
     log.roll(&mut log.sink.lock().unwrap(), next, &config).unwrap();
 }
 
@@ -69,7 +70,7 @@ fn append_read_roll_and_reopen() {
         assert_eq!(a.base_offset, u64::from(b) * 3);
         assert_eq!(a.next_offset, a.base_offset + 3);
     }
-    assert_eq!(log.high_watermark(), 120);
+    assert_eq!(log.end_offset(), 120);
     let (segments, _) = log.disk_usage();
     assert!(segments > 3, "small segments must roll, got {segments}");
     let all = read_all(&log, 0);
@@ -85,7 +86,7 @@ fn append_read_roll_and_reopen() {
 
     let (log, report) = open(dir.path(), 1000);
     assert_eq!(report.tail.truncated, None);
-    assert_eq!(log.high_watermark(), 120);
+    assert_eq!(log.end_offset(), 120);
     assert_eq!(read_all(&log, 0).len(), 120);
     assert_eq!(log.append(&records(1, 99), 5000).unwrap().base_offset, 120);
 }
@@ -171,7 +172,7 @@ fn torn_tail_is_cut_to_last_good_batch() {
     let (cut, why) = report.tail.truncated.expect("the torn batch is cut");
     assert!(why.contains("truncated"), "{why}");
     assert!(cut > 0);
-    assert_eq!(log2.high_watermark(), 76);
+    assert_eq!(log2.end_offset(), 76);
     assert_eq!(read_all(&log2, 0).len(), 76);
     assert_eq!(log2.append(&records(1, 7), 1).unwrap().base_offset, 76);
 }
@@ -186,7 +187,7 @@ fn bit_flip_in_tail_is_cut_and_nothing_corrupt_is_served() {
     let (log2, report) = open(copy.path(), 1 << 20);
     let (_, why) = report.tail.truncated.expect("the corrupt batch is cut");
     assert!(why.contains("CRC"), "{why}");
-    assert_eq!(log2.high_watermark(), 76);
+    assert_eq!(log2.end_offset(), 76);
     let all = read_all(&log2, 0);
     assert_eq!(all.len(), 76);
     assert!(all.iter().enumerate().all(|(i, (o, v))| *o == i as u64 && v[1] == (i % 4) as u8));
@@ -208,7 +209,7 @@ fn lost_index_entries_are_rebuilt() {
     assert_eq!(report.tail.truncated, None);
     assert_eq!(report.tail.batches_checked, 50);
     assert_eq!(read_all(&log2, 37)[0].0, 37);
-    assert_eq!(log2.high_watermark(), 100);
+    assert_eq!(log2.end_offset(), 100);
 }
 
 #[test]
@@ -297,7 +298,7 @@ fn preallocated_tail_is_trimmed_without_reporting_damage() {
     let copy = crash_copy(dir.path());
     let (crashed, report) = open(copy.path(), 1 << 30);
     assert_eq!(report.tail.truncated, None, "zeros are not damage");
-    assert_eq!(crashed.high_watermark(), 15);
+    assert_eq!(crashed.end_offset(), 15);
     assert_eq!(fs::metadata(last_log_file(copy.path())).unwrap().len(), logical);
     // A clean close cuts the reserved space too.
     log.close().unwrap();
@@ -317,7 +318,7 @@ fn in_order_reads_are_served_by_read_ahead_with_the_same_bytes() {
     let direct = log.segments.read().unwrap().values().next().unwrap().direct_file().is_some();
     let mut offset = 0;
     let mut reads = 0;
-    while offset < log.high_watermark() {
+    while offset < log.end_offset() {
         // 300 KB cuts batches: each read ends after its last whole batch.
         let r = log.read(offset, 300_000).unwrap();
         for chunk in &r.chunks {
@@ -469,7 +470,7 @@ fn direct_and_buffered_io_read_and_extend_each_others_logs() {
     for (round, direct_io) in [true, false, true, false].into_iter().enumerate() {
         let (log, report) = Log::open(dir.path(), "t/0".into(), config_with(1000, direct_io)).unwrap();
         assert_eq!(report.tail.truncated, None, "round {round}");
-        assert_eq!(log.high_watermark(), round as u64 * 30);
+        assert_eq!(log.end_offset(), round as u64 * 30);
         for b in 0..10u8 {
             log.append(&records(3, round as u8 * 10 + b), 1).unwrap();
         }
@@ -513,11 +514,11 @@ async fn queued_appends_are_written_together_in_order_across_rolls() {
     for (b, p) in pending.iter().enumerate() {
         assert_eq!(p.appended.base_offset, b as u64 * 3);
     }
-    assert_eq!(log.high_watermark(), 0);
+    assert_eq!(log.end_offset(), 0);
     for p in pending {
         let base = p.appended.base_offset;
         assert_eq!(p.written().await.unwrap().base_offset, base);
-        assert!(log.high_watermark() >= base + 3, "written means readable");
+        assert!(log.end_offset() >= base + 3, "written means readable");
     }
     assert!(log.disk_usage().0 > 3, "the queued batches span several segments");
     let all = read_all(&log, 0);
@@ -541,7 +542,7 @@ async fn a_failed_write_fails_everything_queued_after_it_and_frees_the_offsets()
         assert!(matches!(p.written().await, Err(LogError::Io(_))));
     }
     assert!(log.append(&records(3, 9), 1).is_err(), "a blocking append fails the same way");
-    assert_eq!(log.high_watermark(), 3);
+    assert_eq!(log.end_offset(), 3);
     log.fail_writes.store(false, Ordering::Relaxed);
     // The next append takes the offsets the failed ones had been given.
     let p = log.submit(&records(3, 7), 1, false).unwrap();

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
+use super::handle::{Appending, Partition};
 use super::partitioner::partition_for_key;
-use super::settings::TopicSettings;
+use crate::config::{AckLevel, TopicSettings};
 use crate::error::{Error, Result};
 use crate::log::batch::{stored_record_size, RecordSource};
-use crate::log::{Log, LogConfig, Pending};
+use crate::log::LogConfig;
 
 /// Where a produce request's records landed.
 #[derive(Default)]
@@ -16,17 +17,16 @@ pub struct Produced {
     /// (partition, offset) per record, in request order, when the request
     /// was split by key; empty when it went to one partition as one batch.
     split: Vec<(u32, u64)>,
-    /// Each partition appended to (in partition order), its log and its
-    /// append (queued: wait for it to be written, then for durability if
-    /// asked).
-    pub appended: Vec<(u32, Arc<Log>, Pending)>,
+    /// Each partition's append, in partition order: await
+    /// [`Appending::acknowledged`] for the level of acknowledgement asked.
+    pub appended: Vec<Appending>,
 }
 
 impl Produced {
     /// (partition, offset) per record, in request order.
     pub fn positions(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         let whole = match (&self.split[..], &self.appended[..]) {
-            ([], [(p, _, a)]) => Some((*p, a.appended.base_offset..a.appended.next_offset)),
+            ([], [a]) => Some((a.partition(), a.appended().base_offset..a.appended().next_offset)),
             _ => None,
         };
         whole.into_iter().flat_map(|(p, offsets)| offsets.map(move |o| (p, o))).chain(self.split.iter().copied())
@@ -37,7 +37,8 @@ impl Produced {
     pub fn ranges(&self) -> impl Iterator<Item = (u32, u64, u32)> + '_ {
         self.appended
             .iter()
-            .map(|(p, _, a)| (*p, a.appended.base_offset, (a.appended.next_offset - a.appended.base_offset) as u32))
+            .map(|a| (a.partition(), a.appended()))
+            .map(|(p, a)| (p, a.base_offset, (a.next_offset - a.base_offset) as u32))
     }
 }
 
@@ -50,7 +51,7 @@ struct State {
 pub struct Topic {
     name: String,
     state: RwLock<State>,
-    logs: RwLock<Arc<Vec<Arc<Log>>>>,
+    partitions: RwLock<Arc<Vec<Arc<Partition>>>>,
     round_robin: AtomicU32,
 }
 
@@ -59,12 +60,12 @@ impl Topic {
         name: String,
         overrides: BTreeMap<String, String>,
         settings: TopicSettings,
-        logs: Vec<Arc<Log>>,
+        partitions: Vec<Arc<Partition>>,
     ) -> Topic {
         Topic {
             name,
             state: RwLock::new(State { overrides, settings }),
-            logs: RwLock::new(Arc::new(logs)),
+            partitions: RwLock::new(Arc::new(partitions)),
             round_robin: AtomicU32::new(0),
         }
     }
@@ -76,17 +77,17 @@ impl Topic {
 
     /// Current number of partitions.
     pub fn partition_count(&self) -> u32 {
-        self.logs.read().expect("logs lock").len() as u32
+        self.partitions.read().expect("partitions lock").len() as u32
     }
 
-    /// A snapshot of the partitions' logs.
-    pub fn logs(&self) -> Arc<Vec<Arc<Log>>> {
-        self.logs.read().expect("logs lock").clone()
+    /// A snapshot of the partitions.
+    pub fn partitions(&self) -> Arc<Vec<Arc<Partition>>> {
+        self.partitions.read().expect("partitions lock").clone()
     }
 
-    /// The log of one partition.
-    pub fn partition(&self, partition: u32) -> Result<Arc<Log>> {
-        let logs = self.logs();
+    /// One partition.
+    pub fn partition(&self, partition: u32) -> Result<Arc<Partition>> {
+        let logs = self.partitions();
         logs.get(partition as usize).cloned().ok_or_else(|| Error::PartitionNotFound {
             topic: self.name.clone(),
             partition,
@@ -111,22 +112,22 @@ impl Topic {
         log_config: LogConfig,
     ) {
         *self.state.write().expect("state lock") = State { overrides, settings };
-        for log in self.logs().iter() {
-            log.set_config(log_config);
+        for p in self.partitions().iter() {
+            p.set_config(log_config);
         }
     }
 
-    pub(super) fn add_partitions(&self, new_logs: Vec<Arc<Log>>) {
-        let mut logs = self.logs.write().expect("logs lock");
-        let mut all = Vec::clone(&logs);
-        all.extend(new_logs);
-        *logs = Arc::new(all);
+    pub(super) fn add_partitions(&self, new: Vec<Arc<Partition>>) {
+        let mut partitions = self.partitions.write().expect("partitions lock");
+        let mut all = Vec::clone(&partitions);
+        all.extend(new);
+        *partitions = Arc::new(all);
     }
 
     pub(super) fn close(&self) {
-        for log in self.logs().iter() {
-            if let Err(e) = log.close() {
-                tracing::warn!(partition = log.name(), error = %e, "closing partition failed");
+        for p in self.partitions().iter() {
+            if let Err(e) = p.close() {
+                tracing::warn!(partition = p.name(), error = %e, "closing partition failed");
             }
         }
     }
@@ -161,17 +162,17 @@ impl Topic {
     }
 
     /// Appends `records`, to `partition` or to partitions chosen by key
-    /// (keyless records: one round-robin partition per request). With
-    /// `durable`, each write is fsynced as it completes.
+    /// (keyless records: one round-robin partition per request), to be
+    /// acknowledged at the level `acks` asks.
     pub fn produce<R: RecordSource>(
         &self,
         partition: Option<u32>,
         records: &[R],
         now_ms: i64,
-        durable: bool,
+        acks: AckLevel,
     ) -> Result<Produced> {
         self.validate(records)?;
-        let logs = self.logs();
+        let logs = self.partitions();
         let n = logs.len() as u32;
         let fixed = match partition {
             Some(p) => Some(self.partition(p).map(|_| p)?),
@@ -181,9 +182,8 @@ impl Topic {
             None => None,
         };
         if let Some(p) = fixed {
-            let log = &logs[p as usize];
-            let a = log.submit(records, now_ms, durable).map_err(|e| Error::from_log(&self.name, p, e))?;
-            return Ok(Produced { split: Vec::new(), appended: vec![(p, log.clone(), a)] });
+            let a = logs[p as usize].append(records, now_ms, acks)?;
+            return Ok(Produced { split: Vec::new(), appended: vec![a] });
         }
         // Mixed keys: one batch per target partition, records in request order.
         let keyless = self.round_robin.fetch_add(1, Ordering::Relaxed) % n;
@@ -194,13 +194,12 @@ impl Topic {
         partitions.dedup();
         for p in partitions {
             let group: Vec<&R> = records.iter().zip(&targets).filter(|(_, &t)| t == p).map(|(r, _)| r).collect();
-            let log = &logs[p as usize];
-            let a = log.submit(&group, now_ms, durable).map_err(|e| Error::from_log(&self.name, p, e))?;
+            let a = logs[p as usize].append(&group, now_ms, acks)?;
             let indexes = targets.iter().enumerate().filter(|(_, &t)| t == p).map(|(i, _)| i);
-            for (offset, i) in (a.appended.base_offset..).zip(indexes) {
+            for (offset, i) in (a.appended().base_offset..).zip(indexes) {
                 out.split[i] = (p, offset);
             }
-            out.appended.push((p, log.clone(), a));
+            out.appended.push(a);
         }
         Ok(out)
     }

@@ -28,7 +28,8 @@ impl AdminService {
         let manager = self.manager.clone();
         tokio::task::spawn_blocking(move || f(&manager))
             .await
-            .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
+            .map_err(|e| Error::Internal(format!("admin task failed: {e}")))
+            .and_then(|r| r)
             .map_err(Status::from)
     }
 }

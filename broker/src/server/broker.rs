@@ -15,10 +15,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::status::to_status;
-use crate::config::{AckLevel, Config};
+use crate::config::AckLevel;
 use crate::error::{Error, Result};
-use crate::log::Log;
-use crate::partition::{Manager, Produced};
+use crate::node::NodeHandle;
+use crate::partition::{check_client_op, ClientOp, Manager, Partition, Produced};
 use crate::shutdown::stopped;
 
 /// Requests a ProduceStream may have in flight (appended, awaiting fsync).
@@ -40,10 +40,11 @@ pub struct BrokerService {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl BrokerService {
-    /// Serves `manager`; streams end when `shutdown` turns true.
-    pub fn new(manager: Arc<Manager>, config: &Config, shutdown: watch::Receiver<bool>) -> Self {
+    /// Serves `node`'s partitions; streams end when `shutdown` turns true.
+    pub fn new(node: &NodeHandle, shutdown: watch::Receiver<bool>) -> Self {
+        let config = &node.config;
         BrokerService {
-            manager,
+            manager: node.manager.clone(),
             default_acks: config.storage.default_acks,
             fetch_default_max_bytes: config.server.fetch_default_max_bytes as u32,
             fetch_max_wait: Duration::from_millis(config.server.fetch_max_wait_ms),
@@ -67,16 +68,14 @@ impl BrokerService {
 
     /// Validates and appends now, in call order; returns the wait for the
     /// requested durability, so a stream can pipeline the next request.
-    fn append(&self, req: &ProduceRequest) -> Result<(AckLevel, Produced)> {
+    fn append(&self, req: &ProduceRequest) -> Result<Produced> {
         if req.topic.is_empty() {
             return Err(Error::InvalidArgument("produce request has no topic".into()));
         }
         let acks = self.acks(req.acks)?;
-        if crate::partition::is_internal(&req.topic) {
-            return Err(Error::InvalidArgument(format!("topic '{}' is internal: it cannot be produced to", req.topic)));
-        }
+        check_client_op(&req.topic, ClientOp::Produce)?;
         let topic = self.manager.topic(&req.topic)?;
-        let produced = topic.produce(req.partition, &req.records, self.manager.now_ms(), acks == AckLevel::Durable)?;
+        let produced = topic.produce(req.partition, &req.records, self.manager.now_ms(), acks)?;
         let bytes: usize = req
             .records
             .iter()
@@ -85,18 +84,12 @@ impl BrokerService {
         let labels = [("topic", req.topic.clone())];
         metrics::counter!("strata_records_in_total", &labels).increment(req.records.len() as u64);
         metrics::counter!("strata_bytes_in_total", &labels).increment(bytes as u64);
-        Ok((acks, produced))
+        Ok(produced)
     }
 
-    /// Waits for `produced` to be written (and fsynced, for `Durable`) and
+    /// Waits for `produced` to be acknowledged at the level it asked for and
     /// builds the reply; `omit_positions` leaves out the per-record positions.
-    async fn acknowledge(
-        topic: &str,
-        request_id: u64,
-        acks: AckLevel,
-        produced: Produced,
-        omit_positions: bool,
-    ) -> Result<ProduceResponse> {
+    async fn acknowledge(request_id: u64, produced: Produced, omit_positions: bool) -> Result<ProduceResponse> {
         let ranges = produced
             .ranges()
             .map(|(partition, base_offset, record_count)| PartitionRange { partition, base_offset, record_count })
@@ -105,18 +98,14 @@ impl BrokerService {
             true => Vec::new(),
             false => produced.positions().map(|(partition, offset)| RecordPosition { partition, offset }).collect(),
         };
-        for (partition, log, pending) in produced.appended {
-            let error = |e| Error::from_log(topic, partition, e);
-            let written = pending.written().await.map_err(error)?;
-            if acks == AckLevel::Durable {
-                log.wait_durable(written.next_offset).await.map_err(error)?;
-            }
+        for appending in produced.appended {
+            appending.acknowledged().await?;
         }
         Ok(ProduceResponse { request_id, positions, ranges, error: None })
     }
 
-    fn log(&self, topic: &str, partition: u32) -> Result<Arc<Log>> {
-        self.manager.topic(topic)?.partition(partition)
+    fn log(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        self.manager.partition(topic, partition)
     }
 
     /// Reads one partition: the reply entry and the offset to read next.
@@ -124,13 +113,11 @@ impl BrokerService {
         &self,
         topic: &str,
         partition: u32,
-        log: &Log,
+        log: &Partition,
         offset: u64,
         max_bytes: usize,
     ) -> Result<(raw::PartitionRecords, u64)> {
-        let r = log
-            .read_limited(offset, max_bytes, self.fetch_max_records)
-            .map_err(|e| Error::from_log(topic, partition, e))?;
+        let r = log.read(offset, max_bytes, self.fetch_max_records)?;
         if r.records > 0 {
             let labels = [("topic", topic.to_string())];
             metrics::counter!("strata_records_out_total", &labels).increment(r.records as u64);
@@ -172,8 +159,8 @@ fn stream_error(e: Error) -> strata_proto::v1::Error {
 impl Broker for BrokerService {
     async fn produce(&self, req: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
         let req = req.into_inner();
-        let (acks, produced) = self.append(&req)?;
-        let reply = Self::acknowledge(&req.topic, req.request_id, acks, produced, req.omit_record_positions).await?;
+        let produced = self.append(&req)?;
+        let reply = Self::acknowledge(req.request_id, produced, req.omit_record_positions).await?;
         Ok(Response::new(reply))
     }
 
@@ -195,15 +182,14 @@ impl Broker for BrokerService {
             loop {
                 tokio::select! {
                     msg = inbound.message(), if reading && pending.len() < MAX_IN_FLIGHT => match msg {
-                        Ok(Some(mut req)) => {
+                        Ok(Some(req)) => {
                             let (id, omit) = (req.request_id, req.omit_record_positions);
                             let appended = svc.append(&req);
-                            // Only the topic is kept: the records' buffers go back now.
-                            let topic = std::mem::take(&mut req.topic);
+                            // The records' buffers go back now.
                             drop(req);
                             pending.push_back(async move {
                                 let reply = match appended {
-                                    Ok((acks, produced)) => Self::acknowledge(&topic, id, acks, produced, omit).await,
+                                    Ok(produced) => Self::acknowledge(id, produced, omit).await,
                                     Err(e) => Err(e),
                                 };
                                 reply.unwrap_or_else(|e| ProduceResponse { request_id: id, positions: Vec::new(), ranges: Vec::new(), error: Some(stream_error(e)) })
@@ -282,7 +268,8 @@ impl Broker for BrokerService {
             loop {
                 let mut hw = log.watch_high_watermark();
                 if log.is_closed() {
-                    let _ = tx.send(Err(Status::unavailable(format!("partition {} was closed", log.name())))).await;
+                    let closed = Error::Unavailable(format!("partition {} was closed", log.name()));
+                    let _ = tx.send(Err(to_status(closed))).await;
                     return;
                 }
                 match svc.read(&req.topic, req.partition, &log, offset, max_bytes) {
@@ -322,10 +309,7 @@ impl Broker for BrokerService {
             }
             Some(list_offsets_request::Spec::Earliest(_)) => (log_start, -1),
             Some(list_offsets_request::Spec::Latest(_)) => (hw, -1),
-            Some(list_offsets_request::Spec::TimestampMs(ts)) => log
-                .offset_for_timestamp(ts)
-                .map_err(|e| Error::from_log(&req.topic, req.partition, e))?
-                .unwrap_or((hw, -1)),
+            Some(list_offsets_request::Spec::TimestampMs(ts)) => log.offset_for_timestamp(ts)?.unwrap_or((hw, -1)),
         };
         Ok(Response::new(ListOffsetsResponse { offset, timestamp_ms, log_start_offset: log_start, high_watermark: hw }))
     }

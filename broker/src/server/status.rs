@@ -2,13 +2,14 @@
 
 use tonic::{Code, Status};
 
-use crate::error::Error;
+use crate::error::{Error, GroupError};
 
 /// Maps a broker error to the canonical gRPC code, keeping the message.
 pub fn to_status(e: Error) -> Status {
     let code = match &e {
         Error::TopicNotFound { .. } | Error::PartitionNotFound { .. } | Error::GroupNotFound { .. } => Code::NotFound,
-        Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::Group(GroupError::NoSubscription) => Code::InvalidArgument,
+        Error::Group(_) => Code::FailedPrecondition,
         Error::TopicExists { .. } => Code::AlreadyExists,
         Error::InvalidTopicName { .. }
         | Error::InvalidPartitions { .. }
@@ -18,7 +19,7 @@ pub fn to_status(e: Error) -> Status {
         Error::OffsetOutOfRange { .. } => Code::OutOfRange,
         Error::Unavailable(_) => Code::Unavailable,
         Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => Code::ResourceExhausted,
-        Error::Storage { .. } => Code::Internal,
+        Error::Storage { .. } | Error::Internal(_) => Code::Internal,
     };
     if code == Code::Internal || code == Code::ResourceExhausted {
         tracing::error!(error = %e, "request failed on storage");

@@ -1,5 +1,7 @@
-//! Compaction (`cleanup.policy` includes `compact`): keep only the latest
-//! record per key in closed segments, so an entity topic replays to its table.
+//! Compaction's segment rewriting (for `cleanup.policy` with `compact`):
+//! keep only the latest record per key in closed segments, so an entity
+//! topic replays to its table. What to keep beyond that (tombstone age, the
+//! compaction lag) is a [`CompactionPolicy`] the caller passes in.
 //!
 //! A pass over one partition:
 //! 1. Build a map key → latest offset from every segment (closed and active).
@@ -12,7 +14,8 @@
 //!    keeps its base and last offset, so offsets become sparse but never move.
 //! 3. Swap the copy in (crash-safe protocol below) and reload the segment.
 //!
-//! Swap protocol for segment `B` (the recovery rule is [`recover_cleaned`]):
+//! Swap protocol for segment `B` (the recovery rule is
+//! `recovery::recover_cleaned`):
 //! write and fsync `B.log.cleaned`, `B.index.cleaned`, `B.timeindex.cleaned`;
 //! rename `B.log.cleaned` over `B.log` (the commit point) and fsync the
 //! directory; rename the two index copies over theirs and fsync again.
@@ -27,50 +30,88 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use std::fs::File;
+
+use super::batch::{write_header, BatchHeader, BatchMeta, RecordIter, RecordView};
+use super::format::{cleaned_paths, BATCH_HEADER_LEN, INDEX_ENTRY_LEN, TIME_INDEX_ENTRY_LEN};
+use super::index::{Indexes, OffsetIndex, TimeIndex};
+use super::{sync_dir, IndexConfig, Log, Segment};
 use crate::failpoint;
-use crate::log::batch::{write_header, BatchHeader, BatchMeta, RecordIter, RecordView};
-use crate::log::format::{BATCH_HEADER_LEN, CLEANED_SUFFIX, SEGMENT_NAME_DIGITS};
-use crate::log::segment::{cleaned_paths, CleanedWriter};
-use crate::log::{sync_dir, IndexConfig, Log, Segment};
-use crate::partition::TopicSettings;
+
+/// What compaction may drop beyond older versions of a key (the topic's
+/// `delete.retention.ms` and `min.compaction.lag.ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    /// Records younger than this are never compacted away: a closed segment
+    /// is cleaned only once its newest record is older.
+    pub min_compaction_lag_ms: u64,
+    /// A tombstone that is the latest for its key is dropped once it is older.
+    pub delete_retention_ms: u64,
+}
 
 /// Crash points of the swap protocol, in order.
 pub const FAILPOINTS: [&str; 3] =
     ["compaction-after-log-copy", "compaction-before-commit", "compaction-after-log-swap"];
 
-/// Finishes or discards a swap that a crash interrupted, for every segment
-/// of the partition in `dir`: if `B.log.cleaned` still exists the copy was
-/// never committed, so all of `B.*.cleaned` is removed; otherwise the log was
-/// swapped and the remaining index copies are renamed into place.
-pub fn recover_cleaned(dir: &Path) -> io::Result<()> {
-    let suffix = format!(".{CLEANED_SUFFIX}");
-    let mut bases = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.ends_with(&suffix) {
-            if let Some(base) = name.get(..SEGMENT_NAME_DIGITS).and_then(|d| d.parse::<u64>().ok()) {
-                bases.push(base);
-            }
-        }
+/// Writes a compacted copy of a segment (`<base>.*.cleaned`), batch by batch,
+/// with its own indexes. Nothing is visible until [`commit`] renames it in.
+pub struct CleanedWriter {
+    base: u64,
+    file: io::BufWriter<File>,
+    indexes: Indexes,
+    pos: u64,
+    max_timestamp: i64,
+    interval: u64,
+}
+
+impl CleanedWriter {
+    /// Starts the copy of segment `base` in `dir`; `max_batches` bounds the index sizes.
+    pub fn create(dir: &Path, base: u64, max_batches: usize, cfg: IndexConfig) -> io::Result<CleanedWriter> {
+        let [log, index, time] = cleaned_paths(dir, base);
+        let file = File::create(log)?;
+        let offset = OffsetIndex::open(&index, Some(max_batches * INDEX_ENTRY_LEN), 0)?;
+        let time = TimeIndex::open(&time, Some((max_batches + 1) * TIME_INDEX_ENTRY_LEN))?;
+        Ok(CleanedWriter {
+            base,
+            file: io::BufWriter::with_capacity(1 << 20, file),
+            indexes: Indexes { offset, time, bytes_since_entry: 0 },
+            pos: 0,
+            max_timestamp: i64::MIN,
+            interval: cfg.interval_bytes,
+        })
     }
-    bases.sort_unstable();
-    bases.dedup();
-    for base in bases {
-        let copies = cleaned_paths(dir, base);
-        let committed = !copies[0].exists();
-        for copy in copies.iter().filter(|p| p.exists()) {
-            if committed {
-                let target = copy.with_extension("");
-                tracing::warn!(file = %target.display(), "finishing an interrupted compaction swap");
-                fs::rename(copy, target)?;
-            } else {
-                tracing::warn!(file = %copy.display(), "discarding an uncommitted compaction copy");
-                fs::remove_file(copy)?;
-            }
-        }
-        sync_dir(dir)?;
+
+    /// Appends one complete, valid batch.
+    pub fn push(&mut self, batch: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let h = BatchHeader::parse(batch).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        self.file.write_all(batch)?;
+        let rel = (h.meta.base_offset - self.base) as u32;
+        self.indexes.note_batch(rel, self.pos, &h, self.max_timestamp, self.interval);
+        self.max_timestamp = self.max_timestamp.max(h.meta.max_timestamp);
+        self.pos += u64::from(h.batch_len);
+        Ok(())
     }
-    Ok(())
+
+    /// Flushes and fsyncs the log copy (then calls `between`, a crash point),
+    /// then seals and fsyncs the index copies. Returns the copy's size.
+    pub fn finish(mut self, last_offset: u64, between: impl FnOnce()) -> io::Result<u64> {
+        use std::io::Write;
+        self.file.flush()?;
+        self.file.get_ref().sync_all()?;
+        between();
+        let rel = (last_offset - self.base) as u32;
+        let ix = &mut self.indexes;
+        if self.max_timestamp > ix.time.last().map_or(i64::MIN, |(ts, _)| ts)
+            && self.max_timestamp > 0
+            && ix.time.last().is_none_or(|(_, r)| r < rel)
+        {
+            ix.time.push(self.max_timestamp, rel);
+        }
+        ix.offset.seal()?;
+        ix.time.seal()?;
+        Ok(self.pos)
+    }
 }
 
 fn commit(dir: &Path, base: u64) -> io::Result<()> {
@@ -222,7 +263,7 @@ pub fn filter_batch(
 /// Compacts one partition. Returns None if there was nothing to clean.
 pub fn compact_partition(
     log: &Log,
-    settings: &TopicSettings,
+    settings: &CompactionPolicy,
     index: IndexConfig,
     now_ms: i64,
     throttle: &mut Throttle,
@@ -353,6 +394,7 @@ mod tests {
 
     #[test]
     fn recovery_discards_uncommitted_and_finishes_committed_swaps() {
+        use crate::log::recovery::recover_cleaned;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // Segment 0: copy never committed (log copy still there).
@@ -378,11 +420,8 @@ mod tests {
         }
     }
 
-    fn settings() -> TopicSettings {
-        let mut s = TopicSettings::from(&crate::config::TopicDefaults::default());
-        s.cleanup_policy = crate::partition::settings::CleanupPolicy { delete: false, compact: true };
-        s.delete_retention_ms = 1000;
-        s
+    fn settings() -> CompactionPolicy {
+        CompactionPolicy { min_compaction_lag_ms: 0, delete_retention_ms: 1000 }
     }
 
     #[test]
@@ -436,7 +475,7 @@ mod tests {
         // Replay: exactly the latest record per key, at its original offset.
         let mut offset = log.log_start();
         let mut seen = Vec::new();
-        while offset < log.high_watermark() {
+        while offset < log.end_offset() {
             let ReadResult { chunks, next_offset, .. } = log.read(offset, 1 << 20).unwrap();
             for c in &chunks {
                 for r in RecordIter::new(c) {

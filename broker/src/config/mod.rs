@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod topic;
+
+pub use topic::{CleanupPolicy, TimestampType, TopicSettings, SETTINGS};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -44,7 +48,27 @@ pub struct GroupsConfig {
     /// Heartbeat interval the coordinator tells members (ms).
     pub heartbeat_interval_ms: u64,
     /// `uniform` (balanced, sticky) or `range`.
-    pub assignor: crate::coordinator::assignor::AssignorKind,
+    pub assignor: AssignorKind,
+}
+
+/// Which assignor a group uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssignorKind {
+    /// Balanced and sticky: moves as few partitions as possible.
+    Uniform,
+    /// Kafka's range assignor: contiguous ranges per topic, by member id.
+    Range,
+}
+
+impl AssignorKind {
+    /// Name as in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            AssignorKind::Uniform => "uniform",
+            AssignorKind::Range => "range",
+        }
+    }
 }
 
 impl Default for GroupsConfig {
@@ -54,7 +78,7 @@ impl Default for GroupsConfig {
             min_session_timeout_ms: 1_000,
             max_session_timeout_ms: 300_000,
             heartbeat_interval_ms: 3_000,
-            assignor: crate::coordinator::assignor::AssignorKind::Uniform,
+            assignor: AssignorKind::Uniform,
         }
     }
 }
@@ -176,58 +200,24 @@ impl Default for StorageConfig {
     }
 }
 
-/// Whose clock stamps records.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub enum TimestampType {
-    /// The producer's timestamp (or append time if it sent none).
-    CreateTime,
-    /// Always the broker's append time.
-    LogAppendTime,
-}
-
-/// `[topics]`: broker-wide defaults for topic settings.
+/// `[topics]`: broker-wide defaults for topic settings, under the names of
+/// [`TopicSettings`]' fields (`segment_bytes` for `segment.bytes`), plus the
+/// partition counts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct TopicDefaults {
     /// Partitions of a topic created without a count.
     pub partitions: u32,
     /// Most partitions one topic may have.
     pub max_partitions: u32,
-    /// `segment.bytes`
-    pub segment_bytes: u64,
-    /// `segment.ms`
-    pub segment_ms: u64,
-    /// `max.message.bytes`: largest record, as stored.
-    pub max_message_bytes: u64,
-    /// `timestamp.type`
-    pub timestamp_type: TimestampType,
-    /// `retention.ms` (-1 = forever)
-    pub retention_ms: i64,
-    /// `retention.bytes` per partition (-1 = unlimited)
-    pub retention_bytes: i64,
-    /// `cleanup.policy`: "delete", "compact" or "compact,delete"
-    pub cleanup_policy: String,
-    /// `delete.retention.ms`
-    pub delete_retention_ms: u64,
-    /// `min.compaction.lag.ms`
-    pub min_compaction_lag_ms: u64,
+    /// Every topic setting's default (`config/topic.rs` defines them).
+    #[serde(flatten)]
+    pub settings: TopicSettings,
 }
 
 impl Default for TopicDefaults {
     fn default() -> Self {
-        TopicDefaults {
-            partitions: 1,
-            max_partitions: 10_000,
-            segment_bytes: 1 << 30,
-            segment_ms: 7 * 24 * 3600 * 1000,
-            max_message_bytes: 1 << 20,
-            timestamp_type: TimestampType::CreateTime,
-            retention_ms: -1,
-            retention_bytes: -1,
-            cleanup_policy: "delete".into(),
-            delete_retention_ms: 24 * 3600 * 1000,
-            min_compaction_lag_ms: 0,
-        }
+        TopicDefaults { partitions: 1, max_partitions: 10_000, settings: TopicSettings::default() }
     }
 }
 
@@ -345,11 +335,11 @@ impl Config {
         range("storage.index_max_bytes", self.storage.index_max_bytes, 4096, 1 << 30)?;
         range("topics.partitions", u64::from(self.topics.partitions), 1, u64::from(self.topics.max_partitions))?;
         range("topics.max_partitions", u64::from(self.topics.max_partitions), 1, 100_000)?;
-        crate::partition::settings::validate_defaults(&self.topics).map_err(|e| ConfigError(e.to_string()))?;
-        if self.topics.max_message_bytes + 1024 > self.server.max_request_bytes {
+        self.topics.settings.validate_as_defaults().map_err(|e| ConfigError(e.to_string()))?;
+        if self.topics.settings.max_message_bytes + 1024 > self.server.max_request_bytes {
             return Err(ConfigError(format!(
                 "topics.max_message_bytes = {} must be at least 1 KiB below server.max_request_bytes = {}",
-                self.topics.max_message_bytes, self.server.max_request_bytes
+                self.topics.settings.max_message_bytes, self.server.max_request_bytes
             )));
         }
         Ok(())

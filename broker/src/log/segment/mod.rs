@@ -1,0 +1,336 @@
+//! One segment: a `.log` file of batches plus its two indexes.
+//!
+//! Only the partition's writer appends, and it publishes `size` after each
+//! complete batch; readers use positional reads below that size, so they never
+//! wait for the writer and never see a partial batch.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::batch::{BatchError, BatchHeader};
+use super::direct::{self, AlignedBuf, DirectWriter};
+use super::format::*;
+use super::index::{Indexes, OffsetIndex, TimeIndex};
+use super::readahead::ReadAhead;
+use super::recent::Recent;
+use super::recovery::{self, Found, TailRecovery, TailStep};
+
+mod write;
+
+/// Source of [`Segment::id`].
+static NEXT_SEGMENT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Index sizing and placement, from the topic's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexConfig {
+    /// Add an offset index entry after at least this many bytes.
+    pub interval_bytes: u64,
+    /// Preallocated size of an active segment's offset index (the time index
+    /// gets the same number of entries).
+    pub max_bytes: usize,
+}
+
+/// A segment of a partition's log.
+#[derive(Debug)]
+pub struct Segment {
+    base_offset: u64,
+    path: PathBuf,
+    /// Opened with O_DIRECT when `direct`: then every read and write of it
+    /// is block-aligned (see `direct.rs`).
+    file: Arc<File>,
+    direct: bool,
+    /// Unique among the segments this process opened: tells a segment apart
+    /// from the compacted copy that replaces it under the same base offset.
+    id: u64,
+    /// Bytes of complete batches; readers stay below it.
+    size: AtomicU64,
+    /// File length reserved with fallocate ahead of `size` (writer only).
+    allocated: AtomicU64,
+    /// Largest record timestamp, i64::MIN while empty.
+    max_timestamp: AtomicI64,
+    indexes: RwLock<Indexes>,
+    /// The newest bytes of the active segment, with direct I/O: readers at
+    /// the tail (subscribers, caught-up consumers) are served from memory
+    /// instead of waiting on the device for what was just written.
+    recent: RwLock<Recent>,
+    /// The same file opened without `O_DIRECT`, for small writes of a direct
+    /// segment (see [`SMALL_WRITE_BYTES`]); opened at the first one, closed
+    /// when the segment is sealed. Writer only.
+    buffered: Mutex<Option<File>>,
+}
+
+impl Segment {
+    /// Opens (creating if needed) the segment at `base_offset` in `dir`.
+    /// `active` segments get writable, preallocated indexes; sealed ones are
+    /// opened as they were cut at seal time.
+    pub fn open(dir: &Path, base_offset: u64, active: bool, cfg: IndexConfig, direct_io: bool) -> io::Result<Segment> {
+        let [log_path, index_path, time_path] = segment_paths(dir, base_offset);
+        let direct_file = if direct_io { direct::open(&log_path)? } else { None };
+        let direct = direct_file.is_some();
+        if direct_io && !direct {
+            tracing::debug!(path = %log_path.display(), "no O_DIRECT on this filesystem: buffered I/O");
+        }
+        let file = match direct_file {
+            Some(f) => f,
+            None => OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&log_path)?,
+        };
+        let size = file.metadata()?.len();
+        let capacity = active.then_some(cfg.max_bytes);
+        let time_capacity = capacity.map(|b| b / INDEX_ENTRY_LEN * TIME_INDEX_ENTRY_LEN);
+        let offset = OffsetIndex::open(&index_path, capacity, size)?;
+        let time = TimeIndex::open(&time_path, time_capacity)?;
+        let max_ts = time.last().map_or(i64::MIN, |(ts, _)| ts);
+        Ok(Segment {
+            base_offset,
+            path: log_path,
+            file: Arc::new(file),
+            direct,
+            id: NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed),
+            size: AtomicU64::new(size),
+            allocated: AtomicU64::new(size),
+            max_timestamp: AtomicI64::new(max_ts),
+            indexes: RwLock::new(Indexes { offset, time, bytes_since_entry: 0 }),
+            recent: RwLock::default(),
+            buffered: Mutex::new(None),
+        })
+    }
+
+    /// This segment's process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// First offset this segment may hold.
+    pub fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    /// Bytes of complete batches.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Largest record timestamp (i64::MIN if empty).
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    fn rel(&self, offset: u64) -> u32 {
+        // Segments roll before a relative offset could overflow (see Log::append).
+        (offset - self.base_offset) as u32
+    }
+
+    /// How many more index entries surely fit (each batch adds at most one
+    /// to each index); 0: the segment must roll.
+    pub fn index_room(&self) -> usize {
+        let ix = self.indexes.read().expect("index lock");
+        ix.offset.room().min(ix.time.room())
+    }
+
+    /// The file, if it was opened for direct I/O.
+    pub fn direct_file(&self) -> Option<&Arc<File>> {
+        self.direct.then_some(&self.file)
+    }
+
+    /// The direct-I/O writer for this (active, recovered) segment; None when
+    /// direct I/O is off or unsupported.
+    pub fn direct_writer(&self) -> io::Result<Option<DirectWriter>> {
+        match self.direct_file() {
+            Some(file) => Ok(Some(DirectWriter::new(file.clone(), self.size())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads `len` bytes at `pos` (within `size()`).
+    pub fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        self.read_through(pos, len, None)
+    }
+
+    /// As [`Segment::read`]; with direct I/O, bytes not in the window of
+    /// recent bytes come through `ahead` (the log's read-ahead) if given.
+    pub(super) fn read_through(&self, pos: u64, len: usize, ahead: Option<&ReadAhead>) -> io::Result<Bytes> {
+        if let Some(file) = self.direct_file() {
+            if let Some(data) = self.read_recent(pos, len) {
+                return Ok(data);
+            }
+            return match ahead {
+                Some(ahead) => ahead.read(self.id, file, pos, len),
+                None => direct::read(file, pos, len),
+            };
+        }
+        let mut buf = BytesMut::with_capacity(len);
+        // SAFETY: the spare capacity holds `len` bytes that only we can
+        // reach; `set_len` marks initialised no more than was read into it.
+        unsafe {
+            let n = direct::pread_into(&self.file, buf.spare_capacity_mut().as_mut_ptr().cast(), len, pos)?;
+            if n < len {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.set_len(n);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Keeps `buf[range]`, the batch just written at `pos`, for readers at
+    /// the tail if the segment is direct and the batch large (see
+    /// [`Recent::keep_large`]); takes `buf` then. Writer only.
+    pub(super) fn keep_tail_batch(&self, pos: u64, buf: &mut AlignedBuf, range: std::ops::Range<usize>) {
+        if self.direct {
+            self.recent.write().expect("recent lock").keep_large(pos, buf, range);
+        }
+    }
+
+    /// Drops the kept large batch if it is `age` old.
+    pub(super) fn forget_tail_batch(&self, age: Duration) {
+        self.recent.write().expect("recent lock").forget_large(age);
+    }
+
+    /// `len` bytes at `pos` if the segment keeps them in memory.
+    pub(super) fn read_recent(&self, pos: u64, len: usize) -> Option<Bytes> {
+        self.recent.read().expect("recent lock").read(pos, len)
+    }
+
+    /// Reads the batch header at `pos`.
+    pub fn header_at(&self, pos: u64) -> io::Result<BatchHeader> {
+        BatchHeader::parse(&self.header_bytes_at(pos)?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    }
+
+    /// The raw header bytes at `pos`: straight into a stack array with
+    /// buffered I/O, through an aligned read (or the recent bytes) with direct.
+    fn header_bytes_at(&self, pos: u64) -> io::Result<[u8; BATCH_HEADER_LEN]> {
+        let mut h = [0u8; BATCH_HEADER_LEN];
+        if self.direct {
+            h.copy_from_slice(&self.read(pos, BATCH_HEADER_LEN)?);
+        } else {
+            self.file.read_exact_at(&mut h, pos)?;
+        }
+        Ok(h)
+    }
+
+    /// The first batch that ends at or after `offset`, searching below byte
+    /// `limit`: (position, header). None if every batch there ends before it.
+    pub fn find_batch(&self, offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+        let start = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
+        let mut pos = {
+            let ix = self.indexes.read().expect("index lock");
+            ix.offset.lookup(start).map_or(0, |(_, p)| u64::from(p))
+        };
+        while pos < limit {
+            let h = self.header_at(pos)?;
+            if h.meta.base_offset + u64::from(h.meta.last_offset_delta) >= offset {
+                return Ok(Some((pos, h)));
+            }
+            pos += u64::from(h.batch_len);
+        }
+        Ok(None)
+    }
+
+    /// The position to start a timestamp search from: every record of the
+    /// batches before it is older than `ts`.
+    pub fn time_search_start(&self, ts: i64) -> u64 {
+        let ix = self.indexes.read().expect("index lock");
+        ix.time.last_before(ts).and_then(|(_, rel)| ix.offset.lookup(rel)).map_or(0, |(_, p)| u64::from(p))
+    }
+
+    /// Checks the tail of the log batch by batch, from the last index entry
+    /// that points at a valid batch, and acts on what it finds as
+    /// [`recovery::tail_step`] decides. Rebuilds index entries for what it
+    /// checked. Returns the offset after the last good batch along with what
+    /// was done.
+    pub fn recover_tail(&self, cfg: IndexConfig) -> io::Result<(u64, TailRecovery)> {
+        let file_len = self.file.metadata()?.len();
+        let mut report = TailRecovery::default();
+        let mut ix = self.indexes.write().expect("index lock");
+        // Walk back from the last index entry until one points at a good batch.
+        let (mut pos, mut next_offset) = loop {
+            match ix.offset.last() {
+                None => break (0, self.base_offset),
+                Some((rel, p)) => {
+                    let good = self.verified_batch_at(u64::from(p), file_len)?;
+                    if let Ok(h) = good {
+                        if h.meta.base_offset == self.base_offset + u64::from(rel) {
+                            break (u64::from(p), h.meta.base_offset);
+                        }
+                    }
+                    ix.offset.truncate_from(rel);
+                }
+            }
+        };
+        let resume_rel = self.rel(next_offset);
+        ix.offset.truncate_from(resume_rel);
+        ix.time.truncate_from(resume_rel);
+        let mut max_ts = ix.time.last().map_or(i64::MIN, |(ts, _)| ts);
+        ix.bytes_since_entry = 0;
+        while pos < file_len {
+            let found = match self.verified_batch_at(pos, file_len)? {
+                Ok(h) if h.meta.base_offset >= next_offset => Found::Batch(h),
+                Ok(h) => Found::Overlap { base_offset: h.meta.base_offset, expected: next_offset },
+                Err(BatchError::BadMagic(0)) if self.zero_header_at(pos)? => Found::Zeros,
+                Err(e) => Found::Damaged(e),
+            };
+            let h = match recovery::tail_step(found) {
+                TailStep::Keep(h) => h,
+                TailStep::End => break,
+                TailStep::Cut(why) => {
+                    report.truncated = Some((file_len - pos, why));
+                    break;
+                }
+            };
+            report.batches_checked += 1;
+            ix.note_batch(self.rel(h.meta.base_offset), pos, &h, max_ts, cfg.interval_bytes);
+            max_ts = max_ts.max(h.meta.max_timestamp);
+            next_offset = h.meta.next_offset();
+            pos += u64::from(h.batch_len);
+        }
+        if pos < file_len {
+            self.file.set_len(pos)?;
+            self.file.sync_all()?;
+        }
+        self.size.store(pos, Ordering::Release);
+        self.allocated.store(pos, Ordering::Relaxed);
+        self.max_timestamp.store(max_ts, Ordering::Release);
+        Ok((next_offset, report))
+    }
+
+    fn zero_header_at(&self, pos: u64) -> io::Result<bool> {
+        Ok(self.header_bytes_at(pos)?.iter().all(|&x| x == 0))
+    }
+
+    /// Reads and verifies the whole batch at `pos`. The outer error is I/O;
+    /// the inner one says why the bytes are not a good batch.
+    fn verified_batch_at(&self, pos: u64, file_len: u64) -> io::Result<Result<BatchHeader, BatchError>> {
+        if file_len - pos < BATCH_HEADER_LEN as u64 {
+            return Ok(Err(BatchError::Truncated));
+        }
+        let h = match BatchHeader::parse(&self.header_bytes_at(pos)?) {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(e)),
+        };
+        if u64::from(h.batch_len) > file_len - pos {
+            return Ok(Err(BatchError::Truncated));
+        }
+        let batch = self.read(pos, h.batch_len as usize)?;
+        Ok(BatchHeader::parse_verified(&batch))
+    }
+
+    /// Removes the segment's files.
+    pub fn remove_files(&self) -> io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let [log, index, time] = segment_paths(dir, self.base_offset);
+        for p in [log, index, time] {
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! The writing side of a segment: appends (direct, small through the page
+//! cache, or buffered), preallocation, fsync and sealing. Writer only.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+
+use super::super::batch::BatchMeta;
+use super::super::direct::{self, AlignedBuf, DirectWriter};
+use super::super::format::{PREALLOCATE_BYTES, PREALLOCATE_MIN_BYTES, SMALL_WRITE_BYTES};
+use super::super::recent::Recent;
+use super::{IndexConfig, Segment};
+
+impl Segment {
+    /// Appends encoded batches, in order, at the end, in one write (through
+    /// `direct` if given). Writer only.
+    pub fn append<'a, I>(&self, batches: I, cfg: IndexConfig, direct: Option<&mut DirectWriter>) -> io::Result<()>
+    where
+        I: Iterator<Item = (&'a [u8], &'a BatchMeta)> + Clone,
+    {
+        let start = self.size.load(Ordering::Relaxed);
+        let len: u64 = batches.clone().map(|(b, _)| b.len() as u64).sum();
+        match direct {
+            Some(d) if len < SMALL_WRITE_BYTES => {
+                self.reserve(direct::align_up(start + len))?;
+                self.write_small(start, batches.clone().map(|(b, _)| b), d)?;
+            }
+            Some(d) => {
+                // Direct writes cover whole blocks: reserve up to the padded end.
+                self.reserve(direct::align_up(start + len))?;
+                d.append(start, batches.clone().map(|(b, _)| b))?;
+            }
+            None => {
+                self.reserve(start + len)?;
+                let mut pos = start;
+                for (b, _) in batches.clone() {
+                    self.file.write_all_at(b, pos)?;
+                    pos += b.len() as u64;
+                }
+            }
+        }
+        self.appended(start, batches, cfg);
+        Ok(())
+    }
+
+    /// Appends the one batch in `buf[at..]` with a direct write, without copying
+    /// it: `at` must be where the segment's end falls in its block (see
+    /// [`DirectWriter::append_in_place`]). Writer only.
+    pub fn append_in_place(
+        &self,
+        buf: &mut AlignedBuf,
+        at: usize,
+        meta: &BatchMeta,
+        cfg: IndexConfig,
+        direct: &mut DirectWriter,
+    ) -> io::Result<()> {
+        let start = self.size.load(Ordering::Relaxed);
+        let len = buf.len() - at;
+        self.reserve(direct::align_up(start + len as u64))?;
+        direct.append_in_place(start, buf, at)?;
+        self.appended(start, std::iter::once((&buf[at..at + len], meta)), cfg);
+        Ok(())
+    }
+
+    /// Writes `parts` at `start` through the page cache, though the segment
+    /// is direct, and starts writing them back at once: a direct read or
+    /// write of those blocks later finds them clean (the kernel keeps the
+    /// two kinds of I/O coherent, writing dirty pages back first).
+    fn write_small<'a>(
+        &self,
+        start: u64,
+        parts: impl Iterator<Item = &'a [u8]> + Clone,
+        direct: &mut DirectWriter,
+    ) -> io::Result<()> {
+        let mut buffered = self.buffered.lock().expect("buffered file lock");
+        let file = match &mut *buffered {
+            Some(f) => f,
+            empty => empty.insert(OpenOptions::new().write(true).open(&self.path)?),
+        };
+        let mut pos = start;
+        for part in parts.clone() {
+            file.write_all_at(part, pos)?;
+            pos += part.len() as u64;
+        }
+        // SAFETY: a plain syscall on a file descriptor this segment owns.
+        let rc = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                start as libc::off64_t,
+                (pos - start) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if rc != 0 {
+            // Only a hint: the pages are written back later anyway.
+            tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range failed");
+        }
+        direct.absorb(start, parts);
+        Ok(())
+    }
+
+    /// Indexes and publishes batches just written from `start`.
+    fn appended<'a>(&self, start: u64, batches: impl Iterator<Item = (&'a [u8], &'a BatchMeta)>, cfg: IndexConfig) {
+        let mut pos = start;
+        for (batch, meta) in batches {
+            if self.direct {
+                self.recent.write().expect("recent lock").remember(pos, batch);
+            }
+            let rel = self.rel(meta.base_offset);
+            let mut ix = self.indexes.write().expect("index lock");
+            if ix.offset.is_empty() || ix.bytes_since_entry >= cfg.interval_bytes {
+                ix.offset.push(rel, pos as u32);
+                ix.bytes_since_entry = 0;
+                if meta.max_timestamp > self.max_timestamp() {
+                    ix.time.push(meta.max_timestamp, rel);
+                }
+            }
+            ix.bytes_since_entry += batch.len() as u64;
+            drop(ix);
+            self.max_timestamp.fetch_max(meta.max_timestamp, Ordering::AcqRel);
+            pos += batch.len() as u64;
+        }
+        self.size.store(pos, Ordering::Release);
+    }
+
+    /// Makes sure the file has blocks reserved up to `end`, fallocating
+    /// ahead in growing steps: writing into reserved blocks is several
+    /// times faster than growing a file with every write. The reserved tail
+    /// is zeros, cut off when the segment is sealed or recovered.
+    fn reserve(&self, end: u64) -> io::Result<()> {
+        let allocated = self.allocated.load(Ordering::Relaxed);
+        if end <= allocated {
+            return Ok(());
+        }
+        // Reserve as much again as is already written, between 1 MiB and
+        // PREALLOCATE_BYTES: busy partitions take few fallocate calls, and
+        // thousands of small partitions do not reserve 32 MiB each.
+        let step = allocated.clamp(PREALLOCATE_MIN_BYTES, PREALLOCATE_BYTES);
+        let len = (end - allocated).max(step);
+        // SAFETY: a plain syscall on a file descriptor this segment owns.
+        let rc = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::posix_fallocate(self.file.as_raw_fd(), allocated as libc::off_t, len as libc::off_t)
+        };
+        match rc {
+            0 => {
+                self.allocated.store(allocated + len, Ordering::Relaxed);
+                Ok(())
+            }
+            // Filesystems without fallocate: just grow with the writes.
+            libc::EOPNOTSUPP | libc::EINVAL => {
+                self.allocated.store(u64::MAX, Ordering::Relaxed);
+                Ok(())
+            }
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+
+    /// fsyncs the log data (indexes are rebuilt from it if lost).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Makes the segment read-only for good: fsyncs the log, adds a final
+    /// time index entry so the segment's largest timestamp survives, and cuts
+    /// the indexes to size.
+    pub fn seal(&self, last_offset: Option<u64>) -> io::Result<()> {
+        let size = self.size();
+        if self.allocated.load(Ordering::Relaxed) > size {
+            self.file.set_len(size)?;
+            self.allocated.store(size, Ordering::Relaxed);
+        }
+        self.sync()?;
+        *self.buffered.lock().expect("buffered file lock") = None;
+        // Sealed segments are read from the device (and read ahead).
+        *self.recent.write().expect("recent lock") = Recent::default();
+        let mut ix = self.indexes.write().expect("index lock");
+        let max_ts = self.max_timestamp();
+        if let Some(last) = last_offset {
+            if ix.time.last().is_none_or(|(ts, _)| ts < max_ts) && max_ts > 0 {
+                let rel = self.rel(last);
+                if ix.time.last().is_none_or(|(_, r)| r < rel) {
+                    ix.time.push(max_ts, rel);
+                }
+            }
+        }
+        ix.offset.seal()?;
+        ix.time.seal()
+    }
+}

@@ -1,0 +1,144 @@
+//! Topic lifecycle on the [`Manager`]: create, delete, reconfigure, grow.
+//! Each is serialised by the admin lock and all-or-nothing on disk; clients'
+//! requests pass the internal-topic rule ([`super::internal`]) first.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::internal::{check_client_op, validate_topic_name, ClientOp};
+use super::meta::TopicMeta;
+use super::{Manager, Topic, TopicInfo};
+use crate::config::{topic::check_keys, TopicSettings};
+use crate::error::{Error, Result};
+use crate::log::format::DELETED_TOPIC_PREFIX;
+use crate::log::sync_dir;
+
+impl Manager {
+    fn check_partitions(&self, requested: u32) -> Result<()> {
+        let max = self.defaults.max_partitions;
+        if requested == 0 || requested > max {
+            return Err(Error::InvalidPartitions { requested, min: 1, max });
+        }
+        Ok(())
+    }
+
+    /// Creates a topic for a client; `partitions` 0 means the default count.
+    pub fn create_topic(&self, name: &str, partitions: u32, configs: BTreeMap<String, String>) -> Result<TopicInfo> {
+        validate_topic_name(name)?;
+        check_client_op(name, ClientOp::Create)?;
+        self.create_any_topic(name, partitions, configs)
+    }
+
+    /// Creates one of the broker's internal topics.
+    pub fn create_internal_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicInfo> {
+        debug_assert!(super::is_internal(name));
+        self.create_any_topic(name, partitions, configs)
+    }
+
+    fn create_any_topic(&self, name: &str, partitions: u32, configs: BTreeMap<String, String>) -> Result<TopicInfo> {
+        let partitions = if partitions == 0 { self.defaults.partitions } else { partitions };
+        self.check_partitions(partitions)?;
+        let settings = TopicSettings::resolve(&self.defaults.settings, &configs)?;
+        let _admin = self.admin.lock().expect("admin lock");
+        if self.topics.read().expect("topics lock").contains_key(name) {
+            return Err(Error::TopicExists { topic: name.to_string() });
+        }
+        let dir = self.topic_dir(name);
+        fs::create_dir_all(&dir).map_err(|e| Error::storage(format!("creating {}", dir.display()), e))?;
+        let created = (|| {
+            let opened = self.open_partitions(name, 0..partitions, &settings)?;
+            TopicMeta { partitions, configs: configs.clone() }.write(&dir, name)?;
+            sync_dir(&self.root).map_err(|e| Error::storage("syncing topics directory", e))?;
+            Ok(opened)
+        })();
+        let opened = match created {
+            Ok(opened) => opened,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let topic = Arc::new(Topic::new(name.to_string(), configs, settings, opened));
+        self.topics.write().expect("topics lock").insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(self.info(&topic))
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        if self.topic(name).is_ok() {
+            check_client_op(name, ClientOp::Delete)?;
+        }
+        let _admin = self.admin.lock().expect("admin lock");
+        let topic = self
+            .topics
+            .write()
+            .expect("topics lock")
+            .remove(name)
+            .ok_or_else(|| Error::TopicNotFound { topic: name.to_string() })?;
+        topic.close();
+        let dir = self.topic_dir(name);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let doomed = self.root.join(format!("{DELETED_TOPIC_PREFIX}{name}-{nanos}"));
+        let remove = || -> std::io::Result<()> {
+            fs::rename(&dir, &doomed)?;
+            sync_dir(&self.root)?;
+            fs::remove_dir_all(&doomed)
+        };
+        remove().map_err(|e| Error::storage(format!("deleting topic {name}"), e))?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Sets and resets per-topic config keys; all or nothing.
+    pub fn alter_topic_config(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        reset: Vec<String>,
+    ) -> Result<TopicInfo> {
+        let _admin = self.admin.lock().expect("admin lock");
+        let topic = self.topic(name)?;
+        check_client_op(name, ClientOp::AlterConfig)?;
+        check_keys(&reset)?;
+        let mut overrides = topic.overrides();
+        for key in &reset {
+            overrides.remove(key);
+        }
+        overrides.extend(set);
+        let settings = TopicSettings::resolve(&self.defaults.settings, &overrides)?;
+        TopicMeta { partitions: topic.partition_count(), configs: overrides.clone() }
+            .write(&self.topic_dir(name), name)?;
+        let log_config = self.log_config(&settings);
+        topic.set_settings(overrides, settings, log_config);
+        tracing::info!(topic = name, "altered topic config");
+        Ok(self.info(&topic))
+    }
+
+    /// Grows a topic to `total` partitions.
+    pub fn create_partitions(&self, name: &str, total: u32) -> Result<TopicInfo> {
+        let _admin = self.admin.lock().expect("admin lock");
+        let topic = self.topic(name)?;
+        check_client_op(name, ClientOp::AddPartitions)?;
+        let current = topic.partition_count();
+        if total <= current || total > self.defaults.max_partitions {
+            return Err(Error::InvalidPartitions {
+                requested: total,
+                min: current + 1,
+                max: self.defaults.max_partitions,
+            });
+        }
+        let opened = self.open_partitions(name, current..total, &topic.settings())?;
+        TopicMeta { partitions: total, configs: topic.overrides() }.write(&self.topic_dir(name), name)?;
+        topic.add_partitions(opened);
+        tracing::info!(topic = name, from = current, to = total, "added partitions");
+        Ok(self.info(&topic))
+    }
+}

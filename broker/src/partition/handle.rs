@@ -1,0 +1,197 @@
+//! [`Partition`]: the one handle on a partition's storage for everything
+//! above `log/` (the server, the coordinator, the cleaner, metrics).
+//!
+//! It keeps two offsets apart, as a replicated log must:
+//! - the **log end**: one past the last record written to the local log;
+//! - the **high watermark**: one past the last record readers may see.
+//!
+//! A partition has one replica today, so the high watermark is the log end
+//! (as in Kafka with one replica). Replication will make it the commit index
+//! of the partition's Raft group; readers (fetch, subscribe, list offsets,
+//! groups) already read only below it, so they will not change.
+
+use std::io;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::AckLevel;
+use crate::error::{Error, Result};
+use crate::log::batch::RecordSource;
+use crate::log::compact::{compact_partition, CleanStats, CompactionPolicy, Throttle};
+use crate::log::{Appended, IndexConfig, Log, LogConfig, LogError, Pending, ReadResult};
+use crate::retention::{segments_to_delete, SegmentStat};
+
+/// One partition of a topic.
+pub struct Partition {
+    topic: String,
+    id: u32,
+    log: Arc<Log>,
+}
+
+/// An append that has its offsets; [`Appending::acknowledged`] resolves once
+/// it reached the level of acknowledgement asked for.
+pub struct Appending {
+    partition: u32,
+    appended: Appended,
+    pending: Pending,
+    /// The log to wait on for fsync, for `AckLevel::Durable`.
+    durable: Option<Arc<Log>>,
+    topic: String,
+}
+
+impl Appending {
+    /// The partition appended to.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Where the records go.
+    pub fn appended(&self) -> Appended {
+        self.appended
+    }
+
+    /// Waits until the batch is written and, for `Durable`, fsynced.
+    pub async fn acknowledged(self) -> Result<Appended> {
+        let error = |e| Error::from_log(&self.topic, self.partition, e);
+        let written = self.pending.written().await.map_err(error)?;
+        if let Some(log) = &self.durable {
+            log.wait_durable(written.next_offset).await.map_err(error)?;
+        }
+        Ok(written)
+    }
+}
+
+/// What a retention pass removed from a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    /// Segments deleted.
+    pub segments: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The log start after them.
+    pub log_start: u64,
+}
+
+impl Partition {
+    /// Wraps partition `id` of `topic`, whose log is open.
+    pub(crate) fn new(topic: &str, id: u32, log: Arc<Log>) -> Partition {
+        Partition { topic: topic.to_string(), id, log }
+    }
+
+    fn error(&self, e: LogError) -> Error {
+        Error::from_log(&self.topic, self.id, e)
+    }
+
+    /// "topic/partition", for log lines.
+    pub fn name(&self) -> &str {
+        self.log.name()
+    }
+
+    /// The partition number.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// One past the last offset readers may see.
+    pub fn high_watermark(&self) -> u64 {
+        // One replica: everything written is committed.
+        self.log.end_offset()
+    }
+
+    /// One past the last offset written to the local log.
+    pub fn log_end(&self) -> u64 {
+        self.log.end_offset()
+    }
+
+    /// First readable offset.
+    pub fn log_start(&self) -> u64 {
+        self.log.log_start()
+    }
+
+    /// Watches the high watermark (long polls, subscriptions).
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.log.watch_end_offset()
+    }
+
+    /// Number of segments and their total size in bytes.
+    pub fn disk_usage(&self) -> (usize, u64) {
+        self.log.disk_usage()
+    }
+
+    /// True once the partition was closed (shutdown or topic deletion).
+    pub fn is_closed(&self) -> bool {
+        self.log.is_closed()
+    }
+
+    /// Gives `records` their offsets and queues them as one batch, in call
+    /// order; the returned [`Appending`] resolves at the level `acks` asks.
+    pub fn append<R: RecordSource>(&self, records: &[R], now_ms: i64, acks: AckLevel) -> Result<Appending> {
+        let durable = acks == AckLevel::Durable;
+        let pending = self.log.submit(records, now_ms, durable).map_err(|e| self.error(e))?;
+        Ok(Appending {
+            partition: self.id,
+            appended: pending.appended,
+            pending,
+            durable: durable.then(|| self.log.clone()),
+            topic: self.topic.clone(),
+        })
+    }
+
+    /// Reads up to `max_bytes` (at least one batch if any is there) and at
+    /// most `max_records` (past the first batch) from `offset`, below the
+    /// high watermark. Offsets outside [log start, high watermark] are
+    /// `OffsetOutOfRange`.
+    pub fn read(&self, offset: u64, max_bytes: usize, max_records: usize) -> Result<ReadResult> {
+        self.log.read_upto(offset, max_bytes, max_records, self.high_watermark()).map_err(|e| self.error(e))
+    }
+
+    /// The first record with timestamp >= `ts` below the high watermark:
+    /// (offset, timestamp), or None if every record is older.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
+        self.log.offset_for_timestamp_upto(ts, self.high_watermark()).map_err(|e| self.error(e))
+    }
+
+    /// Deletes the oldest closed segments that retention no longer keeps
+    /// (see [`segments_to_delete`]); None if none.
+    pub fn enforce_retention(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        retention_bytes: i64,
+    ) -> io::Result<Option<Retained>> {
+        let (closed, total) = self.log.closed_segments();
+        let stats: Vec<_> =
+            closed.iter().map(|c| SegmentStat { size: c.size(), max_timestamp: c.max_timestamp() }).collect();
+        let n = segments_to_delete(&stats, total, now_ms, retention_ms, retention_bytes);
+        if n == 0 {
+            return Ok(None);
+        }
+        let removed = self.log.delete_oldest_segments(n)?;
+        Ok(Some(Retained {
+            segments: removed.len(),
+            bytes: removed.iter().map(|s| s.size()).sum(),
+            log_start: self.log.log_start(),
+        }))
+    }
+
+    /// One compaction pass over the closed segments (see `log::compact`).
+    pub fn compact(
+        &self,
+        policy: &CompactionPolicy,
+        index: IndexConfig,
+        now_ms: i64,
+        throttle: &mut Throttle,
+    ) -> io::Result<Option<CleanStats>> {
+        compact_partition(&self.log, policy, index, now_ms, throttle)
+    }
+
+    pub(super) fn set_config(&self, config: LogConfig) {
+        self.log.set_config(config);
+    }
+
+    /// Stops appends, writes what is queued, fsyncs and seals. Reads go on.
+    pub(super) fn close(&self) -> io::Result<()> {
+        self.log.close()
+    }
+}
