@@ -345,6 +345,25 @@ mod tests {
 }
 
 #[cfg(test)]
+mod docs_tests {
+    use super::*;
+
+    fn read(rel: &str) -> String {
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
+    }
+
+    #[test]
+    fn every_setting_is_documented() {
+        let (toml, readme) = (read("../config/strata.toml"), read("../README.md"));
+        for s in SETTINGS {
+            assert!(toml.contains(&format!("# ({})", s.key)), "config/strata.toml documents {}", s.key);
+            assert!(toml.contains(&format!("\n{} = ", s.toml_key)), "config/strata.toml sets {}", s.toml_key);
+            assert!(readme.contains(&format!("`{}`", s.key)), "README.md names {}", s.key);
+        }
+    }
+}
+
+#[cfg(test)]
 mod policy_tests {
     use super::*;
 
