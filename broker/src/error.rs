@@ -84,6 +84,20 @@ pub enum Error {
     Group(GroupError),
     /// The broker is stopping, or the partition was closed under the request.
     Unavailable(String),
+    /// Another process holds the data directory.
+    DataDirInUse {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The holder's PID, if it could be read.
+        holder: Option<u32>,
+    },
+    /// Start-up found damage it will not repair on its own; nothing was changed.
+    RecoveryRefused {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What is wrong, and what the operator can do.
+        reason: String,
+    },
     /// A bug: a task panicked or an invariant broke; the message says where.
     Internal(String),
     /// The disk failed; what we were doing and the OS error.
@@ -144,6 +158,16 @@ impl fmt::Display for Error {
             Error::Group(e) => e.fmt(f),
             Error::Unavailable(msg) => f.write_str(msg),
             Error::Internal(msg) => f.write_str(msg),
+            Error::RecoveryRefused { path, reason } => {
+                write!(f, "refusing to start: {}: {reason}", path.display())
+            }
+            Error::DataDirInUse { dir, holder } => {
+                write!(f, "data directory {} is in use by another strata process", dir.display())?;
+                if let Some(pid) = holder {
+                    write!(f, " (pid {pid})")?;
+                }
+                write!(f, "; stop it first, or give this one another --data-dir")
+            }
             Error::Storage { context, source } => write!(f, "storage error in {context}: {source}"),
         }
     }

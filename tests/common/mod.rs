@@ -219,3 +219,39 @@ pub async fn describe(client: &mut Client, topic: &str) -> TopicDescription {
     let req = DescribeTopicRequest { name: topic.into() };
     client.admin.describe_topic(req).await.expect("describe").into_inner().topic.expect("topic")
 }
+
+/// Runs `strata serve` on `data_dir` (and `args`) expecting it to refuse to
+/// start: returns its exit status and everything it wrote to stderr. Panics
+/// if it is still running after 30 s.
+pub fn serve_refuses(data_dir: &Path, args: &[&str]) -> (ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("STRATA_SERVER__METRICS_LISTEN", "")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("strata serve did not refuse to start; stderr:\n{}", reader.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap())
+}

@@ -103,10 +103,17 @@ pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
 /// Present in the data directory only while no broker runs on it after a
 /// clean stop; its absence at start-up means the last stop was a crash.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// Lock file in the data directory: `flock`ed by the one process using the
+/// directory, holding its PID.
+pub const LOCK_FILE: &str = ".lock";
 /// Per-topic metadata file; its presence is the commit point of a topic.
 pub const TOPIC_META_FILE: &str = "topic.toml";
 /// Directory under the data dir holding one directory per topic.
 pub const TOPICS_DIR: &str = "topics";
+/// Prefix of the directory a topic is created in: it gets its `topic.toml`
+/// there and is then renamed to the topic's name, so a directory with a
+/// topic's name always has one (a missing one is damage, not a crash).
+pub const CREATING_TOPIC_PREFIX: &str = "~creating-";
 /// Prefix a topic directory is renamed to before it is removed, so a crash
 /// in between leaves a name recovery knows to remove.
 pub const DELETED_TOPIC_PREFIX: &str = "~deleted-";

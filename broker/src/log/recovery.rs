@@ -3,11 +3,13 @@
 //! so the policy can be read (and changed) in one place. `docs/storage-format.md`
 //! ("Recovery") describes the same rules.
 //!
-//! 1. **Data directory** (`partition::Manager::open`): a topic directory
-//!    without its metadata file is a creation that crashed, and one named
-//!    `~deleted-*` a deletion that crashed: both are removed
-//!    ([`topic_dir`]). Partition directories at or beyond the committed
-//!    count are a growth that crashed: removed ([`partition_dir`]).
+//! 1. **Data directory** (`partition::Manager::open`): a directory named
+//!    `~creating-*` is a creation that crashed, and one named `~deleted-*` a
+//!    deletion that crashed: both are removed. A topic directory without its
+//!    metadata file is damage (a topic is renamed into place only with it):
+//!    start-up is refused and nothing is deleted ([`topic_dir`]). Partition
+//!    directories at or beyond the committed count are a growth that
+//!    crashed: removed ([`partition_dir_unfinished`]).
 //! 2. **Compaction swaps** ([`recover_cleaned`]), per partition, before its
 //!    segments are opened: an uncommitted copy is discarded, a committed one
 //!    finished.
@@ -27,23 +29,32 @@ use std::io;
 use std::path::Path;
 
 use super::batch::{BatchError, BatchHeader};
-use super::format::{cleaned_paths, CLEANED_SUFFIX, DELETED_TOPIC_PREFIX, SEGMENT_NAME_DIGITS};
+use super::format::{
+    cleaned_paths, CLEANED_SUFFIX, CREATING_TOPIC_PREFIX, DELETED_TOPIC_PREFIX, SEGMENT_NAME_DIGITS, TOPIC_META_FILE,
+};
 use super::sync_dir;
 
 /// What to do with a directory found under `topics/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicDir {
     /// A committed topic: open it.
     Open,
     /// A creation or deletion that a crash interrupted: remove it.
     RemoveUnfinished,
+    /// Damage: refuse to start, change nothing (the reason and the choices).
+    Refuse(String),
 }
 
 /// Judges a directory under `topics/` by its name and whether its metadata
-/// file exists (the file's presence commits a creation).
+/// file exists.
 pub fn topic_dir(name: &str, has_meta: bool) -> TopicDir {
-    if name.starts_with(DELETED_TOPIC_PREFIX) || !has_meta {
+    if name.starts_with(DELETED_TOPIC_PREFIX) || name.starts_with(CREATING_TOPIC_PREFIX) {
         TopicDir::RemoveUnfinished
+    } else if !has_meta {
+        TopicDir::Refuse(format!(
+            "the topic directory has no {TOPIC_META_FILE} (it is lost or was never this broker's); \
+             nothing was deleted: restore the file, or move the directory out of the data directory to drop the topic"
+        ))
     } else {
         TopicDir::Open
     }
@@ -162,8 +173,9 @@ mod tests {
     #[test]
     fn unfinished_topics_and_partitions_are_removed() {
         assert_eq!(topic_dir("orders", true), TopicDir::Open);
-        assert_eq!(topic_dir("orders", false), TopicDir::RemoveUnfinished);
+        assert!(matches!(topic_dir("orders", false), TopicDir::Refuse(why) if why.contains("nothing was deleted")));
         assert_eq!(topic_dir(&format!("{DELETED_TOPIC_PREFIX}orders-1"), true), TopicDir::RemoveUnfinished);
+        assert_eq!(topic_dir(&format!("{CREATING_TOPIC_PREFIX}orders-1"), false), TopicDir::RemoveUnfinished);
         assert!(!partition_dir_unfinished(2, 3));
         assert!(partition_dir_unfinished(3, 3));
     }

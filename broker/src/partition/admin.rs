@@ -12,8 +12,13 @@ use super::meta::TopicMeta;
 use super::{Manager, Topic, TopicInfo};
 use crate::config::{topic::check_keys, TopicSettings};
 use crate::error::{Error, Result};
-use crate::log::format::DELETED_TOPIC_PREFIX;
+use crate::log::format::{CREATING_TOPIC_PREFIX, DELETED_TOPIC_PREFIX};
 use crate::log::sync_dir;
+
+/// A suffix that makes a staging or doomed directory's name unique.
+fn unique() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
 
 impl Manager {
     fn check_partitions(&self, requested: u32) -> Result<()> {
@@ -50,18 +55,25 @@ impl Manager {
         if self.topics.read().expect("topics lock").contains_key(name) {
             return Err(Error::TopicExists { topic: name.to_string() });
         }
+        // The topic directory appears, by rename, with its topic.toml in it:
+        // recovery can tell a crashed creation (`~creating-*`) from damage.
         let dir = self.topic_dir(name);
-        fs::create_dir_all(&dir).map_err(|e| Error::storage(format!("creating {}", dir.display()), e))?;
-        let created = (|| {
-            let opened = self.open_partitions(name, 0..partitions, &settings)?;
-            TopicMeta { partitions, configs: configs.clone() }.write(&dir, name)?;
-            sync_dir(&self.root).map_err(|e| Error::storage("syncing topics directory", e))?;
-            Ok(opened)
+        let staging = self.root.join(format!("{CREATING_TOPIC_PREFIX}{name}-{}", unique()));
+        let committed = (|| {
+            fs::create_dir_all(&staging).map_err(|e| Error::storage(format!("creating {}", staging.display()), e))?;
+            TopicMeta { partitions, configs: configs.clone() }.write(&staging, name)?;
+            fs::rename(&staging, &dir)
+                .and_then(|_| sync_dir(&self.root))
+                .map_err(|e| Error::storage(format!("creating {}", dir.display()), e))
         })();
-        let opened = match created {
+        if let Err(e) = committed {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        let opened = match self.open_partitions(name, 0..partitions, &settings) {
             Ok(opened) => opened,
             Err(e) => {
-                let _ = fs::remove_dir_all(&dir);
+                let _ = self.remove_topic_dir(name);
                 return Err(e);
             }
         };
@@ -84,17 +96,21 @@ impl Manager {
             .remove(name)
             .ok_or_else(|| Error::TopicNotFound { topic: name.to_string() })?;
         topic.close();
-        let dir = self.topic_dir(name);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let doomed = self.root.join(format!("{DELETED_TOPIC_PREFIX}{name}-{nanos}"));
+        self.remove_topic_dir(name)?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Removes a topic's directory crash-safely: renamed to `~deleted-*`
+    /// first, so a crash midway leaves a name recovery removes.
+    fn remove_topic_dir(&self, name: &str) -> Result<()> {
+        let doomed = self.root.join(format!("{DELETED_TOPIC_PREFIX}{name}-{}", unique()));
         let remove = || -> std::io::Result<()> {
-            fs::rename(&dir, &doomed)?;
+            fs::rename(self.topic_dir(name), &doomed)?;
             sync_dir(&self.root)?;
             fs::remove_dir_all(&doomed)
         };
-        remove().map_err(|e| Error::storage(format!("deleting topic {name}"), e))?;
-        tracing::info!(topic = name, "deleted topic");
-        Ok(())
+        remove().map_err(|e| Error::storage(format!("deleting topic {name}"), e))
     }
 
     /// Sets and resets per-topic config keys; all or nothing.

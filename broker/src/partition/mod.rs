@@ -13,6 +13,7 @@
 mod admin;
 mod handle;
 pub mod internal;
+pub mod lock;
 mod meta;
 pub mod partitioner;
 mod topic;
@@ -68,6 +69,8 @@ pub struct Manager {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises topic creation, deletion and changes.
     admin: Mutex<()>,
+    /// Held for as long as the manager lives: one process per data directory.
+    _lock: lock::DataDirLock,
 }
 
 fn now_ms() -> i64 {
@@ -80,6 +83,8 @@ impl Manager {
     /// inside a tokio runtime.
     pub fn open(config: &Config) -> Result<Manager> {
         let data_dir = &config.storage.data_dir;
+        // Before anything in the directory is read or changed.
+        let lock = lock::lock_data_dir(data_dir)?;
         let root = data_dir.join(TOPICS_DIR);
         fs::create_dir_all(&root).map_err(|e| Error::storage(format!("creating {}", root.display()), e))?;
         let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
@@ -91,6 +96,7 @@ impl Manager {
             config: config.clone(),
             topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
+            _lock: lock,
         };
         let entries = fs::read_dir(&root).map_err(|e| Error::storage(format!("listing {}", root.display()), e))?;
         for entry in entries {
@@ -109,6 +115,7 @@ impl Manager {
                     recovery::log_removal(&path, "an unfinished topic creation or deletion");
                     fs::remove_dir_all(&path).map_err(|e| Error::storage(format!("removing {}", path.display()), e))?;
                 }
+                TopicDir::Refuse(reason) => return Err(Error::RecoveryRefused { path, reason }),
             }
         }
         // From here on a crash is unclean until the next clean stop.
