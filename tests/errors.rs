@@ -41,8 +41,16 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_status(d, Code::NotFound, &["nope"]);
     let del = c.admin.delete_topic(DeleteTopicRequest { name: "nope".into() }).await;
     assert_status(del, Code::NotFound, &["nope"]);
-    let sub =
-        c.broker.subscribe(SubscribeRequest { topic: "nope".into(), partition: 0, offset: None, max_bytes: 0 }).await;
+    let sub = c
+        .broker
+        .subscribe(SubscribeRequest {
+            topic: "nope".into(),
+            partition: 0,
+            offset: None,
+            max_bytes: 0,
+            skip_damaged: false,
+        })
+        .await;
     assert_status(sub.map(|_| ()), Code::NotFound, &["nope"]);
 
     // Unknown partition names the valid range.
@@ -55,8 +63,16 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 
     // Offsets outside [log start, high watermark] name the range.
     assert_status(c.fetch("t", 0, 3, 100, Default::default()).await, Code::OutOfRange, &["offset 3", "0..=2"]);
-    let sub =
-        c.broker.subscribe(SubscribeRequest { topic: "t".into(), partition: 0, offset: Some(9), max_bytes: 0 }).await;
+    let sub = c
+        .broker
+        .subscribe(SubscribeRequest {
+            topic: "t".into(),
+            partition: 0,
+            offset: Some(9),
+            max_bytes: 0,
+            skip_damaged: false,
+        })
+        .await;
     assert_status(sub.map(|_| ()), Code::OutOfRange, &["offset 9", "0..=2"]);
     // The high watermark itself is valid: an empty read.
     assert!(c.fetch("t", 0, 2, 100, Default::default()).await.unwrap().records.is_empty());

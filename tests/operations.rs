@@ -210,7 +210,8 @@ async fn connection_stream_timeout_and_fetch_limits_are_enforced() {
 
     // Two streams per connection: a third waits until one closes.
     let sub = |c: &mut Client| {
-        let req = SubscribeRequest { topic: "l".into(), partition: 0, offset: Some(0), max_bytes: 0 };
+        let req =
+            SubscribeRequest { topic: "l".into(), partition: 0, offset: Some(0), max_bytes: 0, skip_damaged: false };
         let mut b = c.broker.clone();
         async move { b.subscribe(req).await.map(|r| r.into_inner()) }
     };
@@ -256,7 +257,8 @@ async fn a_stalled_subscriber_does_not_grow_broker_memory() {
     create_topic(&mut c, "flood", 1).await;
     // A subscriber on its own connection that never reads.
     let stalled = Client::connect(&broker.addr).await.unwrap();
-    let req = SubscribeRequest { topic: "flood".into(), partition: 0, offset: Some(0), max_bytes: 0 };
+    let req =
+        SubscribeRequest { topic: "flood".into(), partition: 0, offset: Some(0), max_bytes: 0, skip_damaged: false };
     let _never_read = stalled.broker.clone().subscribe(req).await.unwrap().into_inner();
     let value = Bytes::from(vec![7u8; 1000]);
     let batch =

@@ -159,7 +159,13 @@ async fn fetch_serves_several_partitions_within_max_bytes() {
     }
     let req = FetchRequest {
         partitions: (0..3)
-            .map(|p| FetchPartition { topic: "multi".into(), partition: p, offset: 10, max_bytes: 0 })
+            .map(|p| FetchPartition {
+                topic: "multi".into(),
+                partition: p,
+                offset: 10,
+                max_bytes: 0,
+                skip_damaged: false,
+            })
             .collect(),
         max_wait_ms: 0,
         min_bytes: 0,
@@ -217,7 +223,8 @@ async fn subscribe_pushes_appended_records() {
     c.produce("push", Some(0), vec![rec(None, "old-0"), rec(None, "old-1")], Acks::Written).await.unwrap();
 
     // From offset 1: the backlog first, then live appends.
-    let req = SubscribeRequest { topic: "push".into(), partition: 0, offset: Some(1), max_bytes: 0 };
+    let req =
+        SubscribeRequest { topic: "push".into(), partition: 0, offset: Some(1), max_bytes: 0, skip_damaged: false };
     let mut stream = c.broker.subscribe(req).await.unwrap().into_inner();
     let mut seen = Vec::new();
     let mut producer = c.clone();
@@ -244,7 +251,7 @@ async fn subscribe_pushes_appended_records() {
     }
 
     // Without an offset: only records appended after subscribing.
-    let req = SubscribeRequest { topic: "push".into(), partition: 0, offset: None, max_bytes: 0 };
+    let req = SubscribeRequest { topic: "push".into(), partition: 0, offset: None, max_bytes: 0, skip_damaged: false };
     let mut live = c.broker.subscribe(req).await.unwrap().into_inner();
     c.produce("push", Some(0), vec![rec(None, "latest")], Acks::Written).await.unwrap();
     let msg = tokio::time::timeout(Duration::from_secs(20), live.next()).await.unwrap().unwrap().unwrap();

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 
-use crate::log::LogError;
+use crate::log::{Damage, LogError};
 
 /// A broker error.
 #[derive(Debug)]
@@ -75,6 +75,15 @@ pub enum Error {
         /// One past the last readable offset.
         high_watermark: u64,
     },
+    /// The stored bytes at the requested offset are damaged.
+    DataLoss {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Where, what, and where reading can go on.
+        damage: Box<Damage>,
+    },
     /// No consumer group of that id.
     GroupNotFound {
         /// The group id.
@@ -125,6 +134,7 @@ impl Error {
                 Error::OffsetOutOfRange { topic: topic.to_string(), partition, offset, log_start, high_watermark }
             }
             LogError::Closed => Error::Unavailable(format!("partition {topic}/{partition} is closed")),
+            LogError::DataLoss(damage) => Error::DataLoss { topic: topic.to_string(), partition, damage },
             LogError::Io(e) => Error::storage(format!("partition {topic}/{partition}"), e),
         }
     }
@@ -153,6 +163,17 @@ impl fmt::Display for Error {
             Error::OffsetOutOfRange { topic, partition, offset, log_start, high_watermark } => write!(
                 f,
                 "offset {offset} is out of range for {topic}/{partition}: valid offsets are {log_start}..={high_watermark} (log start..=high watermark)"
+            ),
+            Error::DataLoss { topic, partition, damage: d } => write!(
+                f,
+                "{topic}/{partition}: offsets {}..{} are lost: the batch at byte {} of {} is damaged ({}); \
+                 the next readable offset is {} (read from there, or set skip_damaged to be taken there)",
+                d.from,
+                d.next,
+                d.position,
+                d.file.display(),
+                d.reason,
+                d.next
             ),
             Error::GroupNotFound { group } => write!(f, "consumer group '{group}' does not exist"),
             Error::Group(e) => e.fmt(f),

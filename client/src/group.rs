@@ -199,6 +199,7 @@ impl GroupConsumer {
                     partition: *partition,
                     offset,
                     max_bytes: 0,
+                    skip_damaged: false,
                 })
                 .collect(),
             max_wait_ms: wait.as_millis() as u32,

@@ -105,7 +105,13 @@ impl Client {
         max_wait: Duration,
     ) -> Result<proto::PartitionRecords, tonic::Status> {
         let req = proto::FetchRequest {
-            partitions: vec![proto::FetchPartition { topic: topic.into(), partition, offset, max_bytes }],
+            partitions: vec![proto::FetchPartition {
+                topic: topic.into(),
+                partition,
+                offset,
+                max_bytes,
+                skip_damaged: false,
+            }],
             max_wait_ms: max_wait.as_millis() as u32,
             min_bytes: 1,
             max_bytes,

@@ -23,6 +23,8 @@ pub struct PartitionRecords {
     pub high_watermark: u64,
     /// First readable offset.
     pub log_start_offset: u64,
+    /// Where the reader continues (field 5).
+    pub next_offset: u64,
     /// Concatenated `records` field entries (tag 15, length, `Record`), in offset order.
     pub records: Vec<Bytes>,
 }
@@ -41,6 +43,9 @@ impl PartitionRecords {
         }
         if self.log_start_offset != 0 {
             len += encoding::uint64::encoded_len(4, &self.log_start_offset);
+        }
+        if self.next_offset != 0 {
+            len += encoding::uint64::encoded_len(5, &self.next_offset);
         }
         len + self.records_len()
     }
@@ -62,6 +67,9 @@ impl PartitionRecords {
         }
         if self.log_start_offset != 0 {
             encoding::uint64::encode(4, &self.log_start_offset, buf);
+        }
+        if self.next_offset != 0 {
+            encoding::uint64::encode(5, &self.next_offset, buf);
         }
         for chunk in &self.records {
             buf.put_slice(chunk);
@@ -179,6 +187,7 @@ mod tests {
                     partition: 2,
                     high_watermark: 10,
                     log_start_offset: 0,
+                    next_offset: 10,
                     records: vec![stored_records(&records[..1]), stored_records(&records[1..])],
                 },
                 PartitionRecords { topic: "u".into(), ..Default::default() },
@@ -190,6 +199,7 @@ mod tests {
         assert_eq!(decoded.partitions.len(), 2);
         let p = &decoded.partitions[0];
         assert_eq!((p.topic.as_str(), p.partition, p.high_watermark), ("t", 2, 10));
+        assert_eq!(p.next_offset, 10);
         assert_eq!(p.records, records);
         assert!(decoded.partitions[1].records.is_empty());
 

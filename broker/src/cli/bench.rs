@@ -236,7 +236,13 @@ async fn consume_phase(client: &mut Client, args: &BenchArgs, topic: &str, expec
     let done = Arc::new(AtomicU64::new(0));
     let _progress = Progress::start("consume", done.clone(), expected, args.record_size);
     let mut positions: Vec<FetchPartition> = (0..args.partitions)
-        .map(|p| FetchPartition { topic: topic.to_string(), partition: p, offset: 0, max_bytes: args.fetch_bytes })
+        .map(|p| FetchPartition {
+            topic: topic.to_string(),
+            partition: p,
+            offset: 0,
+            max_bytes: args.fetch_bytes,
+            skip_damaged: false,
+        })
         .collect();
     let mut latency = histogram();
     let (mut records, mut bytes) = (0u64, 0u64);
@@ -272,7 +278,8 @@ fn micros_since_epoch() -> u64 {
 /// when it arrives. Latency is per batch, send → pushed to the subscriber.
 async fn e2e_phase(mut client: Client, args: &BenchArgs, topic: &str, rate: u32) -> Result<Phase, CliError> {
     let payload: Bytes = vec![b'e'; args.record_size].into();
-    let req = SubscribeRequest { topic: topic.to_string(), partition: 0, offset: None, max_bytes: 0 };
+    let req =
+        SubscribeRequest { topic: topic.to_string(), partition: 0, offset: None, max_bytes: 0, skip_damaged: false };
     let mut stream = client.broker.subscribe(req).await.map_err(status_error)?.into_inner();
     let total = (args.batches * args.batch_records) as u64;
     let done = Arc::new(AtomicU64::new(0));

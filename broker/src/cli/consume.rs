@@ -58,13 +58,25 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
             (None, "latest") => list_offsets_request::Spec::Latest(true),
             (None, n) => {
                 let offset = n.parse().map_err(|_| format!("--from {n}: use earliest, latest or an offset"))?;
-                positions.push(FetchPartition { topic: args.topic.clone(), partition: p, offset, max_bytes: 0 });
+                positions.push(FetchPartition {
+                    topic: args.topic.clone(),
+                    partition: p,
+                    offset,
+                    max_bytes: 0,
+                    skip_damaged: false,
+                });
                 continue;
             }
         };
         let req = ListOffsetsRequest { topic: args.topic.clone(), partition: p, spec: Some(spec) };
         let offset = client.broker.list_offsets(req).await.map_err(status_error)?.into_inner().offset;
-        positions.push(FetchPartition { topic: args.topic.clone(), partition: p, offset, max_bytes: 0 });
+        positions.push(FetchPartition {
+            topic: args.topic.clone(),
+            partition: p,
+            offset,
+            max_bytes: 0,
+            skip_damaged: false,
+        });
     }
     let mut printed = 0u64;
     let stdout = std::io::stdout();

@@ -184,6 +184,19 @@ pub struct StorageConfig {
     /// Read and write segment data with direct I/O (O_DIRECT), bypassing the
     /// page cache, where the filesystem supports it.
     pub direct_io: bool,
+    /// What start-up does with damage that is not a torn tail.
+    pub recovery: RecoveryMode,
+}
+
+/// What start-up does with damage in a partition's last segment that is
+/// not a torn tail (valid batches after it, or a newer format version).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryMode {
+    /// Refuse to start, naming the file and position; change nothing.
+    Strict,
+    /// Cut the segment at the damage (losing what follows) and start.
+    Truncate,
 }
 
 impl Default for StorageConfig {
@@ -196,6 +209,7 @@ impl Default for StorageConfig {
             index_interval_bytes: 4096,
             index_max_bytes: 10 << 20,
             direct_io: true,
+            recovery: RecoveryMode::Strict,
         }
     }
 }

@@ -84,7 +84,7 @@ pub fn replay(log: &Partition) -> Result<BTreeMap<OffsetKey, Committed>> {
     let mut table = BTreeMap::new();
     let mut offset = log.log_start();
     while offset < log.high_watermark() {
-        let r = log.read(offset, 4 << 20, usize::MAX)?;
+        let r = log.read(offset, 4 << 20, usize::MAX, false)?;
         for chunk in &r.chunks {
             for rec in RecordIter::new(chunk) {
                 let Some(key) = rec.key.and_then(decode_key) else { continue };
@@ -114,6 +114,7 @@ mod tests {
             log_append_time: false,
             flush_records: 0,
             direct_io: true,
+            truncate_damage: false,
         };
         let (log, _) = Log::open(dir.path(), "o/0".into(), cfg).unwrap();
         let k1: OffsetKey = ("g".into(), "t".into(), 0);

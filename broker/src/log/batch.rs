@@ -238,23 +238,63 @@ where
     meta
 }
 
-/// Fills the header of the batch in `buf` (records already in place) and its CRC.
+/// Fills the version-2 header of the batch in `buf` (records already in
+/// place, after `BATCH_HEADER_LEN` bytes) and its CRC; no producer, leader
+/// epoch 0.
 pub fn write_header(buf: &mut [u8], meta: &BatchMeta, attributes: u16) {
+    write_header_with(buf, meta, &HeaderExtra { attributes, ..HeaderExtra::NONE });
+}
+
+/// The header fields besides offsets, counts and timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderExtra {
+    /// Attribute bits (`ATTR_*`).
+    pub attributes: u16,
+    /// Producer id, -1 when none.
+    pub producer_id: i64,
+    /// Producer epoch, -1 when none.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, -1 when none.
+    pub base_sequence: i32,
+    /// Leader epoch at append (version 2; 0 for version-1 batches).
+    pub leader_epoch: i32,
+}
+
+impl HeaderExtra {
+    /// No attributes, no producer, leader epoch 0.
+    pub const NONE: HeaderExtra =
+        HeaderExtra { attributes: 0, producer_id: -1, producer_epoch: -1, base_sequence: -1, leader_epoch: 0 };
+}
+
+/// Fills the version-2 header of the batch in `buf` and its CRC.
+pub fn write_header_with(buf: &mut [u8], meta: &BatchMeta, extra: &HeaderExtra) {
     let len = buf.len() as u32;
     let h = &mut buf[..BATCH_HEADER_LEN];
     h[BASE_OFFSET_AT..][..8].copy_from_slice(&meta.base_offset.to_le_bytes());
     h[BATCH_LEN_AT..][..4].copy_from_slice(&len.to_le_bytes());
     h[MAGIC_AT] = BATCH_MAGIC;
-    h[ATTRIBUTES_AT..][..2].copy_from_slice(&attributes.to_le_bytes());
+    h[ATTRIBUTES_AT..][..2].copy_from_slice(&extra.attributes.to_le_bytes());
     h[LAST_OFFSET_DELTA_AT..][..4].copy_from_slice(&meta.last_offset_delta.to_le_bytes());
     h[RECORD_COUNT_AT..][..4].copy_from_slice(&meta.record_count.to_le_bytes());
     h[FIRST_TIMESTAMP_AT..][..8].copy_from_slice(&meta.first_timestamp.to_le_bytes());
     h[MAX_TIMESTAMP_AT..][..8].copy_from_slice(&meta.max_timestamp.to_le_bytes());
-    h[PRODUCER_ID_AT..][..8].copy_from_slice(&(-1i64).to_le_bytes());
-    h[PRODUCER_EPOCH_AT..][..2].copy_from_slice(&(-1i16).to_le_bytes());
-    h[BASE_SEQUENCE_AT..][..4].copy_from_slice(&(-1i32).to_le_bytes());
-    let crc = crc32fast::hash(&buf[CRC_COVERS_FROM..]);
+    h[PRODUCER_ID_AT..][..8].copy_from_slice(&extra.producer_id.to_le_bytes());
+    h[PRODUCER_EPOCH_AT..][..2].copy_from_slice(&extra.producer_epoch.to_le_bytes());
+    h[BASE_SEQUENCE_AT..][..4].copy_from_slice(&extra.base_sequence.to_le_bytes());
+    h[LEADER_EPOCH_AT..][..4].copy_from_slice(&extra.leader_epoch.to_le_bytes());
+    let crc = batch_crc(BATCH_MAGIC, buf);
     buf[CRC_AT..][..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The CRC of a whole batch of format `version`, as its header stores it.
+fn batch_crc(version: u8, batch: &[u8]) -> u32 {
+    if version == BATCH_MAGIC_V1 {
+        return crc32fast::hash(&batch[CRC_END..]);
+    }
+    let mut h = crc32fast::Hasher::new();
+    h.update(&batch[..CRC_AT]);
+    h.update(&batch[CRC_END..]);
+    h.finalize()
 }
 
 // ---- decoding ----------------------------------------------------------------
@@ -264,12 +304,24 @@ pub fn write_header(buf: &mut [u8], meta: &BatchMeta, attributes: u16) {
 pub enum BatchError {
     /// Fewer bytes than the header or the declared length: a torn write.
     Truncated,
-    /// Unknown format version.
+    /// Unknown format version (a newer one than this broker knows, if
+    /// greater than `BATCH_MAGIC`).
     BadMagic(u8),
     /// Declared length smaller than a header.
     BadLength(u32),
     /// The checksum does not match the contents.
     CrcMismatch,
+    /// A version-1 batch (whose base offset the CRC does not cover) whose
+    /// first record's offset lies outside the header's offset range.
+    OffsetMismatch,
+}
+
+impl BatchError {
+    /// True for a batch of a format version newer than this broker writes:
+    /// not damage, but data this build cannot read.
+    pub fn is_newer_version(&self) -> bool {
+        matches!(self, BatchError::BadMagic(m) if *m > BATCH_MAGIC)
+    }
 }
 
 impl std::fmt::Display for BatchError {
@@ -279,6 +331,7 @@ impl std::fmt::Display for BatchError {
             BatchError::BadMagic(m) => write!(f, "unknown batch format version {m}"),
             BatchError::BadLength(l) => write!(f, "impossible batch length {l}"),
             BatchError::CrcMismatch => write!(f, "CRC mismatch"),
+            BatchError::OffsetMismatch => write!(f, "record offsets do not match the batch header"),
         }
     }
 }
@@ -294,6 +347,16 @@ pub struct BatchHeader {
     pub attributes: u16,
     /// Stored checksum.
     pub crc: u32,
+    /// Format version (`BATCH_MAGIC_V1` or `BATCH_MAGIC`).
+    pub version: u8,
+    /// Producer id, -1 when none.
+    pub producer_id: i64,
+    /// Producer epoch, -1 when none.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, -1 when none.
+    pub base_sequence: i32,
+    /// Leader epoch at append (0 for version 1).
+    pub leader_epoch: i32,
 }
 
 fn le<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
@@ -301,17 +364,23 @@ fn le<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
 }
 
 impl BatchHeader {
-    /// Parses the header at the start of `b` (at least `BATCH_HEADER_LEN` bytes
+    /// Parses the header at the start of `b` (at least the header's length
     /// needed); checks version and length, not the CRC.
     pub fn parse(b: &[u8]) -> Result<Self, BatchError> {
-        if b.len() < BATCH_HEADER_LEN {
+        if b.len() < BATCH_HEADER_LEN_V1 {
             return Err(BatchError::Truncated);
         }
-        if b[MAGIC_AT] != BATCH_MAGIC {
-            return Err(BatchError::BadMagic(b[MAGIC_AT]));
+        let version = b[MAGIC_AT];
+        let header_len = match version {
+            BATCH_MAGIC => BATCH_HEADER_LEN,
+            BATCH_MAGIC_V1 => BATCH_HEADER_LEN_V1,
+            m => return Err(BatchError::BadMagic(m)),
+        };
+        if b.len() < header_len {
+            return Err(BatchError::Truncated);
         }
         let batch_len = u32::from_le_bytes(le(b, BATCH_LEN_AT));
-        if (batch_len as usize) < BATCH_HEADER_LEN {
+        if (batch_len as usize) < header_len {
             return Err(BatchError::BadLength(batch_len));
         }
         Ok(BatchHeader {
@@ -325,17 +394,60 @@ impl BatchHeader {
             batch_len,
             attributes: u16::from_le_bytes(le(b, ATTRIBUTES_AT)),
             crc: u32::from_le_bytes(le(b, CRC_AT)),
+            version,
+            producer_id: i64::from_le_bytes(le(b, PRODUCER_ID_AT)),
+            producer_epoch: i16::from_le_bytes(le(b, PRODUCER_EPOCH_AT)),
+            base_sequence: i32::from_le_bytes(le(b, BASE_SEQUENCE_AT)),
+            leader_epoch: if version == BATCH_MAGIC { i32::from_le_bytes(le(b, LEADER_EPOCH_AT)) } else { 0 },
         })
     }
 
-    /// Parses and fully validates a whole batch (`b` may extend past it).
+    /// Bytes before the records: the header of this batch's version.
+    pub fn header_len(&self) -> usize {
+        if self.version == BATCH_MAGIC_V1 {
+            BATCH_HEADER_LEN_V1
+        } else {
+            BATCH_HEADER_LEN
+        }
+    }
+
+    /// The fields besides offsets, counts and timestamps.
+    pub fn extra(&self) -> HeaderExtra {
+        HeaderExtra {
+            attributes: self.attributes,
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+            leader_epoch: self.leader_epoch,
+        }
+    }
+
+    /// Parses and fully validates a whole batch (`b` may extend past it):
+    /// version, length, CRC, and for version 1 (whose CRC leaves the base
+    /// offset out) that the first record's offset is in the header's range.
     pub fn parse_verified(b: &[u8]) -> Result<Self, BatchError> {
         let h = Self::parse(b)?;
         let batch = b.get(..h.batch_len as usize).ok_or(BatchError::Truncated)?;
-        if crc32fast::hash(&batch[CRC_COVERS_FROM..]) != h.crc {
+        h.verify(batch)?;
+        Ok(h)
+    }
+
+    /// Checks `batch` (exactly this header's batch) against the header.
+    pub fn verify(&self, batch: &[u8]) -> Result<(), BatchError> {
+        if batch.len() != self.batch_len as usize {
+            return Err(BatchError::Truncated);
+        }
+        if batch_crc(self.version, batch) != self.crc {
             return Err(BatchError::CrcMismatch);
         }
-        Ok(h)
+        if self.version == BATCH_MAGIC_V1 {
+            let first = RecordIter::new(&batch[BATCH_HEADER_LEN_V1..]).next().map(|r| r.offset);
+            let range = self.meta.base_offset..self.meta.next_offset();
+            if !first.is_some_and(|o| range.contains(&o)) {
+                return Err(BatchError::OffsetMismatch);
+            }
+        }
+        Ok(())
     }
 }
 

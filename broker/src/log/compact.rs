@@ -32,8 +32,8 @@ use bytes::{Bytes, BytesMut};
 
 use std::fs::File;
 
-use super::batch::{write_header, BatchHeader, BatchMeta, RecordIter, RecordView};
-use super::format::{cleaned_paths, BATCH_HEADER_LEN, INDEX_ENTRY_LEN, TIME_INDEX_ENTRY_LEN};
+use super::batch::{write_header_with, BatchError, BatchHeader, BatchMeta, RecordIter, RecordView};
+use super::format::{cleaned_paths, BATCH_HEADER_LEN, BATCH_HEADER_LEN_V1, INDEX_ENTRY_LEN, TIME_INDEX_ENTRY_LEN};
 use super::index::{Indexes, OffsetIndex, TimeIndex};
 use super::{sync_dir, IndexConfig, Log, Segment};
 use crate::failpoint;
@@ -186,29 +186,42 @@ fn key_hash(key: &[u8]) -> u128 {
     (u128::from(h(0)) << 64) | u128::from(h(1))
 }
 
-/// Calls `f` for every batch of `seg` below `limit`, reading in large chunks.
+/// Calls `f` for every batch of `seg` below `limit` with its header,
+/// reading in large chunks. Every batch is verified first: compaction never
+/// copies a damaged batch, and stops (with `InvalidData` naming the file and
+/// position) where it finds one.
 fn for_each_batch(
     seg: &Segment,
     limit: u64,
     throttle: &mut Throttle,
-    mut f: impl FnMut(&Bytes) -> io::Result<()>,
+    mut f: impl FnMut(&BatchHeader, &Bytes) -> io::Result<()>,
 ) -> io::Result<()> {
     const CHUNK: u64 = 4 << 20;
+    let damaged = |pos: u64, e: BatchError| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("damaged batch at byte {pos} of {}: {e}; compaction skipped this partition", seg.path().display()),
+        )
+    };
     let mut pos = 0;
     while pos < limit {
-        let h = seg.header_at(pos)?;
+        let h = seg.checked_header_at(pos, limit)?.map_err(|e| damaged(pos, e))?;
         let want = (limit - pos).min(CHUNK.max(u64::from(h.batch_len)));
         let data = seg.read(pos, want as usize)?;
         throttle.account(data.len())?;
         let mut p = 0;
-        while p + BATCH_HEADER_LEN <= data.len() {
-            let h = BatchHeader::parse(&data[p..])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        while p + BATCH_HEADER_LEN_V1 <= data.len() {
+            let h = match BatchHeader::parse(&data[p..]) {
+                Ok(h) => h,
+                Err(BatchError::Truncated) if p > 0 => break,
+                Err(e) => return Err(damaged(pos + p as u64, e)),
+            };
             let end = p + h.batch_len as usize;
             if end > data.len() {
                 break;
             }
-            f(&data.slice(p..end))?;
+            h.verify(&data[p..end]).map_err(|e| damaged(pos + p as u64, e))?;
+            f(&h, &data.slice(p..end))?;
             p = end;
         }
         pos += p as u64;
@@ -235,7 +248,7 @@ pub fn filter_batch(
     out: &mut BytesMut,
 ) -> io::Result<Filtered> {
     let h = BatchHeader::parse(batch).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let body = &batch[BATCH_HEADER_LEN..h.batch_len as usize];
+    let body = &batch[h.header_len()..h.batch_len as usize];
     out.clear();
     out.resize(BATCH_HEADER_LEN, 0);
     let (mut kept, mut total) = (0u32, 0u32);
@@ -256,7 +269,7 @@ pub fn filter_batch(
         return Ok(Filtered::Empty);
     }
     let meta = BatchMeta { record_count: kept, first_timestamp: first_ts, max_timestamp: max_ts, ..h.meta };
-    write_header(out, &meta, h.attributes);
+    write_header_with(out, &meta, &h.extra());
     Ok(Filtered::Rewritten)
 }
 
@@ -279,8 +292,8 @@ pub fn compact_partition(
     // 1. Latest offset per key, over the whole log as it is now.
     let mut latest: HashMap<u128, u64> = HashMap::new();
     for seg in &log.all_segments() {
-        for_each_batch(seg, seg.size(), throttle, |batch| {
-            for r in RecordIter::new(&batch[BATCH_HEADER_LEN..]) {
+        for_each_batch(seg, seg.size(), throttle, |h, batch| {
+            for r in RecordIter::new(&batch[h.header_len()..]) {
                 if let Some(k) = r.key {
                     latest.insert(key_hash(k), r.offset);
                 }
@@ -300,7 +313,7 @@ pub fn compact_partition(
         let mut changed = false;
         let mut last_offset = seg.base_offset();
         let (mut dropped, mut tombstones) = (0u64, 0u64);
-        let copied = for_each_batch(seg, size, throttle, |batch| {
+        let copied = for_each_batch(seg, size, throttle, |h, batch| {
             let keep = |r: &RecordView| {
                 let Some(k) = r.key else { return true };
                 if latest.get(&key_hash(k)).is_some_and(|&l| r.offset < l) {
@@ -324,7 +337,6 @@ pub fn compact_partition(
                 }
                 Filtered::Empty => changed = true,
             }
-            let h = BatchHeader::parse(batch).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             last_offset = h.meta.base_offset + u64::from(h.meta.last_offset_delta);
             Ok(())
         });
@@ -430,12 +442,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = IndexConfig { interval_bytes: 128, max_bytes: 4096 };
         let cfg = LogConfig {
-            segment_bytes: 600,
+            // Eight one-record batches (79 bytes each) per segment: the
+            // young tombstone (key 4) starts a segment of its own.
+            segment_bytes: 632,
             segment_ms: u64::MAX,
             index,
             log_append_time: false,
             flush_records: 0,
             direct_io: true,
+            truncate_damage: false,
         };
         let (log, _) = Log::open(dir.path(), "t/0".into(), cfg).unwrap();
         let mut expected = std::collections::BTreeMap::new();

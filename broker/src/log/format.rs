@@ -3,20 +3,27 @@
 
 use std::path::{Path, PathBuf};
 
-/// Format version written in each batch header. Bump on any layout change.
-pub const BATCH_MAGIC: u8 = 1;
+/// Format version written in each new batch header. Bump on any layout change.
+pub const BATCH_MAGIC: u8 = 2;
+/// The first format version: still read (segments written before version 2
+/// stay as they are), never written.
+pub const BATCH_MAGIC_V1: u8 = 1;
 
-// Batch header: fixed size, little-endian.
+// Batch header: fixed size, little-endian. Versions 1 and 2 share the first
+// 57 bytes; version 2 adds the leader epoch and covers the whole header
+// (but the CRC itself) with the CRC.
 /// Absolute offset of the first record (u64).
 pub const BASE_OFFSET_AT: usize = 0;
 /// Total batch size in bytes, header included (u32).
 pub const BATCH_LEN_AT: usize = 8;
 /// Format version (u8).
 pub const MAGIC_AT: usize = 12;
-/// CRC32 (IEEE, crc32fast) of bytes `CRC_COVERS_FROM..batch_len` (u32).
+/// CRC32 (IEEE, crc32fast) (u32). Version 2: of bytes `0..CRC_AT` and
+/// `CRC_END..batch_len` (everything but the CRC). Version 1: of bytes
+/// `CRC_END..batch_len` only.
 pub const CRC_AT: usize = 13;
-/// First byte covered by the CRC.
-pub const CRC_COVERS_FROM: usize = 17;
+/// First byte after the CRC.
+pub const CRC_END: usize = 17;
 /// Attribute bits (u16): see `ATTR_*`.
 pub const ATTRIBUTES_AT: usize = 17;
 /// Offset of the last record minus base offset (u32).
@@ -27,19 +34,29 @@ pub const RECORD_COUNT_AT: usize = 23;
 pub const FIRST_TIMESTAMP_AT: usize = 27;
 /// Largest record timestamp, ms since epoch (i64).
 pub const MAX_TIMESTAMP_AT: usize = 35;
-/// Producer id, -1 when none (i64). Reserved for idempotent producers.
+/// Producer id, -1 when none (i64): idempotent producers.
 pub const PRODUCER_ID_AT: usize = 43;
-/// Producer epoch, -1 when none (i16).
+/// Producer epoch, -1 when none (i16): fencing of stale producer instances.
 pub const PRODUCER_EPOCH_AT: usize = 51;
-/// Sequence of the first record, -1 when none (i32).
+/// Sequence of the first record, -1 when none (i32): de-duplication.
 pub const BASE_SEQUENCE_AT: usize = 53;
-/// Size of the fixed header; records follow.
-pub const BATCH_HEADER_LEN: usize = 57;
+/// Version 2: the partition leader's epoch when the batch was appended (i32):
+/// replication. 0 on a single node.
+pub const LEADER_EPOCH_AT: usize = 57;
+/// Size of the version-2 header; records follow.
+pub const BATCH_HEADER_LEN: usize = 61;
+/// Size of the version-1 header.
+pub const BATCH_HEADER_LEN_V1: usize = 57;
 
 /// Attribute bits 0-2: compression codec. Only 0 (none) exists today.
 pub const ATTR_COMPRESSION_MASK: u16 = 0b111;
 /// Attribute bit 3: timestamps are the broker's append time.
 pub const ATTR_LOG_APPEND_TIME: u16 = 1 << 3;
+/// Attribute bit 4 (reserved): the batch is part of a transaction.
+pub const ATTR_TRANSACTIONAL: u16 = 1 << 4;
+/// Attribute bit 5 (reserved): a control batch (transaction markers), not
+/// user records.
+pub const ATTR_CONTROL: u16 = 1 << 5;
 
 /// Protobuf field number that frames each record in a batch body; equals
 /// `PartitionRecords.records` so fetch replies can splice stored bytes.
@@ -163,8 +180,10 @@ mod tests {
 
     #[test]
     fn header_fields_are_contiguous() {
-        assert_eq!(CRC_AT + 4, CRC_COVERS_FROM);
-        assert_eq!(BASE_SEQUENCE_AT + 4, BATCH_HEADER_LEN);
+        assert_eq!(CRC_AT + 4, CRC_END);
+        assert_eq!(BASE_SEQUENCE_AT + 4, BATCH_HEADER_LEN_V1);
+        assert_eq!(BATCH_HEADER_LEN_V1, LEADER_EPOCH_AT);
+        assert_eq!(LEADER_EPOCH_AT + 4, BATCH_HEADER_LEN);
         assert_eq!(RECORD_KEY_BYTE, 0x7a);
         // Splicing stored records into fetch replies relies on this.
         assert_eq!(RECORD_FIELD, strata_proto::PARTITION_RECORDS_RECORDS_FIELD);

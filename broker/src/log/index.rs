@@ -184,6 +184,12 @@ impl OffsetIndex {
         self.0.entries.checked_sub(1).map(|i| offset_entry(&self.0.get(i)))
     }
 
+    /// Every entry whose position is after `position`, in order.
+    pub fn entries_after(&self, position: u32) -> Vec<(u32, u32)> {
+        let from = self.0.last_where(|e| offset_entry(e).1 <= position).map_or(0, |i| i + 1);
+        (from..self.0.entries).map(|i| offset_entry(&self.0.get(i))).collect()
+    }
+
     /// Drops entries at relative offsets >= `rel_offset`.
     pub fn truncate_from(&mut self, rel_offset: u32) {
         let keep = self.0.last_where(|e| offset_entry(e).0 < rel_offset).map_or(0, |i| i + 1);

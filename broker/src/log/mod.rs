@@ -42,7 +42,7 @@ use tokio::sync::{watch, Notify};
 pub use append::Pending;
 use append::{Sink, Writer};
 use format::parse_segment_file_name;
-pub use read::ReadResult;
+pub use read::{Damage, ReadResult};
 pub use recovery::TailRecovery;
 pub use segment::{IndexConfig, Segment};
 
@@ -61,6 +61,9 @@ pub struct LogConfig {
     pub flush_records: u64,
     /// Write segment data with direct I/O where the filesystem allows it.
     pub direct_io: bool,
+    /// At open, cut the last segment at damage that is not a torn tail
+    /// instead of refusing (see `recovery`).
+    pub truncate_damage: bool,
 }
 
 /// Opens the sealed segments at `bases`, in order. Several threads share a
@@ -100,6 +103,8 @@ pub enum LogError {
     },
     /// The log was closed (shutdown or topic deletion).
     Closed,
+    /// The bytes at the requested offset are damaged; nothing wrong is served.
+    DataLoss(Box<Damage>),
     /// The disk failed us.
     Io(io::Error),
 }
@@ -134,6 +139,9 @@ pub struct Log {
     closed: AtomicBool,
     /// Read-ahead for a consumer reading this log in order (direct I/O only).
     readahead: Arc<readahead::ReadAhead>,
+    /// (segment base, position) of every damaged batch readers met, so
+    /// each is logged and counted once.
+    damaged: Mutex<std::collections::BTreeSet<(u64, u64)>>,
     /// Tests: make writes fail, as a full or failing disk would.
     #[cfg(test)]
     fail_writes: AtomicBool,
@@ -173,7 +181,7 @@ impl Log {
             segments.insert(base, Arc::new(seg));
         }
         let active = Arc::new(Segment::open(dir, last, true, config.index, config.direct_io)?);
-        let (next_offset, tail) = active.recover_tail(config.index)?;
+        let (next_offset, tail) = active.recover_tail(config.index, config.truncate_damage)?;
         let direct = active.direct_writer()?;
         segments.insert(last, active.clone());
         sync_dir(dir)?;
@@ -201,6 +209,7 @@ impl Log {
             flush_wanted: Notify::new(),
             closed: AtomicBool::new(false),
             readahead: Arc::default(),
+            damaged: Mutex::default(),
             #[cfg(test)]
             fail_writes: AtomicBool::new(false),
         };

@@ -2,14 +2,31 @@
 //! caller gives (the partition's high watermark), and lookups by timestamp.
 //! Reads take no writer lock (see the module documentation of `log`).
 
-use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::batch::{self, BatchHeader, RecordIter};
-use super::format::BATCH_HEADER_LEN;
+use std::path::PathBuf;
+
+use super::batch::{self, BatchError, BatchHeader, RecordIter};
+use super::format::BATCH_HEADER_LEN_V1;
+use super::segment::Seek;
 use super::{Log, LogError, Segment};
+
+/// A damaged stretch of a log, as a reader meets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Byte position of the damaged batch in it.
+    pub position: u64,
+    /// The first offset the reader asked for and cannot have.
+    pub from: u64,
+    /// The next readable offset: `from..next` is lost.
+    pub next: u64,
+    /// What is wrong with the bytes.
+    pub reason: String,
+}
 
 /// Records read from a log, as stored (see `strata_proto::raw`).
 #[derive(Debug, Default)]
@@ -46,6 +63,13 @@ impl Log {
     /// As [`Log::read_limited`], serving only offsets below `upto` (the
     /// partition's high watermark; capped at the log end). Offsets outside
     /// [log start, upto] are out of range.
+    ///
+    /// Every batch is verified (header, length, CRC, offsets following on)
+    /// before it is served. At a damaged batch the read stops and returns
+    /// the records before it; a read that starts at one fails with
+    /// [`LogError::DataLoss`], naming the next readable offset.
+    /// `ReadResult::next_offset` is where the reader goes on, also past
+    /// offsets compaction removed.
     pub fn read_upto(
         &self,
         offset: u64,
@@ -72,25 +96,43 @@ impl Log {
                 .map(|(_, s)| s.clone())
                 .collect()
         };
-        for seg in segments {
+        for (i, seg) in segments.iter().enumerate() {
             let limit = seg.size();
-            let Some((pos, first)) = seg.find_batch(offset, limit)? else {
-                continue;
+            let next_base = segments.get(i + 1).map_or(hw, |s| s.base_offset()).min(hw);
+            let (pos, first) = match self.seek(seg, offset, limit, next_base)? {
+                Some(found) => found,
+                None => continue,
             };
-            if first.meta.base_offset >= hw {
-                break;
-            }
             let want = (limit - pos).min(max_bytes.max(first.batch_len as usize) as u64);
             let data = seg.read_through(pos, want as usize, Some(&self.readahead))?;
             let mut p = 0usize;
-            while p + BATCH_HEADER_LEN <= data.len() {
-                let h = BatchHeader::parse(&data[p..])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", self.name)))?;
+            while p + BATCH_HEADER_LEN_V1 <= data.len() {
+                let h = match BatchHeader::parse(&data[p..]) {
+                    Ok(h) => h,
+                    // The next header is cut by the end of what was read.
+                    Err(BatchError::Truncated) if p > 0 => break,
+                    Err(e) => return self.damaged_at(seg, pos + p as u64, offset, next_base, e, result),
+                };
                 let end = p + h.batch_len as usize;
-                if end > data.len() || h.meta.base_offset >= hw {
+                if end > data.len() && p > 0 {
                     break;
                 }
-                let mut body = data.slice(p + BATCH_HEADER_LEN..end);
+                // Verified before any header field is believed.
+                let checked = match end <= data.len() {
+                    true => h.verify(&data[p..end]),
+                    false => Err(BatchError::Truncated),
+                };
+                let backwards = p > 0 && h.meta.base_offset < result.next_offset;
+                let checked = checked.and(if backwards { Err(BatchError::OffsetMismatch) } else { Ok(()) });
+                if let Err(e) = checked {
+                    return self.damaged_at(seg, pos + p as u64, offset, next_base, e, result);
+                }
+                if h.meta.base_offset >= hw {
+                    // Nothing between here and the high watermark: compacted away.
+                    result.next_offset = hw;
+                    break;
+                }
+                let mut body = data.slice(p + h.header_len()..end);
                 let mut records = h.meta.record_count as usize;
                 if h.meta.base_offset < offset {
                     body = body.slice(batch::position_of_offset(&body, offset)..);
@@ -110,9 +152,96 @@ impl Log {
             if let Some(file) = seg.direct_file() {
                 self.readahead.read_next(seg.id(), file, pos + p as u64, want as usize, limit);
             }
-            break;
+            return Ok(result);
         }
+        // No batch holds `offset` or a later one below the high watermark:
+        // compaction removed them. The reader goes on at the high watermark.
+        result.next_offset = hw;
         Ok(result)
+    }
+
+    /// The batch of `seg` holding `offset` (or the first after it): past
+    /// damage the reader is not reading (before `offset`), and failing with
+    /// `DataLoss` at damage that covers it.
+    fn seek(
+        &self,
+        seg: &Segment,
+        offset: u64,
+        limit: u64,
+        next_base: u64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let mut from = None;
+        loop {
+            let seek = match from {
+                None => seg.find_batch(offset, limit)?,
+                Some(p) => seg.find_batch_from(p, offset, limit)?,
+            };
+            match seek {
+                Seek::At(pos, h) => return Ok(Some((pos, h))),
+                Seek::NotHere => return Ok(None),
+                Seek::Damaged { pos, error } => {
+                    let resync = seg.next_valid_batch(pos, 0, limit)?;
+                    self.note_damage(seg, pos, &error);
+                    match resync {
+                        // The damage lies before `offset`: go on from there.
+                        Some((p, h)) if h.meta.next_offset() <= offset => from = Some(p),
+                        Some((_, h)) => {
+                            return Err(self.data_loss(
+                                seg,
+                                pos,
+                                offset,
+                                h.meta.base_offset.max(offset).min(next_base),
+                                error,
+                            ))
+                        }
+                        None => return Err(self.data_loss(seg, pos, offset, next_base, error)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Damage met at `pos` of `seg` while reading from `offset`: the records
+    /// collected so far if any, else `DataLoss`.
+    fn damaged_at(
+        &self,
+        seg: &Segment,
+        pos: u64,
+        offset: u64,
+        next_base: u64,
+        error: BatchError,
+        result: ReadResult,
+    ) -> Result<ReadResult, LogError> {
+        self.note_damage(seg, pos, &error);
+        if result.next_offset > offset {
+            return Ok(result);
+        }
+        let next = seg.next_valid_batch(pos, offset, seg.size())?.map_or(next_base, |(_, h)| h.meta.base_offset);
+        Err(self.data_loss(seg, pos, offset, next.max(offset).min(next_base.max(offset)), error))
+    }
+
+    fn data_loss(&self, seg: &Segment, pos: u64, from: u64, next: u64, error: BatchError) -> LogError {
+        LogError::DataLoss(Box::new(Damage {
+            file: seg.path().to_path_buf(),
+            position: pos,
+            from,
+            next: next.max(from + 1),
+            reason: error.to_string(),
+        }))
+    }
+
+    /// Logs damage at ERROR and counts it, once per batch position.
+    fn note_damage(&self, seg: &Segment, pos: u64, error: &BatchError) {
+        if self.damaged.lock().expect("damage lock").insert((seg.base_offset(), pos)) {
+            metrics::counter!("strata_damaged_batches_total").increment(1);
+            tracing::error!(partition = %self.name, segment = %seg.path().display(), position = pos, error = %error,
+                "damaged batch: not served");
+        }
+    }
+
+    /// Damaged batches found so far (since start-up).
+    pub fn damaged_batches(&self) -> usize {
+        self.damaged.lock().expect("damage lock").len()
     }
 
     /// The first record with timestamp >= `ts`: (offset, timestamp), or None
@@ -129,13 +258,26 @@ impl Log {
             let limit = seg.size();
             let mut pos = seg.time_search_start(ts);
             while pos < limit {
-                let h = seg.header_at(pos)?;
+                // Damaged batches are skipped: their timestamps are unknown.
+                let (h, data) = match seg.verified_batch_at(pos, limit)? {
+                    Ok(h) if h.meta.max_timestamp < ts => (h, None),
+                    Ok(h) => (h, Some(seg.read(pos, h.batch_len as usize)?)),
+                    Err(e) => {
+                        self.note_damage(seg, pos, &e);
+                        match seg.next_valid_batch(pos, 0, limit)? {
+                            Some((p, _)) => {
+                                pos = p;
+                                continue;
+                            }
+                            None => break,
+                        }
+                    }
+                };
                 if h.meta.base_offset >= hw {
                     return Ok(None);
                 }
-                if h.meta.max_timestamp >= ts {
-                    let data = seg.read(pos, h.batch_len as usize)?;
-                    let found = RecordIter::new(&data[BATCH_HEADER_LEN..])
+                if let Some(data) = data {
+                    let found = RecordIter::new(&data[h.header_len()..])
                         .find(|r| r.timestamp_ms >= ts)
                         .map(|r| (r.offset, r.timestamp_ms));
                     if found.is_some() {

@@ -18,9 +18,12 @@
 //!    can hold a partial write: its tail is scanned batch by batch from the
 //!    last index entry that points at a valid batch, and each finding is
 //!    judged by [`tail_step`]: a valid batch is kept; zeros where a header
-//!    would be are the preallocated tail (the end, nothing is cut); anything
-//!    else — a torn or corrupt batch, or one whose offsets go backwards —
-//!    ends the log there and the rest of the file is cut.
+//!    would be, with nothing valid after them, are the preallocated tail
+//!    (the end, nothing is cut); a torn or corrupt batch (or one whose
+//!    offsets go backwards) with nothing valid after it is a torn tail and
+//!    the rest of the file is cut; damage with a valid batch after it, or a
+//!    batch of a newer format version, is refused — the broker does not
+//!    start and nothing is changed — unless `storage.recovery = "truncate"`.
 //! 4. **Logging**: every removal and every cut is logged at WARN with the
 //!    path or partition, the bytes cut and the reason ([`log_open`]).
 
@@ -93,21 +96,67 @@ pub enum TailStep {
     End,
     /// The log ends here; cut the rest of the file, for this reason.
     Cut(String),
+    /// Damage that is not a torn tail: refuse to start (the reason).
+    Refuse(String),
 }
 
-/// The tail policy: keep valid batches, stop at the preallocated zeros, and
-/// cut at the first torn, corrupt or out-of-order batch.
-pub fn tail_step(found: Found) -> TailStep {
+/// The tail policy. `valid_after` is the position of a valid batch found
+/// after this one (with offsets at or after the expected one), if any;
+/// `truncate` is `storage.recovery = "truncate"`.
+///
+/// - A valid batch is kept.
+/// - Zeros with nothing valid after them are the preallocated tail: the end.
+/// - A torn or corrupt batch, or one whose offsets go backwards, with
+///   nothing valid after it is a torn tail: cut.
+/// - A batch of a newer format version, or damage (zeros included) with a
+///   valid batch after it, is refused, unless `truncate`: then cut.
+pub fn tail_step(found: Found, valid_after: Option<u64>, truncate: bool) -> TailStep {
+    let why = match &found {
+        Found::Batch(_) | Found::Zeros => String::new(),
+        Found::Overlap { base_offset, expected } => format!("batch at offset {base_offset} overlaps offset {expected}"),
+        Found::Damaged(e) => e.to_string(),
+    };
+    let newer = matches!(&found, Found::Damaged(e) if e.is_newer_version());
     match found {
         Found::Batch(h) => TailStep::Keep(h),
-        // Zeros where a header would be: the preallocated tail, not damage.
-        Found::Zeros => TailStep::End,
-        Found::Overlap { base_offset, expected } => {
-            TailStep::Cut(format!("batch at offset {base_offset} overlaps offset {expected}"))
-        }
-        Found::Damaged(e) => TailStep::Cut(e.to_string()),
+        _ if (newer || valid_after.is_some()) && !truncate => TailStep::Refuse(match valid_after {
+            _ if newer => format!("{why}: written by a newer strata; upgrade, or {TRUNCATE_CHOICE}"),
+            Some(p) => format!(
+                "{}, and a valid batch follows at byte {p}: this is damage, not a torn write; \
+                 run `strata verify DATA_DIR` for a report, or {TRUNCATE_CHOICE}",
+                if why.is_empty() { "zeros where a batch header must be".to_string() } else { why }
+            ),
+            None => unreachable!("refused only with a batch after or a newer version"),
+        }),
+        Found::Zeros if valid_after.is_none() => TailStep::End,
+        Found::Zeros => TailStep::Cut("zeros where a batch header must be".into()),
+        _ => TailStep::Cut(why),
     }
 }
+
+const TRUNCATE_CHOICE: &str =
+    "start with storage.recovery = \"truncate\" (STRATA_STORAGE__RECOVERY=truncate) to cut the log there, losing what follows";
+
+/// Marks an I/O error as a refusal by the recovery policy.
+pub fn refuse(path: &Path, position: u64, reason: String) -> io::Error {
+    io::Error::other(Refused(format!("{} at byte {position}: {reason}", path.display())))
+}
+
+/// The reason, if `e` is a refusal by the recovery policy.
+pub fn refusal(e: &io::Error) -> Option<String> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<Refused>()).map(|r| r.0.clone())
+}
+
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// What a tail check found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -182,11 +231,28 @@ mod tests {
 
     #[test]
     fn the_tail_is_cut_only_at_damage() {
-        assert!(matches!(tail_step(Found::Zeros), TailStep::End));
-        assert!(matches!(tail_step(Found::Damaged(BatchError::Truncated)), TailStep::Cut(_)));
-        match tail_step(Found::Overlap { base_offset: 3, expected: 5 }) {
+        assert!(matches!(tail_step(Found::Zeros, None, false), TailStep::End));
+        assert!(matches!(tail_step(Found::Damaged(BatchError::Truncated), None, false), TailStep::Cut(_)));
+        match tail_step(Found::Overlap { base_offset: 3, expected: 5 }, None, false) {
             TailStep::Cut(why) => assert!(why.contains("overlaps offset 5"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn damage_with_valid_batches_after_it_or_a_newer_version_is_refused() {
+        for found in [Found::Zeros, Found::Damaged(BatchError::CrcMismatch)] {
+            match tail_step(found, Some(4096), false) {
+                TailStep::Refuse(why) => {
+                    assert!(why.contains("byte 4096") && why.contains("strata verify") && why.contains("truncate"))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            matches!(tail_step(Found::Damaged(BatchError::BadMagic(9)), None, false), TailStep::Refuse(w) if w.contains("newer"))
+        );
+        assert!(matches!(tail_step(Found::Damaged(BatchError::BadMagic(9)), None, true), TailStep::Cut(_)));
+        assert!(matches!(tail_step(Found::Zeros, Some(4096), true), TailStep::Cut(_)));
     }
 }

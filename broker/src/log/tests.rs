@@ -14,6 +14,7 @@ fn config_with(segment_bytes: u64, direct_io: bool) -> LogConfig {
         log_append_time: false,
         flush_records: 0,
         direct_io,
+        truncate_damage: false,
     }
 }
 

@@ -141,9 +141,23 @@ impl Partition {
     /// Reads up to `max_bytes` (at least one batch if any is there) and at
     /// most `max_records` (past the first batch) from `offset`, below the
     /// high watermark. Offsets outside [log start, high watermark] are
-    /// `OffsetOutOfRange`.
-    pub fn read(&self, offset: u64, max_bytes: usize, max_records: usize) -> Result<ReadResult> {
-        self.log.read_upto(offset, max_bytes, max_records, self.high_watermark()).map_err(|e| self.error(e))
+    /// `OffsetOutOfRange`. Damaged bytes are never served: a read starting
+    /// at them is `DataLoss`, or with `skip_damaged` goes on at the next
+    /// readable offset.
+    pub fn read(&self, offset: u64, max_bytes: usize, max_records: usize, skip_damaged: bool) -> Result<ReadResult> {
+        let hw = self.high_watermark();
+        let mut from = offset;
+        loop {
+            match self.log.read_upto(from, max_bytes, max_records, hw) {
+                Err(LogError::DataLoss(d)) if skip_damaged && d.next > from && d.next <= hw => from = d.next,
+                r => return r.map_err(|e| self.error(e)),
+            }
+        }
+    }
+
+    /// Damaged batches readers met since start-up.
+    pub fn damaged_batches(&self) -> usize {
+        self.log.damaged_batches()
     }
 
     /// The first record with timestamp >= `ts` below the high watermark:

@@ -28,7 +28,7 @@ pub use handle::{Appending, Partition, Retained};
 pub use internal::{check_client_op, is_internal, validate_topic_name, ClientOp};
 pub use topic::{Produced, Topic};
 
-use crate::config::{Config, TimestampType, TopicDefaults, TopicSettings, SETTINGS};
+use crate::config::{Config, RecoveryMode, TimestampType, TopicDefaults, TopicSettings, SETTINGS};
 use crate::error::{Error, Result};
 use crate::log::format::{CLEAN_SHUTDOWN_FILE, TOPICS_DIR, TOPIC_META_FILE};
 use crate::log::recovery::{self, TopicDir};
@@ -48,6 +48,8 @@ pub struct PartitionInfo {
     pub size_bytes: u64,
     /// Segment count.
     pub segments: u32,
+    /// Damaged batches readers met since start-up.
+    pub damaged_batches: u32,
 }
 
 /// A topic as `DescribeTopic` shows it.
@@ -150,13 +152,19 @@ impl Manager {
             log_append_time: s.timestamp_type == TimestampType::LogAppendTime,
             flush_records: st.flush_records,
             direct_io: st.direct_io,
+            truncate_damage: st.recovery == RecoveryMode::Truncate,
         }
     }
 
     fn open_partition(&self, topic: &str, dir: &Path, id: u32, settings: &TopicSettings) -> Result<Arc<Partition>> {
         let name = format!("{topic}/{id}");
-        let (log, report) = Log::open(&dir.join(id.to_string()), name.clone(), self.log_config(settings))
-            .map_err(|e| Error::storage(format!("opening partition {name}"), e))?;
+        let (log, report) =
+            Log::open(&dir.join(id.to_string()), name.clone(), self.log_config(settings)).map_err(|e| {
+                match recovery::refusal(&e) {
+                    Some(reason) => Error::RecoveryRefused { path: dir.join(id.to_string()), reason },
+                    None => Error::storage(format!("opening partition {name}"), e),
+                }
+            })?;
         recovery::log_open(&name, &report.tail, log.end_offset());
         let log = Arc::new(log);
         let interval = Duration::from_millis(self.config.storage.flush_interval_ms);
@@ -223,6 +231,7 @@ impl Manager {
                     high_watermark: p.high_watermark(),
                     size_bytes,
                     segments: segments as u32,
+                    damaged_batches: p.damaged_batches() as u32,
                 }
             })
             .collect();

@@ -46,6 +46,7 @@ fn describe(info: TopicInfo) -> TopicDescription {
                 high_watermark: p.high_watermark,
                 size_bytes: p.size_bytes,
                 segments: p.segments,
+                damaged_batches: p.damaged_batches,
             })
             .collect(),
         configs: info

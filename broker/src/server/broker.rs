@@ -116,8 +116,9 @@ impl BrokerService {
         log: &Partition,
         offset: u64,
         max_bytes: usize,
+        skip_damaged: bool,
     ) -> Result<(raw::PartitionRecords, u64)> {
-        let r = log.read(offset, max_bytes, self.fetch_max_records)?;
+        let r = log.read(offset, max_bytes, self.fetch_max_records, skip_damaged)?;
         if r.records > 0 {
             let labels = [("topic", topic.to_string())];
             metrics::counter!("strata_records_out_total", &labels).increment(r.records as u64);
@@ -128,6 +129,7 @@ impl BrokerService {
             partition,
             high_watermark: r.high_watermark,
             log_start_offset: r.log_start,
+            next_offset: r.next_offset,
             records: r.chunks,
         };
         Ok((records, r.next_offset))
@@ -234,7 +236,7 @@ impl Broker for BrokerService {
                 let part_max = if p.max_bytes == 0 { total_max } else { p.max_bytes as usize };
                 let max = part_max.min(budget);
                 // Over budget (max 0): the offset is still validated, nothing is read.
-                let (part, _) = self.read(&p.topic, p.partition, log, p.offset, max)?;
+                let (part, _) = self.read(&p.topic, p.partition, log, p.offset, max, p.skip_damaged)?;
                 budget = budget.saturating_sub(part.records_len());
                 reply.partitions.push(part);
             }
@@ -259,7 +261,7 @@ impl Broker for BrokerService {
         let mut offset = req.offset.unwrap_or_else(|| log.high_watermark());
         let max_bytes = if req.max_bytes == 0 { self.fetch_default_max_bytes } else { req.max_bytes } as usize;
         // Check the start offset now, so a bad one fails the call itself.
-        self.read(&req.topic, req.partition, &log, offset, 0)?;
+        self.read(&req.topic, req.partition, &log, offset, 0, false)?;
         let (tx, rx) = mpsc::channel(self.subscribe_buffer);
         let svc = self.clone();
         let mut shutdown = self.shutdown.clone();
@@ -272,7 +274,7 @@ impl Broker for BrokerService {
                     let _ = tx.send(Err(to_status(closed))).await;
                     return;
                 }
-                match svc.read(&req.topic, req.partition, &log, offset, max_bytes) {
+                match svc.read(&req.topic, req.partition, &log, offset, max_bytes, req.skip_damaged) {
                     Ok((records, next)) if !records.records.is_empty() => {
                         tokio::select! {
                             sent = tx.send(Ok(raw::SubscribeResponse { records })) => if sent.is_err() { return },
@@ -280,6 +282,8 @@ impl Broker for BrokerService {
                         }
                         offset = next;
                     }
+                    // Nothing to push, but offsets to pass (compacted away, or skipped damage).
+                    Ok((_, next)) if next > offset => offset = next,
                     Ok(_) => {
                         tokio::select! {
                             _ = hw.changed() => {}

@@ -17,6 +17,7 @@ pub fn to_status(e: Error) -> Status {
         | Error::InvalidArgument(_)
         | Error::RecordTooLarge { .. } => Code::InvalidArgument,
         Error::OffsetOutOfRange { .. } => Code::OutOfRange,
+        Error::DataLoss { .. } => Code::DataLoss,
         Error::Unavailable(_) => Code::Unavailable,
         Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => Code::ResourceExhausted,
         Error::Storage { .. } | Error::Internal(_) => Code::Internal,

@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -23,6 +23,22 @@ use super::recent::Recent;
 use super::recovery::{self, Found, TailRecovery, TailStep};
 
 mod write;
+
+/// Where [`Segment::find_batch`] ended.
+#[derive(Debug)]
+pub enum Seek {
+    /// The batch at this position holds the offset (or is the first after it).
+    At(u64, BatchHeader),
+    /// Every batch of this segment ends before the offset.
+    NotHere,
+    /// No valid header at this position, where one must be.
+    Damaged {
+        /// Byte position in the segment file.
+        pos: u64,
+        /// What is wrong there.
+        error: BatchError,
+    },
+}
 
 /// Source of [`Segment::id`].
 static NEXT_SEGMENT_ID: AtomicU64 = AtomicU64::new(0);
@@ -60,6 +76,8 @@ pub struct Segment {
     /// the tail (subscribers, caught-up consumers) are served from memory
     /// instead of waiting on the device for what was just written.
     recent: RwLock<Recent>,
+    /// An offset index entry was found not to match the log (reported once).
+    index_suspect: AtomicBool,
     /// The same file opened without `O_DIRECT`, for small writes of a direct
     /// segment (see [`SMALL_WRITE_BYTES`]); opened at the first one, closed
     /// when the segment is sealed. Writer only.
@@ -99,12 +117,18 @@ impl Segment {
             indexes: RwLock::new(Indexes { offset, time, bytes_since_entry: 0 }),
             recent: RwLock::default(),
             buffered: Mutex::new(None),
+            index_suspect: AtomicBool::new(false),
         })
     }
 
     /// This segment's process-unique id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The segment's `.log` file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// First offset this segment may hold.
@@ -203,6 +227,25 @@ impl Segment {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
     }
 
+    /// The batch header at `pos`, checked to lie whole below `limit`. The
+    /// outer error is I/O; the inner one says why the bytes are no header.
+    pub fn checked_header_at(&self, pos: u64, limit: u64) -> io::Result<Result<BatchHeader, BatchError>> {
+        if limit.saturating_sub(pos) < BATCH_HEADER_LEN_V1 as u64 {
+            return Ok(Err(BatchError::Truncated));
+        }
+        let h = if limit - pos < BATCH_HEADER_LEN as u64 {
+            // A version-1 header at the very end (every real batch is longer).
+            let b = self.read(pos, (limit - pos) as usize)?;
+            BatchHeader::parse(&b)
+        } else {
+            BatchHeader::parse(&self.header_bytes_at(pos)?)
+        };
+        Ok(h.and_then(|h| match u64::from(h.batch_len) <= limit - pos {
+            true => Ok(h),
+            false => Err(BatchError::BadLength(h.batch_len)),
+        }))
+    }
+
     /// The raw header bytes at `pos`: straight into a stack array with
     /// buffered I/O, through an aligned read (or the recent bytes) with direct.
     fn header_bytes_at(&self, pos: u64) -> io::Result<[u8; BATCH_HEADER_LEN]> {
@@ -216,19 +259,91 @@ impl Segment {
     }
 
     /// The first batch that ends at or after `offset`, searching below byte
-    /// `limit`: (position, header). None if every batch there ends before it.
-    pub fn find_batch(&self, offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+    /// `limit`. The offset index only says where to start: an entry that
+    /// does not point at the batch it names is ignored (and reported once),
+    /// and the search starts at the segment's beginning instead.
+    pub fn find_batch(&self, offset: u64, limit: u64) -> io::Result<Seek> {
         let start = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
-        let mut pos = {
-            let ix = self.indexes.read().expect("index lock");
-            ix.offset.lookup(start).map_or(0, |(_, p)| u64::from(p))
-        };
+        let hint = self.indexes.read().expect("index lock").offset.lookup(start);
+        let mut pos = 0;
+        if let Some((rel, p)) = hint {
+            match self.checked_header_at(u64::from(p), limit)? {
+                Ok(h) if h.meta.base_offset == self.base_offset + u64::from(rel) => pos = u64::from(p),
+                _ => self.index_disagrees(rel, p),
+            }
+        }
+        self.find_batch_from(pos, offset, limit)
+    }
+
+    /// As [`Segment::find_batch`], walking the batches from byte `pos`. A
+    /// batch walked past is verified whole first: its header (which says
+    /// which offsets it holds) is only trusted once its CRC holds.
+    pub fn find_batch_from(&self, mut pos: u64, offset: u64, limit: u64) -> io::Result<Seek> {
         while pos < limit {
-            let h = self.header_at(pos)?;
+            let h = match self.checked_header_at(pos, limit)? {
+                Ok(h) => h,
+                Err(error) => return Ok(Seek::Damaged { pos, error }),
+            };
             if h.meta.base_offset + u64::from(h.meta.last_offset_delta) >= offset {
-                return Ok(Some((pos, h)));
+                return Ok(Seek::At(pos, h));
+            }
+            if let Err(error) = self.verified_batch_at(pos, limit)? {
+                return Ok(Seek::Damaged { pos, error });
             }
             pos += u64::from(h.batch_len);
+        }
+        Ok(Seek::NotHere)
+    }
+
+    /// Notes, once per segment, an index entry that does not match the log.
+    fn index_disagrees(&self, rel: u32, pos: u32) {
+        if !self.index_suspect.swap(true, Ordering::Relaxed) {
+            tracing::warn!(segment = %self.path.display(), rel_offset = rel, position = pos,
+                "offset index entry does not point at its batch; searching the log instead");
+        }
+    }
+
+    /// The first batch after byte `after` that verifies whole (header, CRC)
+    /// and starts at or after offset `min_offset`, below `limit`: where a
+    /// reader can go on after damage. Index entries are tried first, then
+    /// every byte position.
+    pub fn next_valid_batch(&self, after: u64, min_offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+        let candidates = self.indexes.read().expect("index lock").offset.entries_after(after as u32);
+        let ok = |h: &BatchHeader| h.meta.base_offset >= min_offset;
+        for (_, p) in candidates {
+            if let Ok(h) = self.verified_batch_at(u64::from(p), limit)? {
+                if ok(&h) {
+                    return Ok(Some((u64::from(p), h)));
+                }
+            }
+        }
+        self.scan_for_valid_batch(after, min_offset, limit)
+    }
+
+    /// [`Segment::next_valid_batch`] without the index: every byte position
+    /// after `after` (chunks of zeros are passed over at once).
+    fn scan_for_valid_batch(&self, after: u64, min_offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+        const CHUNK: u64 = 1 << 20;
+        let mut from = after + 1;
+        while from + BATCH_HEADER_LEN_V1 as u64 <= limit {
+            let len = (limit - from).min(CHUNK + BATCH_HEADER_LEN as u64);
+            let data = self.read(from, len as usize)?;
+            if data.iter().all(|&b| b == 0) {
+                from += CHUNK;
+                continue;
+            }
+            for i in 0..data.len().saturating_sub(MAGIC_AT).min(CHUNK as usize) {
+                if !matches!(data[i + MAGIC_AT], BATCH_MAGIC | BATCH_MAGIC_V1) {
+                    continue;
+                }
+                let p = from + i as u64;
+                if let Ok(h) = self.verified_batch_at(p, limit)? {
+                    if h.meta.base_offset >= min_offset {
+                        return Ok(Some((p, h)));
+                    }
+                }
+            }
+            from += CHUNK;
         }
         Ok(None)
     }
@@ -245,7 +360,7 @@ impl Segment {
     /// [`recovery::tail_step`] decides. Rebuilds index entries for what it
     /// checked. Returns the offset after the last good batch along with what
     /// was done.
-    pub fn recover_tail(&self, cfg: IndexConfig) -> io::Result<(u64, TailRecovery)> {
+    pub fn recover_tail(&self, cfg: IndexConfig, truncate_damage: bool) -> io::Result<(u64, TailRecovery)> {
         let file_len = self.file.metadata()?.len();
         let mut report = TailRecovery::default();
         let mut ix = self.indexes.write().expect("index lock");
@@ -276,13 +391,18 @@ impl Segment {
                 Err(BatchError::BadMagic(0)) if self.zero_header_at(pos)? => Found::Zeros,
                 Err(e) => Found::Damaged(e),
             };
-            let h = match recovery::tail_step(found) {
+            let valid_after = match &found {
+                Found::Batch(_) => None,
+                _ => self.scan_for_valid_batch(pos, next_offset, file_len)?.map(|(p, _)| p),
+            };
+            let h = match recovery::tail_step(found, valid_after, truncate_damage) {
                 TailStep::Keep(h) => h,
                 TailStep::End => break,
                 TailStep::Cut(why) => {
                     report.truncated = Some((file_len - pos, why));
                     break;
                 }
+                TailStep::Refuse(why) => return Err(recovery::refuse(&self.path, pos, why)),
             };
             report.batches_checked += 1;
             ix.note_batch(self.rel(h.meta.base_offset), pos, &h, max_ts, cfg.interval_bytes);
@@ -306,19 +426,14 @@ impl Segment {
 
     /// Reads and verifies the whole batch at `pos`. The outer error is I/O;
     /// the inner one says why the bytes are not a good batch.
-    fn verified_batch_at(&self, pos: u64, file_len: u64) -> io::Result<Result<BatchHeader, BatchError>> {
-        if file_len - pos < BATCH_HEADER_LEN as u64 {
-            return Ok(Err(BatchError::Truncated));
-        }
-        let h = match BatchHeader::parse(&self.header_bytes_at(pos)?) {
+    pub fn verified_batch_at(&self, pos: u64, file_len: u64) -> io::Result<Result<BatchHeader, BatchError>> {
+        let h = match self.checked_header_at(pos, file_len)? {
             Ok(h) => h,
+            Err(BatchError::BadLength(_)) => return Ok(Err(BatchError::Truncated)),
             Err(e) => return Ok(Err(e)),
         };
-        if u64::from(h.batch_len) > file_len - pos {
-            return Ok(Err(BatchError::Truncated));
-        }
         let batch = self.read(pos, h.batch_len as usize)?;
-        Ok(BatchHeader::parse_verified(&batch))
+        Ok(h.verify(&batch).map(|_| h))
     }
 
     /// Removes the segment's files.
