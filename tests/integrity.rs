@@ -88,3 +88,195 @@ fn tree(dir: &std::path::Path) -> Vec<(String, u64)> {
     out.sort();
     out
 }
+
+mod flips {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
+
+    use bytes::Bytes;
+    use strata_client::proto::*;
+    use strata_client::Client;
+
+    use super::common::*;
+
+    /// One batch as the test finds it on disk.
+    #[derive(Debug, Clone)]
+    pub struct OnDisk {
+        pub file: PathBuf,
+        pub pos: u64,
+        pub len: u64,
+        pub base: u64,
+        pub next: u64,
+    }
+
+    /// Every batch of the partition in `dir`, in offset order (the header
+    /// layout of docs/storage-format.md, version 2).
+    pub fn batches(dir: &Path) -> Vec<OnDisk> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            let data = std::fs::read(&f).unwrap();
+            let mut pos = 0usize;
+            while pos + 61 <= data.len() && data[pos + 12] == 2 {
+                let base = u64::from_le_bytes(data[pos..pos + 8].try_into().unwrap());
+                let len = u32::from_le_bytes(data[pos + 8..pos + 12].try_into().unwrap()) as usize;
+                let delta = u32::from_le_bytes(data[pos + 19..pos + 23].try_into().unwrap()) as u64;
+                out.push(OnDisk { file: f.clone(), pos: pos as u64, len: len as u64, base, next: base + delta + 1 });
+                pos += len;
+            }
+        }
+        out
+    }
+
+    pub fn flip(file: &Path, pos: u64, bit: u8) {
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(file).unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, pos).unwrap();
+        b[0] ^= 1 << bit;
+        f.write_all_at(&b, pos).unwrap();
+    }
+
+    pub async fn fetch(
+        c: &mut Client,
+        topic: &str,
+        offset: u64,
+        skip_damaged: bool,
+    ) -> Result<PartitionRecords, tonic::Status> {
+        let req = FetchRequest {
+            partitions: vec![FetchPartition {
+                topic: topic.into(),
+                partition: 0,
+                offset,
+                max_bytes: 1 << 20,
+                skip_damaged,
+            }],
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+        };
+        Ok(c.broker.fetch(req).await?.into_inner().partitions.remove(0))
+    }
+
+    /// Produces `batches` batches of 5 records with keys, values and a header.
+    pub async fn fill(c: &mut Client, topic: &str, batches: u64) -> BTreeMap<u64, (Bytes, Bytes)> {
+        let mut original = BTreeMap::new();
+        for b in 0..batches {
+            let records: Vec<Record> = (0..5)
+                .map(|i| Record {
+                    offset: 0,
+                    timestamp_ms: 1_700_000_000_000 + (b * 5 + i) as i64,
+                    key: Some(Bytes::from(format!("key-{b}-{i}"))),
+                    value: Some(Bytes::from(format!("value {b}/{i} {}", "x".repeat(40)))),
+                    headers: vec![Header { key: "h".into(), value: Bytes::from_static(b"hv") }],
+                })
+                .collect();
+            let reply = c.produce(topic, Some(0), records.clone(), Acks::Written).await.unwrap();
+            let base = reply.ranges[0].base_offset;
+            for (i, r) in records.into_iter().enumerate() {
+                original.insert(base + i as u64, (r.key.unwrap(), r.value.unwrap()));
+            }
+        }
+        original
+    }
+
+    /// Every record served equals what was produced at its offset.
+    pub fn check_served(got: &PartitionRecords, original: &BTreeMap<u64, (Bytes, Bytes)>, what: &str) {
+        for r in &got.records {
+            let (k, v) = &original[&r.offset];
+            assert_eq!(
+                (r.key.as_ref(), r.value.as_ref()),
+                (Some(k), Some(v)),
+                "{what}: offset {} served wrong",
+                r.offset
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_bit_anywhere_is_never_served_and_is_reported_as_data_loss() {
+    use flips::*;
+    let dir = tempfile::tempdir().unwrap();
+    // Buffered I/O: the broker reads what this test writes into the files at once.
+    let b = Broker::start_with(dir.path(), &[], &[("STRATA_STORAGE__DIRECT_IO", "false")]);
+    let mut c = b.client().await;
+    c.create_topic("flip", 1, [("segment.bytes".to_string(), "8192".to_string())]).await.unwrap();
+    let original = fill(&mut c, "flip", 60).await;
+    let on_disk = batches(&dir.path().join("topics/flip/0"));
+    assert_eq!(on_disk.last().unwrap().next, 300, "the test reads the layout it expects");
+    let files: std::collections::BTreeSet<_> = on_disk.iter().map(|b| b.file.clone()).collect();
+    assert!(files.len() >= 4, "sealed segments and an active one: {files:?}");
+
+    // Whole headers and a spread of body bytes (framing, keys, values,
+    // headers) of batches at the start, middle and end of sealed segments
+    // and in the active segment.
+    let mut targets = Vec::new();
+    let picks = [0, 1, on_disk.len() / 2, on_disk.len() - 2, on_disk.len() - 1];
+    let firsts: Vec<usize> = (1..on_disk.len()).filter(|&i| on_disk[i].file != on_disk[i - 1].file).collect();
+    for &i in picks.iter().chain(&firsts) {
+        let batch = &on_disk[i];
+        for at in (0..61).chain((61..batch.len).step_by(7)) {
+            targets.push((i, at, (at % 8) as u8));
+        }
+    }
+    assert!(targets.len() >= 500, "{} positions", targets.len());
+
+    let mut reported = 0;
+    for &(i, at, bit) in &targets {
+        let batch = &on_disk[i];
+        let next_readable = on_disk.get(i + 1).map_or(300, |n| n.base);
+        flip(&batch.file, batch.pos + at, bit);
+        let what = format!("bit {bit} of byte {at} of the batch at {}:{}", batch.file.display(), batch.pos);
+
+        // At the damaged batch: DATA_LOSS, naming where, what and where to go on.
+        match fetch(&mut c, "flip", batch.base, false).await {
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::DataLoss, "{what}: {s:?}");
+                let m = s.message();
+                for needle in [
+                    "flip/0".to_string(),
+                    batch.file.file_name().unwrap().to_string_lossy().into_owned(),
+                    format!("byte {}", batch.pos),
+                    format!("offsets {}..{next_readable}", batch.base),
+                    format!("next readable offset is {next_readable}"),
+                ] {
+                    assert!(m.contains(&needle), "{what}: {needle:?} not in {m}");
+                }
+                reported += 1;
+            }
+            Ok(got) => panic!("{what}: served {} records from a damaged batch", got.records.len()),
+        }
+        // Before it: the intact records, stopping in front of the damage.
+        if i > 0 && on_disk[i - 1].file == batch.file {
+            let got = fetch(&mut c, "flip", on_disk[i - 1].base, false).await.unwrap();
+            check_served(&got, &original, &what);
+            assert_eq!(got.records.last().unwrap().offset + 1, batch.base, "{what}: stops before the damage");
+            assert_eq!(got.next_offset, batch.base, "{what}");
+        }
+        // Asked to skip: it goes on at the next readable offset.
+        if next_readable < 300 {
+            let got = fetch(&mut c, "flip", batch.base, true).await.unwrap();
+            check_served(&got, &original, &what);
+            assert_eq!(got.records.first().map(|r| r.offset), Some(next_readable), "{what}");
+        }
+        flip(&batch.file, batch.pos + at, bit);
+    }
+    assert_eq!(reported, targets.len());
+
+    // Restored, everything reads back whole; the damage was counted.
+    let mut offset = 0;
+    while offset < 300 {
+        let got = fetch(&mut c, "flip", offset, false).await.unwrap();
+        check_served(&got, &original, "after restoring");
+        offset = got.next_offset;
+    }
+    let d = describe(&mut c, "flip").await;
+    let damaged: std::collections::BTreeSet<usize> = targets.iter().map(|t| t.0).collect();
+    assert_eq!(d.partitions[0].damaged_batches as usize, damaged.len(), "each damaged batch counted once");
+}

@@ -99,60 +99,26 @@ impl Log {
         for (i, seg) in segments.iter().enumerate() {
             let limit = seg.size();
             let next_base = segments.get(i + 1).map_or(hw, |s| s.base_offset()).min(hw);
-            let (pos, first) = match self.seek(seg, offset, limit, next_base)? {
-                Some(found) => found,
-                None => continue,
-            };
-            let want = (limit - pos).min(max_bytes.max(first.batch_len as usize) as u64);
-            let data = seg.read_through(pos, want as usize, Some(&self.readahead))?;
-            let mut p = 0usize;
-            while p + BATCH_HEADER_LEN_V1 <= data.len() {
-                let h = match BatchHeader::parse(&data[p..]) {
-                    Ok(h) => h,
-                    // The next header is cut by the end of what was read.
-                    Err(BatchError::Truncated) if p > 0 => break,
-                    Err(e) => return self.damaged_at(seg, pos + p as u64, offset, next_base, e, result),
-                };
-                let end = p + h.batch_len as usize;
-                if end > data.len() && p > 0 {
-                    break;
+            let mut start = None;
+            loop {
+                let Some((pos, first)) = self.seek(seg, offset, limit, next_base, start)? else { break };
+                match self.read_batches(seg, pos, &first, offset, hw, max_bytes, max_records, &mut result)? {
+                    None => return Ok(result),
+                    // Records before the damage: served; the next read meets it.
+                    Some(_) if result.next_offset > offset => return Ok(result),
+                    Some((at, error)) => {
+                        self.note_damage(seg, at, &error);
+                        match seg.next_valid_batch(at, 0, limit)? {
+                            // The damaged batch only claimed `offset`: go on there.
+                            Some((p, h)) if h.meta.base_offset <= offset => start = Some(p),
+                            resync => {
+                                let next = resync.map_or(next_base, |(_, h)| h.meta.base_offset.min(next_base));
+                                return Err(self.data_loss(seg, at, offset, next, error));
+                            }
+                        }
+                    }
                 }
-                // Verified before any header field is believed.
-                let checked = match end <= data.len() {
-                    true => h.verify(&data[p..end]),
-                    false => Err(BatchError::Truncated),
-                };
-                let backwards = p > 0 && h.meta.base_offset < result.next_offset;
-                let checked = checked.and(if backwards { Err(BatchError::OffsetMismatch) } else { Ok(()) });
-                if let Err(e) = checked {
-                    return self.damaged_at(seg, pos + p as u64, offset, next_base, e, result);
-                }
-                if h.meta.base_offset >= hw {
-                    // Nothing between here and the high watermark: compacted away.
-                    result.next_offset = hw;
-                    break;
-                }
-                let mut body = data.slice(p + h.header_len()..end);
-                let mut records = h.meta.record_count as usize;
-                if h.meta.base_offset < offset {
-                    body = body.slice(batch::position_of_offset(&body, offset)..);
-                    records = RecordIter::new(&body).count();
-                }
-                if p > 0 && result.records + records > max_records {
-                    break;
-                }
-                result.records += records;
-                result.bytes += body.len();
-                if !body.is_empty() {
-                    result.chunks.push(body);
-                }
-                result.next_offset = h.meta.next_offset();
-                p = end;
             }
-            if let Some(file) = seg.direct_file() {
-                self.readahead.read_next(seg.id(), file, pos + p as u64, want as usize, limit);
-            }
-            return Ok(result);
         }
         // No batch holds `offset` or a later one below the high watermark:
         // compaction removed them. The reader goes on at the high watermark.
@@ -160,19 +126,88 @@ impl Log {
         Ok(result)
     }
 
-    /// The batch of `seg` holding `offset` (or the first after it): past
-    /// damage the reader is not reading (before `offset`), and failing with
-    /// `DataLoss` at damage that covers it.
+    /// Serves verified batches of `seg` from `pos` (where `first` starts)
+    /// into `result`; returns the position and error of a damaged batch met.
+    #[allow(clippy::too_many_arguments)]
+    fn read_batches(
+        &self,
+        seg: &Segment,
+        pos: u64,
+        first: &BatchHeader,
+        offset: u64,
+        hw: u64,
+        max_bytes: usize,
+        max_records: usize,
+        result: &mut ReadResult,
+    ) -> Result<Option<(u64, BatchError)>, LogError> {
+        let limit = seg.size();
+        let want = (limit - pos).min(max_bytes.max(first.batch_len as usize) as u64);
+        let data = seg.read_through(pos, want as usize, Some(&self.readahead))?;
+        let mut p = 0usize;
+        let damaged = loop {
+            if p + BATCH_HEADER_LEN_V1 > data.len() {
+                break None;
+            }
+            let h = match BatchHeader::parse(&data[p..]) {
+                Ok(h) => h,
+                // The next header is cut by the end of what was read.
+                Err(BatchError::Truncated) if p > 0 => break None,
+                Err(e) => break Some((pos + p as u64, e)),
+            };
+            let end = p + h.batch_len as usize;
+            if end > data.len() && p > 0 {
+                break None;
+            }
+            // Verified before any header field is believed.
+            let checked = match end <= data.len() {
+                true => h.verify(&data[p..end]),
+                false => Err(BatchError::Truncated),
+            };
+            let backwards = p > 0 && h.meta.base_offset < result.next_offset;
+            if let Err(e) = checked.and(if backwards { Err(BatchError::OffsetMismatch) } else { Ok(()) }) {
+                break Some((pos + p as u64, e));
+            }
+            if h.meta.base_offset >= hw {
+                // Nothing between here and the high watermark: compacted away.
+                result.next_offset = hw;
+                break None;
+            }
+            let mut body = data.slice(p + h.header_len()..end);
+            let mut records = h.meta.record_count as usize;
+            if h.meta.base_offset < offset {
+                body = body.slice(batch::position_of_offset(&body, offset)..);
+                records = RecordIter::new(&body).count();
+            }
+            if p > 0 && result.records + records > max_records {
+                break None;
+            }
+            result.records += records;
+            result.bytes += body.len();
+            if !body.is_empty() {
+                result.chunks.push(body);
+            }
+            result.next_offset = h.meta.next_offset();
+            p = end;
+        };
+        if let Some(file) = seg.direct_file() {
+            self.readahead.read_next(seg.id(), file, pos + p as u64, want as usize, limit);
+        }
+        Ok(damaged)
+    }
+
+    /// The batch of `seg` holding `offset` (or the first after it),
+    /// searching from the index (or from byte `start`): past damage before
+    /// `offset`, and failing with `DataLoss` at damage that covers it.
     fn seek(
         &self,
         seg: &Segment,
         offset: u64,
         limit: u64,
         next_base: u64,
+        mut start: Option<u64>,
     ) -> Result<Option<(u64, BatchHeader)>, LogError> {
-        let mut from = None;
         loop {
-            let seek = match from {
+            let seek = match start {
                 None => seg.find_batch(offset, limit)?,
                 Some(p) => seg.find_batch_from(p, offset, limit)?,
             };
@@ -180,44 +215,18 @@ impl Log {
                 Seek::At(pos, h) => return Ok(Some((pos, h))),
                 Seek::NotHere => return Ok(None),
                 Seek::Damaged { pos, error } => {
-                    let resync = seg.next_valid_batch(pos, 0, limit)?;
                     self.note_damage(seg, pos, &error);
-                    match resync {
+                    match seg.next_valid_batch(pos, 0, limit)? {
                         // The damage lies before `offset`: go on from there.
-                        Some((p, h)) if h.meta.next_offset() <= offset => from = Some(p),
-                        Some((_, h)) => {
-                            return Err(self.data_loss(
-                                seg,
-                                pos,
-                                offset,
-                                h.meta.base_offset.max(offset).min(next_base),
-                                error,
-                            ))
+                        Some((p, h)) if h.meta.base_offset <= offset => start = Some(p),
+                        resync => {
+                            let next = resync.map_or(next_base, |(_, h)| h.meta.base_offset.min(next_base));
+                            return Err(self.data_loss(seg, pos, offset, next, error));
                         }
-                        None => return Err(self.data_loss(seg, pos, offset, next_base, error)),
                     }
                 }
             }
         }
-    }
-
-    /// Damage met at `pos` of `seg` while reading from `offset`: the records
-    /// collected so far if any, else `DataLoss`.
-    fn damaged_at(
-        &self,
-        seg: &Segment,
-        pos: u64,
-        offset: u64,
-        next_base: u64,
-        error: BatchError,
-        result: ReadResult,
-    ) -> Result<ReadResult, LogError> {
-        self.note_damage(seg, pos, &error);
-        if result.next_offset > offset {
-            return Ok(result);
-        }
-        let next = seg.next_valid_batch(pos, offset, seg.size())?.map_or(next_base, |(_, h)| h.meta.base_offset);
-        Err(self.data_loss(seg, pos, offset, next.max(offset).min(next_base.max(offset)), error))
     }
 
     fn data_loss(&self, seg: &Segment, pos: u64, from: u64, next: u64, error: BatchError) -> LogError {

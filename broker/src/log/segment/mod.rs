@@ -305,34 +305,52 @@ impl Segment {
 
     /// The first batch after byte `after` that verifies whole (header, CRC)
     /// and starts at or after offset `min_offset`, below `limit`: where a
-    /// reader can go on after damage. Index entries are tried first, then
-    /// every byte position.
+    /// reader can go on after damage. Tried in order: where the damaged
+    /// header says its batch ends, every byte up to the next index entry,
+    /// the index entries after it, then every byte after those.
     pub fn next_valid_batch(&self, after: u64, min_offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
-        let candidates = self.indexes.read().expect("index lock").offset.entries_after(after as u32);
         let ok = |h: &BatchHeader| h.meta.base_offset >= min_offset;
-        for (_, p) in candidates {
-            if let Ok(h) = self.verified_batch_at(u64::from(p), limit)? {
-                if ok(&h) {
-                    return Ok(Some((u64::from(p), h)));
+        if let Ok(h) = self.checked_header_at(after, limit)? {
+            let end = after + u64::from(h.batch_len);
+            if end < limit {
+                if let Ok(n) = self.verified_batch_at(end, limit)? {
+                    if ok(&n) {
+                        return Ok(Some((end, n)));
+                    }
                 }
             }
         }
-        self.scan_for_valid_batch(after, min_offset, limit)
+        let entries = self.indexes.read().expect("index lock").offset.entries_after(after as u32);
+        let first_entry = entries.first().map_or(limit, |&(_, p)| u64::from(p));
+        if let Some(found) = self.scan_for_valid_batch(after, min_offset, first_entry)? {
+            return Ok(Some(found));
+        }
+        for (_, p) in &entries {
+            if let Ok(h) = self.verified_batch_at(u64::from(*p), limit)? {
+                if ok(&h) {
+                    return Ok(Some((u64::from(*p), h)));
+                }
+            }
+        }
+        self.scan_for_valid_batch(first_entry, min_offset, limit)
     }
 
     /// [`Segment::next_valid_batch`] without the index: every byte position
-    /// after `after` (chunks of zeros are passed over at once).
-    fn scan_for_valid_batch(&self, after: u64, min_offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+    /// after `after` and before `until` (chunks of zeros are passed over at
+    /// once); batches may end past `until`, up to the segment's size.
+    fn scan_for_valid_batch(&self, after: u64, min_offset: u64, until: u64) -> io::Result<Option<(u64, BatchHeader)>> {
         const CHUNK: u64 = 1 << 20;
+        let limit = self.size().max(until);
         let mut from = after + 1;
-        while from + BATCH_HEADER_LEN_V1 as u64 <= limit {
+        while from < until && from + BATCH_HEADER_LEN_V1 as u64 <= limit {
             let len = (limit - from).min(CHUNK + BATCH_HEADER_LEN as u64);
             let data = self.read(from, len as usize)?;
             if data.iter().all(|&b| b == 0) {
                 from += CHUNK;
                 continue;
             }
-            for i in 0..data.len().saturating_sub(MAGIC_AT).min(CHUNK as usize) {
+            let span = data.len().saturating_sub(MAGIC_AT).min(CHUNK as usize).min((until - from) as usize);
+            for i in 0..span {
                 if !matches!(data[i + MAGIC_AT], BATCH_MAGIC | BATCH_MAGIC_V1) {
                     continue;
                 }
