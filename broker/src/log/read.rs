@@ -100,8 +100,7 @@ impl Log {
             let limit = seg.size();
             let next_base = segments.get(i + 1).map_or(hw, |s| s.base_offset()).min(hw);
             let mut start = None;
-            loop {
-                let Some((pos, first)) = self.seek(seg, offset, limit, next_base, start)? else { break };
+            while let Some((pos, first)) = self.seek(seg, offset, limit, next_base, start)? {
                 match self.read_batches(seg, pos, &first, offset, hw, max_bytes, max_records, &mut result)? {
                     None => return Ok(result),
                     // Records before the damage: served; the next read meets it.
