@@ -98,8 +98,6 @@ mod flips {
     use strata_client::proto::*;
     use strata_client::Client;
 
-    use super::common::*;
-
     /// One batch as the test finds it on disk.
     #[derive(Debug, Clone)]
     pub struct OnDisk {
