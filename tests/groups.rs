@@ -23,7 +23,12 @@ fn start(dir: &Path) -> Broker {
 }
 
 fn opts(instance: Option<&str>) -> GroupOptions {
-    GroupOptions { instance_id: instance.map(str::to_string), session_timeout_ms: SESSION_MS, topic_pattern: None }
+    GroupOptions {
+        instance_id: instance.map(str::to_string),
+        session_timeout_ms: SESSION_MS,
+        topic_pattern: None,
+        skip_damaged: false,
+    }
 }
 
 async fn member(c: &Client, group: &str, topic: &str, instance: Option<&str>) -> GroupConsumer {

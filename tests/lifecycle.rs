@@ -305,3 +305,74 @@ async fn lifecycle_config_is_validated_and_described() {
     assert_eq!(get("retention.ms"), ("86400000".into(), ConfigSource::Topic as i32));
     assert_eq!(get("retention.bytes"), ("-1".into(), ConfigSource::Default as i32));
 }
+
+#[tokio::test]
+async fn a_compacted_topic_with_gaps_replays_completely_through_every_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = fast_cleaner(dir.path(), &[]);
+    let mut c = broker.client().await;
+    let topic_cfg = cfg(&[("cleanup.policy", "compact"), ("segment.bytes", "4096"), ("delete.retention.ms", "0")]);
+    c.create_topic("gaps", 1, topic_cfg).await.unwrap();
+    // Batch 0..=2, then newer values of b and c (3, 4): compaction keeps only
+    // `a` of the first batch, whose offsets 1 and 2 become a gap at its end.
+    let first = vec![rec(Some("a"), "1"), rec(Some("b"), "1"), rec(Some("c"), "1")];
+    c.produce("gaps", Some(0), first, Acks::Written).await.unwrap();
+    c.produce("gaps", Some(0), vec![rec(Some("b"), "2"), rec(Some("c"), "2")], Acks::Written).await.unwrap();
+    let filler =
+        Record { key: Some("filler".into()), value: Some(Bytes::from(vec![b'f'; 5000])), ..Default::default() };
+    c.produce("gaps", Some(0), vec![filler], Acks::Written).await.unwrap();
+    let want = vec![0, 3, 4, 5];
+
+    // A fetch inside the gap, of no more than the batch holding it,
+    // returns nothing but says where to go on.
+    let at_gap = eventually(WAIT, "compaction", || {
+        let mut c = c.clone();
+        async move {
+            let part = c.fetch("gaps", 0, 1, 1, Duration::ZERO).await.unwrap();
+            (part.records.is_empty()).then_some(part)
+        }
+    })
+    .await;
+    assert_eq!(at_gap.next_offset, 3);
+    assert_eq!(at_gap.high_watermark, 6);
+
+    // Fetch, following next_offset.
+    let offsets: Vec<u64> = read_all(&mut c, "gaps", 0, 0).await.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, want);
+
+    // Subscribe from the start.
+    let req =
+        SubscribeRequest { topic: "gaps".into(), partition: 0, offset: Some(0), max_bytes: 0, skip_damaged: false };
+    let mut stream = c.broker.subscribe(req).await.unwrap().into_inner();
+    let mut pushed = Vec::new();
+    while pushed.last() != Some(&5) {
+        let msg = tokio::time::timeout(WAIT, stream.message()).await.expect("pushed past the gap").unwrap().unwrap();
+        pushed.extend(msg.records.unwrap().records.iter().map(|r| r.offset));
+    }
+    assert_eq!(pushed, want);
+
+    // strata consume, which stops once caught up.
+    let addr = broker.addr.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strata")).args(["consume", "gaps", "--addr", &addr]).output()
+    });
+    let out = tokio::time::timeout(WAIT, out).await.expect("strata consume finishes").unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(printed, want);
+
+    // A group consumer.
+    let mut consumer =
+        strata_client::group::GroupConsumer::join(c.clone(), "readers", &["gaps"], Default::default()).await.unwrap();
+    let mut consumed = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while consumed.last() != Some(&5) {
+        assert!(tokio::time::Instant::now() < deadline, "group consumer got {consumed:?}");
+        consumed.extend(consumer.poll(Duration::from_millis(200)).await.unwrap().iter().map(|r| r.record.offset));
+    }
+    assert_eq!(consumed, want);
+}

@@ -35,6 +35,9 @@ pub struct GroupOptions {
     pub session_timeout_ms: u32,
     /// Glob over topic names instead of a topic list.
     pub topic_pattern: Option<String>,
+    /// Go on past damaged stored bytes (`FetchPartition.skip_damaged`)
+    /// instead of failing `poll` with DATA_LOSS.
+    pub skip_damaged: bool,
 }
 
 /// Callback told which partitions are about to be handed back.
@@ -199,7 +202,7 @@ impl GroupConsumer {
                     partition: *partition,
                     offset,
                     max_bytes: 0,
-                    skip_damaged: false,
+                    skip_damaged: self.options.skip_damaged,
                 })
                 .collect(),
             max_wait_ms: wait.as_millis() as u32,
@@ -222,6 +225,10 @@ impl GroupConsumer {
             for record in part.records {
                 self.positions.insert(tp.clone(), record.offset + 1);
                 out.push(ConsumedRecord { topic: tp.0.clone(), partition: tp.1, record });
+            }
+            // Past offsets with no record (compacted away, or damage skipped).
+            if let Some(pos) = self.positions.get_mut(&tp) {
+                *pos = (*pos).max(part.next_offset);
             }
         }
         Ok(out)

@@ -29,6 +29,10 @@ pub struct ConsumeArgs {
     /// and --partition do not apply; use `strata group reset`).
     #[arg(long)]
     group: Option<String>,
+    /// Go on past damaged stored bytes (the broker skips to the next readable
+    /// offset) instead of stopping with a DATA_LOSS error.
+    #[arg(long)]
+    skip_damaged: bool,
     #[command(flatten)]
     connect: Connect,
 }
@@ -63,7 +67,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
                     partition: p,
                     offset,
                     max_bytes: 0,
-                    skip_damaged: false,
+                    skip_damaged: args.skip_damaged,
                 });
                 continue;
             }
@@ -75,7 +79,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
             partition: p,
             offset,
             max_bytes: 0,
-            skip_damaged: false,
+            skip_damaged: args.skip_damaged,
         });
     }
     let mut printed = 0u64;
@@ -101,6 +105,8 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
                     return Ok(());
                 }
             }
+            // Past offsets with no record (compacted away, or damage skipped).
+            pos.offset = pos.offset.max(part.next_offset);
             caught_up &= pos.offset >= part.high_watermark;
         }
         out.flush()?;
@@ -115,9 +121,9 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
 async fn consume_group(args: ConsumeArgs, group: &str) -> Result<(), CliError> {
     use strata_client::group::{GroupConsumer, GroupOptions};
     let client = connect(&args.connect).await?;
-    let mut consumer = GroupConsumer::join(client.clone(), group, &[&args.topic], GroupOptions::default())
-        .await
-        .map_err(status_error)?;
+    let options = GroupOptions { skip_damaged: args.skip_damaged, ..GroupOptions::default() };
+    let mut consumer =
+        GroupConsumer::join(client.clone(), group, &[&args.topic], options).await.map_err(status_error)?;
     let mut printed = 0u64;
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);

@@ -317,12 +317,17 @@ pub enum BatchError {
 }
 
 impl BatchError {
-    /// True for a batch of a format version newer than this broker writes:
-    /// not damage, but data this build cannot read.
+    /// True for a batch of a format version newer than this broker writes
+    /// (one of the next few: versions grow one at a time, and a random byte
+    /// is more likely damage): not damage, but data this build cannot read.
     pub fn is_newer_version(&self) -> bool {
-        matches!(self, BatchError::BadMagic(m) if *m > BATCH_MAGIC)
+        matches!(self, BatchError::BadMagic(m) if *m > BATCH_MAGIC && *m <= BATCH_MAGIC + NEWER_VERSIONS)
     }
 }
+
+/// How many versions past `BATCH_MAGIC` a magic byte may be to be taken
+/// for a newer format rather than damage.
+const NEWER_VERSIONS: u8 = 6;
 
 impl std::fmt::Display for BatchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -407,6 +407,11 @@ impl Segment {
                 Ok(h) if h.meta.base_offset >= next_offset => Found::Batch(h),
                 Ok(h) => Found::Overlap { base_offset: h.meta.base_offset, expected: next_offset },
                 Err(BatchError::BadMagic(0)) if self.zero_header_at(pos)? => Found::Zeros,
+                // A newer version's header still says how long its batch
+                // is; a length that does not fit is a torn write instead.
+                Err(e) if e.is_newer_version() && !self.length_fits(pos, file_len)? => {
+                    Found::Damaged(BatchError::Truncated)
+                }
                 Err(e) => Found::Damaged(e),
             };
             let valid_after = match &found {
@@ -436,6 +441,17 @@ impl Segment {
         self.allocated.store(pos, Ordering::Relaxed);
         self.max_timestamp.store(max_ts, Ordering::Release);
         Ok((next_offset, report))
+    }
+
+    /// True if the length field of the header at `pos` is a plausible
+    /// batch length that ends within `file_len`.
+    fn length_fits(&self, pos: u64, file_len: u64) -> io::Result<bool> {
+        if file_len - pos < BATCH_HEADER_LEN as u64 {
+            return Ok(false);
+        }
+        let h = self.header_bytes_at(pos)?;
+        let len = u64::from(u32::from_le_bytes(h[BATCH_LEN_AT..BATCH_LEN_AT + 4].try_into().expect("4 bytes")));
+        Ok(len >= BATCH_HEADER_LEN_V1 as u64 && len <= file_len - pos)
     }
 
     fn zero_header_at(&self, pos: u64) -> io::Result<bool> {
