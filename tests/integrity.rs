@@ -368,3 +368,106 @@ async fn torn_tails_recover_to_the_last_complete_batch() {
         b.kill9();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_indexes_are_rebuilt_and_lookups_equal_a_full_scan() {
+    use strata_client::proto::*;
+    let dir = tempfile::tempdir().unwrap();
+    // An index entry per batch, and several sealed segments.
+    let env = [("STRATA_STORAGE__INDEX_INTERVAL_BYTES", "1")];
+    let b = Broker::start_with(dir.path(), &[], &env);
+    let mut c = b.client().await;
+    c.create_topic("ix", 1, [("segment.bytes".to_string(), "4096".to_string())]).await.unwrap();
+    let ts_of = |o: u64| 1_700_000_000_000i64 + o as i64 * 10;
+    for batch in 0..40u64 {
+        let records =
+            (0..3).map(|i| Record { timestamp_ms: ts_of(batch * 3 + i), ..rec(None, &"v".repeat(60)) }).collect();
+        c.produce("ix", Some(0), records, Acks::Written).await.unwrap();
+    }
+    drop(c);
+    assert!(b.stop().await.success());
+    let part = dir.path().join("topics/ix/0");
+    let on_disk = flips::batches(&part);
+    let seg = on_disk.iter().map(|b| b.file.clone()).collect::<std::collections::BTreeSet<_>>();
+    assert!(seg.len() >= 3, "{seg:?}");
+    // The second segment: sealed, with an entry per batch.
+    let log = seg.iter().nth(1).unwrap().clone();
+    let (index, time) = (log.with_extension("index"), log.with_extension("timeindex"));
+    let (index0, time0) = (std::fs::read(&index).unwrap(), std::fs::read(&time).unwrap());
+    assert!(index0.len() >= 8 * 4 && time0.len() >= 12 * 4);
+    let swap = |b: &[u8], e: usize, i: usize, j: usize| {
+        let mut v = b.to_vec();
+        let (a, z) = (v[i * e..(i + 1) * e].to_vec(), v[j * e..(j + 1) * e].to_vec());
+        v[i * e..(i + 1) * e].copy_from_slice(&z);
+        v[j * e..(j + 1) * e].copy_from_slice(&a);
+        v
+    };
+    let set_u32 = |b: &[u8], at: usize, f: &dyn Fn(u32) -> u32| {
+        let mut v = b.to_vec();
+        let x = u32::from_le_bytes(v[at..at + 4].try_into().unwrap());
+        v[at..at + 4].copy_from_slice(&f(x).to_le_bytes());
+        v
+    };
+    let entry_pos = |i: usize| u32::from_le_bytes(index0[i * 8 + 4..i * 8 + 8].try_into().unwrap());
+    let set_i64 = |b: &[u8], at: usize, f: &dyn Fn(i64) -> i64| {
+        let mut v = b.to_vec();
+        let x = i64::from_le_bytes(v[at..at + 8].try_into().unwrap());
+        v[at..at + 8].copy_from_slice(&f(x).to_le_bytes());
+        v
+    };
+    // (what, new .index or None to delete, new .timeindex or None to delete)
+    type Case = (&'static str, Option<Vec<u8>>, Option<Vec<u8>>);
+    let cases: Vec<Case> = vec![
+        ("offset index cut to an odd size", Some(index0[..index0.len() - 3].to_vec()), Some(time0.clone())),
+        ("time index cut to an odd size", Some(index0.clone()), Some(time0[..time0.len() - 5].to_vec())),
+        (
+            "offset index garbage",
+            Some(index0.iter().enumerate().map(|(i, b)| b ^ (i as u8 | 0x41)).collect()),
+            Some(time0.clone()),
+        ),
+        ("time index garbage", Some(index0.clone()), Some(time0.iter().map(|b| b ^ 0x5a).collect())),
+        ("offset index entries swapped", Some(swap(&index0, 8, 1, 2)), Some(time0.clone())),
+        ("time index entries swapped", Some(index0.clone()), Some(swap(&time0, 12, 1, 2))),
+        // Still increasing, but naming the wrong batch: entry 2 points at entry 3's batch.
+        ("a stale increasing offset entry", Some(set_u32(&index0, 2 * 8 + 4, &|_| entry_pos(3))), Some(time0.clone())),
+        (
+            "an offset entry into the middle of a batch",
+            Some(set_u32(&index0, 2 * 8 + 4, &|p| p + 17)),
+            Some(time0.clone()),
+        ),
+        ("a stale time entry", Some(index0.clone()), Some(set_i64(&time0, 12, &|t| t - 5))),
+        ("offset index deleted", None, Some(time0.clone())),
+        ("time index deleted", Some(index0.clone()), None),
+    ];
+    let total = on_disk.last().unwrap().next;
+    for (what, new_index, new_time) in cases {
+        for (path, content) in [(&index, new_index), (&time, new_time)] {
+            match content {
+                Some(bytes) => std::fs::write(path, bytes).unwrap(),
+                None => std::fs::remove_file(path).unwrap(),
+            }
+        }
+        let b = Broker::start_with(dir.path(), &[], &env);
+        let mut c = b.client().await;
+        for o in 0..total {
+            let got = c.fetch("ix", 0, o, 1, std::time::Duration::ZERO).await.unwrap();
+            assert_eq!(got.records.first().map(|r| r.offset), Some(o), "{what}: fetch at {o}");
+        }
+        for o in 0..total {
+            for (ts, want) in [(ts_of(o), o), (ts_of(o) - 5, o)] {
+                let req = ListOffsetsRequest {
+                    topic: "ix".into(),
+                    partition: 0,
+                    spec: Some(list_offsets_request::Spec::TimestampMs(ts)),
+                };
+                let got = c.broker.list_offsets(req).await.unwrap().into_inner();
+                assert_eq!((got.offset, got.timestamp_ms), (want, ts_of(want)), "{what}: timestamp {ts}");
+            }
+        }
+        b.log_lines_once(|l| l.contains("rebuilt the indexes of a sealed segment"));
+        drop(c);
+        assert!(b.stop().await.success());
+        std::fs::write(&index, &index0).unwrap();
+        std::fs::write(&time, &time0).unwrap();
+    }
+}

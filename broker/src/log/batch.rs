@@ -74,7 +74,8 @@ pub struct BatchMeta {
 impl BatchMeta {
     /// One past the last offset of the batch.
     pub fn next_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.last_offset_delta) + 1
+        // Saturating: an unverified (damaged) header must not overflow.
+        self.base_offset.saturating_add(u64::from(self.last_offset_delta)).saturating_add(1)
     }
 }
 

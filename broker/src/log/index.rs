@@ -37,6 +37,9 @@ struct EntryFile<const E: usize> {
     map: Option<MmapMut>,
     entries: usize,
     capacity: usize,
+    /// At open, the file held something other than whole, valid entries:
+    /// an odd size, or an entry out of order or out of bounds.
+    damaged: bool,
 }
 
 impl<const E: usize> EntryFile<E> {
@@ -66,11 +69,14 @@ impl<const E: usize> EntryFile<E> {
             // first; no other process writes a broker's data directory.
             Some(random_access(unsafe { MmapMut::map_mut(&file)? }))
         };
-        let mut this = EntryFile { file, map, entries: 0, capacity };
+        let mut this = EntryFile { file, map, entries: 0, capacity, damaged: !len.is_multiple_of(E) };
         let mut prev: Option<[u8; E]> = None;
         while this.entries < len.min(capacity * E) / E {
             let e = this.get(this.entries);
             if !valid(prev.as_ref(), &e) {
+                // In a sealed file every entry must be valid; in a
+                // preallocated one the rest is zeros.
+                this.damaged |= writable_capacity_bytes.is_none() || e != [0u8; E];
                 break;
             }
             prev = Some(e);
@@ -184,6 +190,11 @@ impl OffsetIndex {
         self.0.entries.checked_sub(1).map(|i| offset_entry(&self.0.get(i)))
     }
 
+    /// False if the file held more than whole, valid entries when opened.
+    pub fn consistent(&self) -> bool {
+        !self.0.damaged
+    }
+
     /// Every entry whose position is after `position`, in order.
     pub fn entries_after(&self, position: u32) -> Vec<(u32, u32)> {
         let from = self.0.last_where(|e| offset_entry(e).1 <= position).map_or(0, |i| i + 1);
@@ -241,6 +252,16 @@ impl TimeIndex {
         e[..8].copy_from_slice(&max_timestamp.to_le_bytes());
         e[8..].copy_from_slice(&rel_offset.to_le_bytes());
         self.0.push(e)
+    }
+
+    /// False if the file held more than whole, valid entries when opened.
+    pub fn consistent(&self) -> bool {
+        !self.0.damaged
+    }
+
+    /// True if there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.entries == 0
     }
 
     /// The last entry whose timestamp is < `ts`: (timestamp, relative offset).

@@ -264,7 +264,7 @@ impl Log {
         let segments: Vec<Arc<Segment>> = self.segments.read().expect("segments lock").values().cloned().collect();
         for seg in segments.iter().filter(|s| s.max_timestamp() >= ts) {
             let limit = seg.size();
-            let mut pos = seg.time_search_start(ts);
+            let mut pos = seg.time_search_start(ts)?;
             while pos < limit {
                 // Damaged batches are skipped: their timestamps are unknown.
                 let (h, data) = match seg.verified_batch_at(pos, limit)? {

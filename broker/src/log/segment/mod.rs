@@ -22,6 +22,7 @@ use super::readahead::ReadAhead;
 use super::recent::Recent;
 use super::recovery::{self, Found, TailRecovery, TailStep};
 
+mod reindex;
 mod write;
 
 /// Where [`Segment::find_batch`] ended.
@@ -78,6 +79,10 @@ pub struct Segment {
     recent: RwLock<Recent>,
     /// An offset index entry was found not to match the log (reported once).
     index_suspect: AtomicBool,
+    /// Sealed: read-only for good, so its indexes can be rebuilt in place.
+    sealed: AtomicBool,
+    /// Bytes between offset index entries (for rebuilding the index).
+    index_interval: u64,
     /// The same file opened without `O_DIRECT`, for small writes of a direct
     /// segment (see [`SMALL_WRITE_BYTES`]); opened at the first one, closed
     /// when the segment is sealed. Writer only.
@@ -105,7 +110,7 @@ impl Segment {
         let offset = OffsetIndex::open(&index_path, capacity, size)?;
         let time = TimeIndex::open(&time_path, time_capacity)?;
         let max_ts = time.last().map_or(i64::MIN, |(ts, _)| ts);
-        Ok(Segment {
+        let segment = Segment {
             base_offset,
             path: log_path,
             file: Arc::new(file),
@@ -118,7 +123,15 @@ impl Segment {
             recent: RwLock::default(),
             buffered: Mutex::new(None),
             index_suspect: AtomicBool::new(false),
-        })
+            sealed: AtomicBool::new(!active),
+            index_interval: cfg.interval_bytes,
+        };
+        if !active {
+            if let Some(why) = segment.sealed_indexes_disagree()? {
+                segment.rebuild_indexes(&why)?;
+            }
+        }
+        Ok(segment)
     }
 
     /// This segment's process-unique id.
@@ -264,12 +277,16 @@ impl Segment {
     /// and the search starts at the segment's beginning instead.
     pub fn find_batch(&self, offset: u64, limit: u64) -> io::Result<Seek> {
         let start = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
-        let hint = self.indexes.read().expect("index lock").offset.lookup(start);
         let mut pos = 0;
-        if let Some((rel, p)) = hint {
+        for retry in [false, true] {
+            let Some((rel, p)) = self.indexes.read().expect("index lock").offset.lookup(start) else { break };
             match self.checked_header_at(u64::from(p), limit)? {
-                Ok(h) if h.meta.base_offset == self.base_offset + u64::from(rel) => pos = u64::from(p),
-                _ => self.index_disagrees(rel, p),
+                Ok(h) if h.meta.base_offset == self.base_offset + u64::from(rel) => {
+                    pos = u64::from(p);
+                    break;
+                }
+                _ if !retry && self.index_disagrees(rel, p)? => continue,
+                _ => break,
             }
         }
         self.find_batch_from(pos, offset, limit)
@@ -284,7 +301,7 @@ impl Segment {
                 Ok(h) => h,
                 Err(error) => return Ok(Seek::Damaged { pos, error }),
             };
-            if h.meta.base_offset + u64::from(h.meta.last_offset_delta) >= offset {
+            if h.meta.next_offset() > offset {
                 return Ok(Seek::At(pos, h));
             }
             if let Err(error) = self.verified_batch_at(pos, limit)? {
@@ -295,12 +312,19 @@ impl Segment {
         Ok(Seek::NotHere)
     }
 
-    /// Notes, once per segment, an index entry that does not match the log.
-    fn index_disagrees(&self, rel: u32, pos: u32) {
-        if !self.index_suspect.swap(true, Ordering::Relaxed) {
-            tracing::warn!(segment = %self.path.display(), rel_offset = rel, position = pos,
-                "offset index entry does not point at its batch; searching the log instead");
+    /// An index entry does not match the log: a sealed segment's indexes
+    /// are rebuilt from the log (true: look again); an active segment's are
+    /// not trusted for this lookup (reported once).
+    fn index_disagrees(&self, rel: u32, pos: u32) -> io::Result<bool> {
+        let why = format!("entry for relative offset {rel} at byte {pos} does not point at that batch");
+        if self.sealed.load(Ordering::Acquire) {
+            self.rebuild_indexes(&why)?;
+            return Ok(true);
         }
+        if !self.index_suspect.swap(true, Ordering::Relaxed) {
+            tracing::warn!(segment = %self.path.display(), reason = %why, "index of the active segment disagrees with the log; searching the log instead");
+        }
+        Ok(false)
     }
 
     /// The first batch after byte `after` that verifies whole (header, CRC)
@@ -368,9 +392,36 @@ impl Segment {
 
     /// The position to start a timestamp search from: every record of the
     /// batches before it is older than `ts`.
-    pub fn time_search_start(&self, ts: i64) -> u64 {
-        let ix = self.indexes.read().expect("index lock");
-        ix.time.last_before(ts).and_then(|(_, rel)| ix.offset.lookup(rel)).map_or(0, |(_, p)| u64::from(p))
+    ///
+    /// The time index is a hint: the batch the entry names must be where the
+    /// offset index says and carry the entry's timestamp, or the indexes of a
+    /// sealed segment are rebuilt (and an active one's search starts at 0).
+    pub fn time_search_start(&self, ts: i64) -> io::Result<u64> {
+        for retry in [false, true] {
+            let (entry, at) = {
+                let ix = self.indexes.read().expect("index lock");
+                let entry = ix.time.last_before(ts);
+                (entry, entry.and_then(|(_, rel)| ix.offset.lookup(rel)))
+            };
+            let (Some((entry_ts, rel)), Some((at_rel, p))) = (entry, at) else { return Ok(0) };
+            let last = self.indexes.read().expect("index lock").time.last() == entry;
+            if at_rel != rel && last {
+                // The seal-time entry names the last offset, not a batch.
+                return Ok(u64::from(p));
+            }
+            match self.checked_header_at(u64::from(p), self.size())? {
+                Ok(h)
+                    if at_rel == rel
+                        && h.meta.base_offset == self.base_offset + u64::from(rel)
+                        && h.meta.max_timestamp == entry_ts =>
+                {
+                    return Ok(u64::from(p))
+                }
+                _ if !retry && self.index_disagrees(rel, p)? => continue,
+                _ => return Ok(0),
+            }
+        }
+        Ok(0)
     }
 
     /// Checks the tail of the log batch by batch, from the last index entry

@@ -187,6 +187,8 @@ impl Segment {
             }
         }
         ix.offset.seal()?;
-        ix.time.seal()
+        ix.time.seal()?;
+        self.sealed.store(true, Ordering::Release);
+        Ok(())
     }
 }
