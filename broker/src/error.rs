@@ -135,6 +135,10 @@ impl Error {
             }
             LogError::Closed => Error::Unavailable(format!("partition {topic}/{partition} is closed")),
             LogError::DataLoss(damage) => Error::DataLoss { topic: topic.to_string(), partition, damage },
+            LogError::ReadOnly(cause) => Error::Unavailable(format!(
+                "partition {topic}/{partition} is read-only: an fsync failed ({cause}), so nothing written since \
+                 the last good fsync is acknowledged as durable; restart the broker (start-up checks the log)"
+            )),
             LogError::Io(e) => Error::storage(format!("partition {topic}/{partition}"), e),
         }
     }

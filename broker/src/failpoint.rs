@@ -1,26 +1,77 @@
-//! Crash injection for tests: `STRATA_FAILPOINTS=name[,name...]` makes the
-//! broker abort (no cleanup, like a kill -9) when it reaches a named point.
-//! Points are placed between the steps of multi-file updates, so tests can
-//! prove recovery is right after a crash at each step.
+//! Fault injection for tests, from `STRATA_FAILPOINTS` (comma-separated):
+//!
+//! - `name` makes the broker abort (no cleanup, like a kill -9) when it
+//!   reaches crash point `name` ([`hit`]). Crash points sit between the steps
+//!   of multi-file updates, so tests can prove recovery is right after a
+//!   crash at each one.
+//! - `name=eio` or `name=enospc` makes I/O point `name` ([`io`]) fail with
+//!   that error, every time, or only the first N times with `name=enospc*N`
+//!   (then I/O works again, as after space was freed). I/O points: `write`
+//!   (segment data), `fsync` (segment data), `fallocate` (segment
+//!   preallocation), `rename` (topic metadata and compaction swaps).
+//!
+//! With the variable unset every point is one check of an empty list.
 
+use std::io;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 
 /// Environment variable naming the active failpoints.
 pub const ENV: &str = "STRATA_FAILPOINTS";
 
-fn active() -> &'static [String] {
-    static ACTIVE: OnceLock<Vec<String>> = OnceLock::new();
+/// The I/O points, in the order of the module documentation.
+pub const IO_POINTS: [&str; 4] = ["write", "fsync", "fallocate", "rename"];
+
+struct Point {
+    name: String,
+    /// None: a crash point. Some: the errno an I/O point fails with.
+    errno: Option<i32>,
+    /// Failures left (-1: for ever).
+    left: AtomicI64,
+}
+
+fn active() -> &'static [Point] {
+    static ACTIVE: OnceLock<Vec<Point>> = OnceLock::new();
     ACTIVE.get_or_init(|| {
-        std::env::var(ENV)
-            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
-            .unwrap_or_default()
+        let spec = std::env::var(ENV).unwrap_or_default();
+        spec.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse).collect()
     })
 }
 
-/// Aborts the process if failpoint `name` is active.
+fn parse(entry: &str) -> Point {
+    let Some((name, kind)) = entry.split_once('=') else {
+        return Point { name: entry.to_string(), errno: None, left: AtomicI64::new(-1) };
+    };
+    let (kind, times) = kind.split_once('*').unwrap_or((kind, "-1"));
+    let errno = match kind {
+        "eio" => libc::EIO,
+        "enospc" => libc::ENOSPC,
+        other => panic!("{ENV}: unknown error '{other}' for failpoint {name}: use eio or enospc"),
+    };
+    let times = times.parse().unwrap_or_else(|_| panic!("{ENV}: '{times}' after '*' must be a count"));
+    Point { name: name.to_string(), errno: Some(errno), left: AtomicI64::new(times) }
+}
+
+/// Aborts the process if crash point `name` is active.
 pub fn hit(name: &str) {
-    if active().iter().any(|n| n == name) {
+    if active().iter().any(|p| p.name == name && p.errno.is_none()) {
         eprintln!("failpoint {name} hit: aborting");
         std::process::abort();
     }
+}
+
+/// Fails with the injected error if I/O point `name` is active.
+pub fn io(name: &str) -> io::Result<()> {
+    for p in active().iter().filter(|p| p.name == name) {
+        let Some(errno) = p.errno else { continue };
+        let fire = p.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| match left {
+            0 => None,
+            -1 => Some(-1),
+            n => Some(n - 1),
+        });
+        if fire.is_ok() {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+    }
+    Ok(())
 }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::batch::{append_batch, BatchMeta, RecordSource, Stamp};
 use super::direct::{self, AlignedBuf, DirectWriter};
 use super::format::{DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES, SMALL_WRITE_BYTES};
-use super::{raise, sync_dir, sync_segment, Appended, Log, LogConfig, LogError, Segment};
+use super::{raise, sync_dir, Appended, Log, LogConfig, LogError, Segment};
 
 /// Appends that have their offsets (under `Log::writer`).
 pub(super) struct Writer {
@@ -123,6 +123,7 @@ impl Log {
         if w.closed {
             return Err(LogError::Closed);
         }
+        self.check_writable()?;
         let base = w.next_offset;
         let stamp = Stamp { append_time_ms: now_ms, log_append_time: w.config.log_append_time };
         let mut buf = direct::POOL.take();
@@ -170,12 +171,9 @@ impl Log {
             let next = batches[n - 1].meta.next_offset();
             let records: u64 = batches[..n].iter().map(|q| u64::from(q.meta.record_count)).sum();
             // A producer waits for durability: fsync here, now, rather than
-            // hand over to the flusher and back. If it fails, the flusher
-            // retries for the waiters.
-            let synced = batches[..n].iter().any(|q| q.sync)
-                && sync_segment(&sink.active)
-                    .inspect_err(|e| tracing::warn!(log = %self.name, error = %e, "fsync failed"))
-                    .is_ok();
+            // hand over to the flusher and back. If it fails the log goes
+            // read-only and its durable waiters fail (see `Log::sync`).
+            let synced = batches[..n].iter().any(|q| q.sync) && self.sync(&sink.active).is_ok();
             {
                 let mut w = self.writer.lock().expect("writer lock");
                 if synced {
@@ -238,6 +236,7 @@ impl Log {
         if self.fail_writes.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(io::Error::other("injected write failure"));
         }
+        crate::failpoint::io("write")?;
         let Sink { active, direct, .. } = sink;
         // The device's time per write: with a producer at full speed it is
         // what a batch mostly waits for (see the README's performance notes).
@@ -279,7 +278,8 @@ impl Log {
     /// offset below it is written).
     pub(super) fn roll(&self, sink: &mut Sink, next_offset: u64, config: &LogConfig) -> io::Result<()> {
         let last = next_offset.checked_sub(1).filter(|&o| o >= sink.active.base_offset());
-        sink.active.seal(last)?;
+        // Sealing fsyncs: a failure is a failed fsync (see `Log::sync`).
+        sink.active.seal(last).inspect_err(|e| self.sync_failed(e))?;
         // The sealed segment is fsynced: everything so far is durable.
         self.durable.send_if_modified(|d| raise(d, next_offset));
         let seg = Arc::new(Segment::open(&self.dir, next_offset, true, config.index, config.direct_io)?);

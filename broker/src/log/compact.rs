@@ -117,6 +117,7 @@ impl CleanedWriter {
 fn commit(dir: &Path, base: u64) -> io::Result<()> {
     failpoint::hit(FAILPOINTS[1]);
     let [log, index, time] = cleaned_paths(dir, base);
+    failpoint::io("rename")?;
     fs::rename(&log, log.with_extension(""))?;
     sync_dir(dir)?;
     failpoint::hit(FAILPOINTS[2]);

@@ -1,111 +1,141 @@
-//! Sparse, memory-mapped indexes of a segment.
+//! Sparse indexes of a segment.
 //!
 //! - [`OffsetIndex`]: (offset − base, file position) every `index_interval_bytes`.
 //! - [`TimeIndex`]: (largest timestamp so far, offset − base of the batch that
 //!   raised it), at most one entry per index interval.
 //!
-//! The active segment's index files are preallocated to their maximum size and
-//! mapped; on seal (segment roll or clean stop) they are cut to their entries.
+//! The active segment's entries are kept in memory and appended to their
+//! files with positional writes: the files are never sparse and never
+//! mapped writable, so a full disk is a failed write (logged; the index is a
+//! hint and recovery rebuilds it), never a SIGBUS. On seal (segment roll or
+//! clean stop) the files are fsynced and mapped read-only.
 //! Entries are only hints: a lost or stale entry costs a longer scan, never a
 //! wrong answer, because readers always confirm against batch headers.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use memmap2::MmapMut;
+use memmap2::Mmap;
 
 use super::batch::BatchHeader;
 use super::format::{INDEX_ENTRY_LEN, TIME_INDEX_ENTRY_LEN};
 
-/// Index pages are touched one at a time: without this hint, the first write
-/// to a fresh, sparse index file faults in (and zero-fills) a large readahead
-/// window — megabytes per partition, which dominated the broker's CPU with
-/// 1,000 partitions.
-fn random_access(map: MmapMut) -> MmapMut {
+/// Index pages are touched one at a time: without this hint, the first read
+/// of a mapped index faults in a large readahead window — megabytes per
+/// partition with 1,000 partitions.
+fn random_access(map: Mmap) -> Mmap {
     if let Err(e) = map.advise(memmap2::Advice::Random) {
         tracing::debug!(error = %e, "madvise(MADV_RANDOM) on an index failed");
     }
     map
 }
 
-/// Fixed-size entries in a mapped file.
+/// Where the entries are.
+#[derive(Debug)]
+enum Entries {
+    /// An active segment's: in memory, appended to the file as they come.
+    Memory(Vec<u8>),
+    /// A sealed segment's: the whole file, mapped read-only (None if empty).
+    Mapped(Option<Mmap>),
+}
+
+/// Fixed-size entries in a file.
 #[derive(Debug)]
 struct EntryFile<const E: usize> {
     file: File,
-    /// `None` while the file is empty (a zero-length map is not allowed).
-    map: Option<MmapMut>,
+    data: Entries,
     entries: usize,
     capacity: usize,
     /// At open, the file held something other than whole, valid entries:
     /// an odd size, or an entry out of order or out of bounds.
     damaged: bool,
+    /// A positional write of an entry failed (reported once).
+    write_failed: bool,
 }
 
 impl<const E: usize> EntryFile<E> {
     /// Opens (or creates) `path`. `writable_capacity_bytes` = Some(max) for
-    /// an active segment (file grown to `max` and entries appended), None for
-    /// a sealed one. `valid(prev, entry)` decides where the real entries end
-    /// in a preallocated file.
+    /// an active segment (entries appended, at most `max / E`), None for a
+    /// sealed one. `valid(prev, entry)` decides where the real entries end.
     fn open(
         path: &Path,
         writable_capacity_bytes: Option<usize>,
         valid: impl Fn(Option<&[u8; E]>, &[u8; E]) -> bool,
     ) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let len = file.metadata()?.len() as usize;
-        let capacity = match writable_capacity_bytes {
-            Some(max) => (max / E).max(len / E),
-            None => len / E,
+        let (data, capacity) = match writable_capacity_bytes {
+            Some(max) => {
+                let mut bytes = Vec::with_capacity(len);
+                file.read_to_end(&mut bytes)?;
+                (Entries::Memory(bytes), (max / E).max(len / E))
+            }
+            // SAFETY: the file is this segment's, sealed (never written again
+            // while mapped: a rebuild writes a new file and renames it over),
+            // and no other process writes a broker's data directory (it is
+            // locked).
+            None if len > 0 => (Entries::Mapped(Some(random_access(unsafe { Mmap::map(&file)? }))), len / E),
+            None => (Entries::Mapped(None), 0),
         };
-        if capacity * E != len {
-            file.set_len((capacity * E) as u64)?;
-        }
-        let map = if capacity == 0 {
-            None
-        } else {
-            // SAFETY: the file is owned by this segment and only changed
-            // through this map or by set_len in `seal`, which drops the map
-            // first; no other process writes a broker's data directory.
-            Some(random_access(unsafe { MmapMut::map_mut(&file)? }))
-        };
-        let mut this = EntryFile { file, map, entries: 0, capacity, damaged: !len.is_multiple_of(E) };
+        let mut this =
+            EntryFile { file, data, entries: 0, capacity, damaged: !len.is_multiple_of(E), write_failed: false };
         let mut prev: Option<[u8; E]> = None;
         while this.entries < len.min(capacity * E) / E {
             let e = this.get(this.entries);
             if !valid(prev.as_ref(), &e) {
-                // In a sealed file every entry must be valid; in a
-                // preallocated one the rest is zeros.
+                // In a sealed file every entry must be valid; in an older
+                // broker's preallocated one the rest is zeros.
                 this.damaged |= writable_capacity_bytes.is_none() || e != [0u8; E];
                 break;
             }
             prev = Some(e);
             this.entries += 1;
         }
+        if let Entries::Memory(bytes) = &mut this.data {
+            bytes.truncate(this.entries * E);
+            if len != this.entries * E {
+                this.file.set_len((this.entries * E) as u64)?;
+            }
+        }
         Ok(this)
     }
 
+    fn bytes(&self) -> &[u8] {
+        match &self.data {
+            Entries::Memory(b) => b,
+            Entries::Mapped(Some(m)) => m,
+            Entries::Mapped(None) => &[],
+        }
+    }
+
     fn get(&self, i: usize) -> [u8; E] {
-        let map = self.map.as_ref().expect("entry within capacity implies a map");
-        map[i * E..(i + 1) * E].try_into().expect("E bytes")
+        self.bytes()[i * E..(i + 1) * E].try_into().expect("E bytes")
     }
 
     fn push(&mut self, entry: [u8; E]) -> bool {
         if self.entries >= self.capacity {
             return false;
         }
-        let map = self.map.as_mut().expect("capacity > 0 implies a map");
-        map[self.entries * E..(self.entries + 1) * E].copy_from_slice(&entry);
+        let Entries::Memory(bytes) = &mut self.data else { return false };
+        bytes.extend_from_slice(&entry);
+        if let Err(e) = self.file.write_all_at(&entry, (self.entries * E) as u64) {
+            if !std::mem::replace(&mut self.write_failed, true) {
+                tracing::warn!(error = %e, "writing an index entry failed; the index is rebuilt from the log when needed");
+            }
+        }
         self.entries += 1;
         true
     }
 
     fn truncate(&mut self, entries: usize) {
         if entries < self.entries {
-            if let Some(map) = self.map.as_mut() {
-                map[entries * E..self.entries * E].fill(0);
+            if let Entries::Memory(bytes) = &mut self.data {
+                bytes.truncate(entries * E);
             }
             self.entries = entries;
+            let _ = self.file.set_len((entries * E) as u64);
         }
     }
 
@@ -113,18 +143,23 @@ impl<const E: usize> EntryFile<E> {
         self.capacity.saturating_sub(self.entries)
     }
 
-    /// Writes the map back, cuts the file to its entries and keeps it read-only.
+    /// Writes what a failed write left out, cuts the file to its entries,
+    /// fsyncs it, and maps it read-only.
     fn seal(&mut self) -> io::Result<()> {
-        if let Some(map) = self.map.take() {
-            map.flush()?;
+        if let Entries::Memory(bytes) = &self.data {
+            if self.write_failed {
+                self.file.write_all_at(bytes, 0)?;
+                self.write_failed = false;
+            }
         }
         self.file.set_len((self.entries * E) as u64)?;
         self.file.sync_all()?;
         self.capacity = self.entries;
-        if self.capacity > 0 {
-            // SAFETY: as in `open`; the file now has exactly `capacity` entries.
-            self.map = Some(random_access(unsafe { MmapMut::map_mut(&self.file)? }));
-        }
+        // SAFETY: as in `open`; the file now has exactly `entries` entries.
+        self.data = Entries::Mapped(match self.entries {
+            0 => None,
+            _ => Some(random_access(unsafe { Mmap::map(&self.file)? })),
+        });
         Ok(())
     }
 
@@ -350,10 +385,12 @@ mod tests {
         let mut idx = OffsetIndex::open(&path, Some(4096), 1 << 20).unwrap();
         idx.push(0, 0);
         idx.push(7, 4100);
-        drop(idx); // a crash: the file keeps its preallocated size
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
+        drop(idx);
+        // An older broker preallocated the file: its entries, then zeros.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4096).unwrap();
         let mut idx = OffsetIndex::open(&path, Some(4096), 1 << 20).unwrap();
         assert_eq!(idx.len(), 2);
+        assert!(idx.consistent(), "zeros after the entries of an active index are not damage");
         idx.seal().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 16);
         let idx = OffsetIndex::open(&path, None, 1 << 20).unwrap();

@@ -103,6 +103,9 @@ pub enum LogError {
     },
     /// The log was closed (shutdown or topic deletion).
     Closed,
+    /// An fsync failed: the log takes no more appends and acknowledges
+    /// nothing as durable until the broker restarts (the error, as text).
+    ReadOnly(String),
     /// The bytes at the requested offset are damaged; nothing wrong is served.
     DataLoss(Box<Damage>),
     /// The disk failed us.
@@ -139,6 +142,9 @@ pub struct Log {
     closed: AtomicBool,
     /// Read-ahead for a consumer reading this log in order (direct I/O only).
     readahead: Arc<readahead::ReadAhead>,
+    /// The first fsync error, once one failed: from then on the log is
+    /// read-only (no appends, no durable acknowledgement) until restart.
+    sync_error: Mutex<Option<String>>,
     /// (segment base, position) of every damaged batch readers met, so
     /// each is logged and counted once.
     damaged: Mutex<std::collections::BTreeSet<(u64, u64)>>,
@@ -210,6 +216,7 @@ impl Log {
             closed: AtomicBool::new(false),
             readahead: Arc::default(),
             damaged: Mutex::default(),
+            sync_error: Mutex::new(None),
             #[cfg(test)]
             fail_writes: AtomicBool::new(false),
         };
@@ -307,17 +314,58 @@ impl Log {
         Ok(())
     }
 
-    /// Waits until every offset below `offset` is fsynced.
+    /// Waits until every offset below `offset` is fsynced. Fails with
+    /// `ReadOnly` once an fsync failed, for data not yet durable then.
     pub async fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
         let mut rx = self.durable.subscribe();
         if *rx.borrow() >= offset {
             return Ok(());
         }
+        self.check_writable()?;
         self.flush_wanted.notify_one();
+        let durable_or_failed =
+            rx.wait_for(|d| *d >= offset || self.sync_error.lock().expect("sync error lock").is_some());
         tokio::select! {
-            r = rx.wait_for(|d| *d >= offset) => r.map(|_| ()).map_err(|_| LogError::Closed),
+            r = durable_or_failed => r.map_err(|_| LogError::Closed).and_then(|d| match *d >= offset {
+                true => Ok(()),
+                false => self.check_writable(),
+            }),
             // A closed log has fsynced everything it acknowledged.
             _ = self.wait_closed() => if self.durable_offset() >= offset { Ok(()) } else { Err(LogError::Closed) },
+        }
+    }
+
+    /// fsyncs `seg`, counted in the metrics. A failure makes the log
+    /// read-only for good: after a failed fsync the kernel may have dropped
+    /// the dirty pages it could not write, so a retry that succeeds proves
+    /// nothing ("fsyncgate"); nothing written before it is ever
+    /// acknowledged as durable.
+    pub(crate) fn sync(&self, seg: &Segment) -> io::Result<()> {
+        self.check_writable().map_err(|e| io::Error::other(format!("{e:?}")))?;
+        let started = Instant::now();
+        seg.sync().inspect_err(|e| self.sync_failed(e))?;
+        metrics::counter!("strata_fsync_total").increment(1);
+        metrics::histogram!("strata_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Records a failed fsync: the log goes read-only and waiters hear of it.
+    fn sync_failed(&self, e: &io::Error) {
+        let mut error = self.sync_error.lock().expect("sync error lock");
+        if error.is_none() {
+            tracing::error!(log = %self.name, error = %e, "fsync failed: the partition is read-only until the broker restarts");
+            metrics::counter!("strata_fsync_failures_total").increment(1);
+            *error = Some(e.to_string());
+        }
+        drop(error);
+        self.durable.send_modify(|_| {});
+    }
+
+    /// `ReadOnly` once an fsync failed.
+    fn check_writable(&self) -> Result<(), LogError> {
+        match &*self.sync_error.lock().expect("sync error lock") {
+            Some(e) => Err(LogError::ReadOnly(e.clone())),
+            None => Ok(()),
         }
     }
 
@@ -341,9 +389,9 @@ impl Log {
         if target <= self.durable_offset() {
             return Ok(());
         }
-        tokio::task::spawn_blocking(move || sync_segment(&seg))
-            .await
-            .map_err(|e| LogError::Io(io::Error::other(e)))??;
+        self.check_writable()?;
+        let log = self.clone();
+        tokio::task::spawn_blocking(move || log.sync(&seg)).await.map_err(|e| LogError::Io(io::Error::other(e)))??;
         let mut w = self.writer.lock().expect("writer lock");
         w.unflushed_records = w.unflushed_records.saturating_sub(records);
         drop(w);
@@ -364,9 +412,9 @@ impl Log {
             if self.closed.load(Ordering::Acquire) {
                 break;
             }
-            if let Err(e) = self.flush().await {
-                tracing::error!(log = %self.name, error = ?e, "fsync failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            if self.flush().await.is_err() {
+                // Logged by `sync`; read-only from now on: nothing to flush.
+                break;
             }
             let active = self.writer.lock().expect("writer lock").active.clone();
             active.forget_tail_batch(interval);
@@ -398,15 +446,6 @@ impl Log {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
-}
-
-/// fsyncs a segment's data, counted in the metrics.
-fn sync_segment(seg: &Segment) -> io::Result<()> {
-    let started = Instant::now();
-    seg.sync()?;
-    metrics::counter!("strata_fsync_total").increment(1);
-    metrics::histogram!("strata_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
-    Ok(())
 }
 
 fn raise(current: &mut u64, to: u64) -> bool {

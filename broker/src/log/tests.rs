@@ -502,7 +502,12 @@ fn records_after_reopen(log: Arc<Log>, dir: &Path, segment_bytes: u64) -> usize 
 /// and the drain finds them all at once.
 fn submit_queued(log: &Arc<Log>, n: u8) -> Vec<Pending> {
     let _sink = log.sink.lock().unwrap();
-    (0..n).map(|b| log.submit(&records(3, b), 1, false).unwrap()).collect()
+    let before = log.end_offset();
+    let pending = (0..n).map(|b| log.submit(&records(3, b), 1, false).unwrap()).collect();
+    // Offsets are given at submit, before anything is written (checked
+    // while the sink is held: once released, the drain may run at once).
+    assert_eq!(log.end_offset(), before);
+    pending
 }
 
 #[tokio::test]
@@ -515,7 +520,6 @@ async fn queued_appends_are_written_together_in_order_across_rolls() {
     for (b, p) in pending.iter().enumerate() {
         assert_eq!(p.appended.base_offset, b as u64 * 3);
     }
-    assert_eq!(log.end_offset(), 0);
     for p in pending {
         let base = p.appended.base_offset;
         assert_eq!(p.written().await.unwrap().base_offset, base);

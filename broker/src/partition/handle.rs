@@ -35,9 +35,19 @@ pub struct Appending {
     partition: u32,
     appended: Appended,
     pending: Pending,
-    /// The log to wait on for fsync, for `AckLevel::Durable`.
-    durable: Option<Arc<Log>>,
+    /// Wait for the fsync too (`AckLevel::Durable`).
+    durable: bool,
+    log: Arc<Log>,
     topic: String,
+}
+
+/// A log error as the broker reports it, naming the partition (and, for
+/// I/O errors such as a full disk, where its data lives).
+fn log_error(topic: &str, id: u32, log: &Log, e: LogError) -> Error {
+    match e {
+        LogError::Io(e) => Error::storage(format!("partition {topic}/{id} (data in {})", log.dir().display()), e),
+        e => Error::from_log(topic, id, e),
+    }
 }
 
 impl Appending {
@@ -53,10 +63,10 @@ impl Appending {
 
     /// Waits until the batch is written and, for `Durable`, fsynced.
     pub async fn acknowledged(self) -> Result<Appended> {
-        let error = |e| Error::from_log(&self.topic, self.partition, e);
+        let error = |e| log_error(&self.topic, self.partition, &self.log, e);
         let written = self.pending.written().await.map_err(error)?;
-        if let Some(log) = &self.durable {
-            log.wait_durable(written.next_offset).await.map_err(error)?;
+        if self.durable {
+            self.log.wait_durable(written.next_offset).await.map_err(error)?;
         }
         Ok(written)
     }
@@ -80,7 +90,7 @@ impl Partition {
     }
 
     fn error(&self, e: LogError) -> Error {
-        Error::from_log(&self.topic, self.id, e)
+        log_error(&self.topic, self.id, &self.log, e)
     }
 
     /// "topic/partition", for log lines.
@@ -133,7 +143,8 @@ impl Partition {
             partition: self.id,
             appended: pending.appended,
             pending,
-            durable: durable.then(|| self.log.clone()),
+            durable,
+            log: self.log.clone(),
             topic: self.topic.clone(),
         })
     }

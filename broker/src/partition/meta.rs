@@ -36,6 +36,7 @@ impl TopicMeta {
         let write = || -> std::io::Result<()> {
             fs::write(&tmp, text.as_bytes())?;
             fs::File::open(&tmp)?.sync_all()?;
+            crate::failpoint::io("rename")?;
             fs::rename(&tmp, dir.join(TOPIC_META_FILE))?;
             sync_dir(dir)
         };

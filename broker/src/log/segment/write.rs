@@ -11,6 +11,7 @@ use super::super::direct::{self, AlignedBuf, DirectWriter};
 use super::super::format::{PREALLOCATE_BYTES, PREALLOCATE_MIN_BYTES, SMALL_WRITE_BYTES};
 use super::super::recent::Recent;
 use super::{IndexConfig, Segment};
+use crate::failpoint;
 
 impl Segment {
     /// Appends encoded batches, in order, at the end, in one write (through
@@ -138,28 +139,38 @@ impl Segment {
         // PREALLOCATE_BYTES: busy partitions take few fallocate calls, and
         // thousands of small partitions do not reserve 32 MiB each.
         let step = allocated.clamp(PREALLOCATE_MIN_BYTES, PREALLOCATE_BYTES);
-        let len = (end - allocated).max(step);
-        // SAFETY: a plain syscall on a file descriptor this segment owns.
-        let rc = unsafe {
-            use std::os::fd::AsRawFd;
-            libc::posix_fallocate(self.file.as_raw_fd(), allocated as libc::off_t, len as libc::off_t)
-        };
-        match rc {
-            0 => {
-                self.allocated.store(allocated + len, Ordering::Relaxed);
-                Ok(())
+        let needed = end - allocated;
+        let mut len = needed.max(step);
+        loop {
+            let rc = match failpoint::io("fallocate") {
+                Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+                // SAFETY: a plain syscall on a file descriptor this segment owns.
+                Ok(()) => unsafe {
+                    use std::os::fd::AsRawFd;
+                    libc::posix_fallocate(self.file.as_raw_fd(), allocated as libc::off_t, len as libc::off_t)
+                },
+            };
+            match rc {
+                0 => {
+                    self.allocated.store(allocated + len, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // Filesystems without fallocate: just grow with the writes.
+                libc::EOPNOTSUPP | libc::EINVAL => {
+                    self.allocated.store(u64::MAX, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // The step ahead does not fit: reserve only what this write
+                // needs, so the disk is full only when the batch does not fit.
+                libc::ENOSPC if len > needed => len = needed,
+                errno => return Err(io::Error::from_raw_os_error(errno)),
             }
-            // Filesystems without fallocate: just grow with the writes.
-            libc::EOPNOTSUPP | libc::EINVAL => {
-                self.allocated.store(u64::MAX, Ordering::Relaxed);
-                Ok(())
-            }
-            errno => Err(io::Error::from_raw_os_error(errno)),
         }
     }
 
     /// fsyncs the log data (indexes are rebuilt from it if lost).
     pub fn sync(&self) -> io::Result<()> {
+        failpoint::io("fsync")?;
         self.file.sync_data()
     }
 
