@@ -471,3 +471,101 @@ async fn damaged_indexes_are_rebuilt_and_lookups_equal_a_full_scan() {
         std::fs::write(&time, &time0).unwrap();
     }
 }
+
+/// Runs `strata verify DIR`: (success, stdout + stderr).
+fn verify(dir: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata")).arg("verify").arg(dir).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn strata_verify_finds_every_damage_and_refuses_a_running_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let on_disk = durable_batches(dir.path(), 10).await;
+    let (ok, out) = verify(dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("30 records checked; 0 problems"), "{out}");
+
+    let b = Broker::start(dir.path());
+    let (ok, out) = verify(dir.path());
+    assert!(!ok && out.contains(&format!("in use by another strata process (pid {})", b.pid())), "{out}");
+    drop(b);
+
+    let file = on_disk[0].file.clone();
+    let (index, time) = (file.with_extension("index"), file.with_extension("timeindex"));
+    let meta = dir.path().join("topics/t/topic.toml");
+    let (victim, last) = (on_disk[4].pos as usize, on_disk.last().unwrap().pos as usize);
+    type Damage = (&'static str, Box<dyn Fn(&mut Vec<u8>)>, std::path::PathBuf, String);
+    let cases: Vec<Damage> = vec![
+        (
+            "a flipped bit",
+            Box::new(move |d| d[victim + 70] ^= 1),
+            file.clone(),
+            format!("damaged batch at byte {victim}"),
+        ),
+        (
+            "a zeroed header",
+            Box::new(move |d| d[victim..victim + 61].fill(0)),
+            file.clone(),
+            "zeros where a batch header must be".into(),
+        ),
+        ("a torn tail", Box::new(move |d| d.truncate(last + 20)), file.clone(), format!("torn tail at byte {last}")),
+        ("a newer version", Box::new(move |d| d[last + 12] = 3), file.clone(), "unknown batch format version 3".into()),
+        (
+            "garbage in the offset index",
+            Box::new(|d| d.iter_mut().for_each(|b| *b ^= 0x33)),
+            index.clone(),
+            "offset index".into(),
+        ),
+        ("a time index entry out of order", Box::new(|d| d[0] ^= 0x80), time.clone(), "time index".into()),
+    ];
+    for (what, damage, path, needle) in cases {
+        let original = std::fs::read(&path).unwrap();
+        let mut damaged = original.clone();
+        damage(&mut damaged);
+        std::fs::write(&path, &damaged).unwrap();
+        let (ok, out) = verify(dir.path());
+        assert!(!ok, "{what}: {out}");
+        assert!(out.contains(&needle) && out.contains("DAMAGED"), "{what}: {needle:?} not in {out}");
+        assert_eq!(std::fs::read(&path).unwrap(), damaged, "{what}: verify changes nothing");
+        std::fs::write(&path, &original).unwrap();
+    }
+    std::fs::remove_file(&meta).unwrap();
+    let (ok, out) = verify(dir.path());
+    assert!(!ok && out.contains("no topic.toml"), "{out}");
+}
+
+#[tokio::test]
+async fn the_scrubber_finds_damage_in_a_running_broker_within_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_with(dir.path(), &[], &[("STRATA_CLEANER__SCRUB_INTERVAL_MS", "200")]);
+    let mut c = b.client().await;
+    c.create_topic("s", 1, [("segment.bytes".to_string(), "4096".to_string())]).await.unwrap();
+    for i in 0..30 {
+        c.produce(
+            "s",
+            Some(0),
+            vec![rec(Some("k"), &format!("{i}-{}", "v".repeat(300)))],
+            strata_client::proto::Acks::Written,
+        )
+        .await
+        .unwrap();
+    }
+    let on_disk = flips::batches(&dir.path().join("topics/s/0"));
+    let sealed = &on_disk[1];
+    assert_ne!(sealed.file, on_disk.last().unwrap().file, "a sealed segment");
+    flips::flip(&sealed.file, sealed.pos + 100, 2);
+    let damaged = eventually(std::time::Duration::from_secs(20), "the scrubber to find the damage", || {
+        let mut c = c.clone();
+        async move {
+            let d = describe(&mut c, "s").await.partitions[0].damaged_batches;
+            (d > 0).then_some(d)
+        }
+    })
+    .await;
+    assert_eq!(damaged, 1);
+    let lines = b.log_lines_once(|l| l.contains("scrub found damaged batches"));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("damaged batch: not served") && l.contains(&format!("position={}", sealed.pos))));
+}

@@ -1,5 +1,5 @@
-//! The background cleaner: retention and compaction passes on timers, off
-//! the async workers, stopping between batches on shutdown.
+//! The background cleaner: retention, compaction and scrub passes on
+//! timers, off the async workers, stopping between batches on shutdown.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::shutdown::stopped;
 enum Job {
     Retention,
     Compaction,
+    Scrub,
 }
 
 /// Runs until `shutdown` turns true; an ongoing pass is asked to stop and awaited.
@@ -27,7 +28,9 @@ pub async fn run(manager: Arc<Manager>, config: CleanerConfig, mut shutdown: wat
     };
     let mut retention = every(config.retention_check_interval_ms);
     let mut compaction = every(config.compaction_interval_ms);
-    for t in [&mut retention, &mut compaction] {
+    let scrubbing = config.scrub_interval_ms > 0;
+    let mut scrub = every(config.scrub_interval_ms.max(1));
+    for t in [&mut retention, &mut compaction, &mut scrub] {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     let compacted: Arc<Progress> = Arc::default();
@@ -35,6 +38,7 @@ pub async fn run(manager: Arc<Manager>, config: CleanerConfig, mut shutdown: wat
         let job = tokio::select! {
             _ = retention.tick() => Job::Retention,
             _ = compaction.tick() => Job::Compaction,
+            _ = scrub.tick(), if scrubbing => Job::Scrub,
             _ = stopped(&mut shutdown) => return,
         };
         let (m, s, c) = (manager.clone(), stop.clone(), compacted.clone());
@@ -42,6 +46,7 @@ pub async fn run(manager: Arc<Manager>, config: CleanerConfig, mut shutdown: wat
         let pass = tokio::task::spawn_blocking(move || match job {
             Job::Retention => retention_pass(&m),
             Job::Compaction => compaction_pass(&m, &s, config.io_bytes_per_sec, &c),
+            Job::Scrub => scrub_pass(&m, &s, config.scrub_bytes_per_sec),
         });
         tokio::pin!(pass);
         tokio::select! {
@@ -131,6 +136,21 @@ fn compaction_pass(manager: &Manager, stop: &AtomicBool, bytes_per_sec: u64, pro
                 Ok(None) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
                 Err(e) => tracing::error!(partition = log.name(), error = %e, "compaction failed"),
+            }
+        }
+    }
+}
+
+/// Verifies every sealed segment of every partition at `bytes_per_sec`.
+fn scrub_pass(manager: &Manager, stop: &AtomicBool, bytes_per_sec: u64) {
+    for topic in manager.topics_snapshot() {
+        for p in topic.partitions().iter() {
+            let mut throttle = Throttle::new(bytes_per_sec, stop);
+            match p.scrub(|n| throttle.account(n)) {
+                Ok(0) => {}
+                Ok(n) => tracing::error!(partition = p.name(), damaged = n, "scrub found damaged batches"),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+                Err(e) => tracing::error!(partition = p.name(), error = %e, "scrub failed"),
             }
         }
     }

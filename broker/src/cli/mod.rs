@@ -8,6 +8,7 @@ mod health;
 mod produce;
 mod serve;
 mod topic;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -58,6 +59,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Check that a broker is up and serving (exit 0) or not (exit 1).
     Health(health::HealthArgs),
+    /// Check a stopped broker's data directory: every batch, offset and index.
+    Verify(verify::VerifyArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -105,6 +108,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Consume(args) => consume::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Health(args) => health::run(args).await,
+        Command::Verify(args) => verify::run(args),
         Command::Config { command: ConfigCommand::Check { file } } => {
             let config = strata::config::Config::load(Some(&file), std::env::vars())?;
             println!("{}: valid", file.display());

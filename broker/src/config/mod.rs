@@ -93,6 +93,10 @@ pub struct CleanerConfig {
     pub compaction_interval_ms: u64,
     /// Most bytes per second the compactor reads plus writes.
     pub io_bytes_per_sec: u64,
+    /// How often the scrubber verifies every sealed segment (ms; 0 = off).
+    pub scrub_interval_ms: u64,
+    /// Most bytes per second the scrubber reads.
+    pub scrub_bytes_per_sec: u64,
 }
 
 impl Default for CleanerConfig {
@@ -101,6 +105,8 @@ impl Default for CleanerConfig {
             retention_check_interval_ms: 300_000,
             compaction_interval_ms: 15_000,
             io_bytes_per_sec: 100 << 20,
+            scrub_interval_ms: 3_600_000,
+            scrub_bytes_per_sec: 32 << 20,
         }
     }
 }
@@ -345,6 +351,8 @@ impl Config {
             })?;
         }
         range("storage.flush_interval_ms", self.storage.flush_interval_ms, 1, 3_600_000)?;
+        range("cleaner.scrub_interval_ms", self.cleaner.scrub_interval_ms, 0, 7 * 86_400_000)?;
+        range("cleaner.scrub_bytes_per_sec", self.cleaner.scrub_bytes_per_sec, 1 << 20, 1 << 40)?;
         range("storage.index_interval_bytes", self.storage.index_interval_bytes, 1, 1 << 30)?;
         range("storage.index_max_bytes", self.storage.index_max_bytes, 4096, 1 << 30)?;
         range("topics.partitions", u64::from(self.topics.partitions), 1, u64::from(self.topics.max_partitions))?;

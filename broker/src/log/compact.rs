@@ -142,7 +142,7 @@ impl<'a> Throttle<'a> {
 
     /// Accounts `n` bytes of I/O, sleeping if ahead of the allowed rate.
     /// Errors with `Interrupted` once a stop was requested.
-    fn account(&mut self, n: usize) -> io::Result<()> {
+    pub fn account(&mut self, n: usize) -> io::Result<()> {
         if self.stop.load(Ordering::Acquire) {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "compaction stopped for shutdown"));
         }

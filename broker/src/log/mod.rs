@@ -28,6 +28,7 @@ mod readahead;
 mod recent;
 pub mod recovery;
 pub mod segment;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -239,7 +239,7 @@ impl Log {
     }
 
     /// Logs damage at ERROR and counts it, once per batch position.
-    fn note_damage(&self, seg: &Segment, pos: u64, error: &BatchError) {
+    pub(super) fn note_damage(&self, seg: &Segment, pos: u64, error: &dyn std::fmt::Display) {
         if self.damaged.lock().expect("damage lock").insert((seg.base_offset(), pos)) {
             metrics::counter!("strata_damaged_batches_total").increment(1);
             tracing::error!(partition = %self.name, segment = %seg.path().display(), position = pos, error = %error,

@@ -211,6 +211,11 @@ impl Partition {
         compact_partition(&self.log, policy, index, now_ms, throttle)
     }
 
+    /// Verifies every sealed segment (see `Log::scrub`); the damaged places found.
+    pub fn scrub(&self, pace: impl FnMut(usize) -> io::Result<()>) -> io::Result<usize> {
+        self.log.scrub(pace)
+    }
+
     pub(super) fn set_config(&self, config: LogConfig) {
         self.log.set_config(config);
     }

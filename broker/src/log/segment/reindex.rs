@@ -50,6 +50,15 @@ impl Segment {
         Ok(None)
     }
 
+    /// Rebuilds the indexes of this sealed segment if they disagree with
+    /// its log (the scrubber's index check).
+    pub fn check_indexes(&self) -> io::Result<()> {
+        if let Some(why) = self.sealed_indexes_disagree()? {
+            self.rebuild_indexes(&why)?;
+        }
+        Ok(())
+    }
+
     /// Rebuilds both indexes of this sealed segment from its log (written
     /// beside the old ones, fsynced, renamed over them) and swaps them in.
     /// Every batch is verified first; damaged ones are passed over (readers
