@@ -1,5 +1,5 @@
 use super::batch::tests::{value_record, TestRecord};
-use super::batch::RecordIter;
+use super::batch::{BatchHeader, RecordIter};
 use super::*;
 
 fn config(segment_bytes: u64) -> LogConfig {
@@ -607,4 +607,61 @@ fn small_writes_through_the_page_cache_and_large_direct_writes_interleave() {
         assert_eq!(report.tail.truncated, None);
         check(&log);
     }
+}
+
+/// `batch` (version 2) rewritten as the version-1 batch an older broker
+/// wrote: no leader epoch, records at byte 57, CRC over bytes 17.. only.
+fn as_version_1(batch: &[u8]) -> Vec<u8> {
+    use super::format::{BATCH_HEADER_LEN_V1, BATCH_LEN_AT, BATCH_MAGIC_V1, CRC_AT, CRC_END, MAGIC_AT};
+    let mut v1 = batch[..BATCH_HEADER_LEN_V1].to_vec();
+    v1.extend_from_slice(&batch[super::format::BATCH_HEADER_LEN..]);
+    let len = v1.len() as u32;
+    v1[BATCH_LEN_AT..BATCH_LEN_AT + 4].copy_from_slice(&len.to_le_bytes());
+    v1[MAGIC_AT] = BATCH_MAGIC_V1;
+    let crc = crc32fast::hash(&v1[CRC_END..]);
+    v1[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    v1
+}
+
+#[test]
+fn version_1_segments_stay_readable_beside_version_2_batches() {
+    use super::batch::{encode_batch, Stamp};
+    let dir = tempfile::tempdir().unwrap();
+    // An older broker's segment: 10 version-1 batches of 3 records.
+    let mut file = Vec::new();
+    for b in 0..10u8 {
+        let mut buf = bytes::BytesMut::new();
+        encode_batch(
+            &mut buf,
+            u64::from(b) * 3,
+            &records(3, b),
+            Stamp { append_time_ms: 1000 + i64::from(b), log_append_time: false },
+        );
+        file.extend(as_version_1(&buf));
+    }
+    let first = BatchHeader::parse(&file).unwrap();
+    assert_eq!((first.version, first.header_len()), (1, 57));
+    std::fs::write(dir.path().join(format::segment_file_name(0, format::LOG_SUFFIX)), &file).unwrap();
+    // Opened, recovered (the tail check verifies version-1 CRCs), appended to.
+    let (log, report) = open(dir.path(), 1 << 20);
+    assert_eq!(report.tail.truncated, None);
+    assert_eq!(log.end_offset(), 30);
+    log.append(&records(3, 10), 2000).unwrap();
+    assert_reads_back(&log, &[0, 4, 29, 30, 32], 33, |o| vec![(o / 3) as u8, (o % 3) as u8, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(log.offset_for_timestamp(1004).unwrap(), Some((12, 1004)));
+    // The same after a restart, with both versions in the one segment.
+    drop(log);
+    let (log, report) = open(dir.path(), 1 << 20);
+    assert_eq!((report.tail.truncated, log.end_offset()), (None, 33));
+    assert_reads_back(&log, &[0, 31], 33, |o| vec![(o / 3) as u8, (o % 3) as u8, 0, 0, 0, 0, 0, 0, 0, 0]);
+
+    // A version-1 base offset is outside its CRC: a flipped one is caught by
+    // the record offsets, never served.
+    let mut damaged = file.clone();
+    damaged[3 * first.batch_len as usize] ^= 0x40; // base offset of batch 3
+    let h = BatchHeader::parse(&damaged[3 * first.batch_len as usize..]).unwrap();
+    assert_eq!(
+        h.verify(&damaged[3 * first.batch_len as usize..][..h.batch_len as usize]),
+        Err(batch::BatchError::OffsetMismatch)
+    );
 }

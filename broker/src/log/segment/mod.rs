@@ -277,39 +277,45 @@ impl Segment {
     /// and the search starts at the segment's beginning instead.
     pub fn find_batch(&self, offset: u64, limit: u64) -> io::Result<Seek> {
         let start = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
-        let mut pos = 0;
         for retry in [false, true] {
             let Some((rel, p)) = self.indexes.read().expect("index lock").offset.lookup(start) else { break };
-            match self.checked_header_at(u64::from(p), limit)? {
-                Ok(h) if h.meta.base_offset == self.base_offset + u64::from(rel) => {
-                    pos = u64::from(p);
-                    break;
-                }
-                _ if !retry && self.index_disagrees(rel, p)? => continue,
-                _ => break,
+            // The hint's header is the walk's first: read once, checked there.
+            match self.walk(u64::from(p), offset, limit, Some(self.base_offset + u64::from(rel)))? {
+                Some(seek) => return Ok(seek),
+                None if !retry && self.index_disagrees(rel, p)? => continue,
+                None => break,
             }
         }
-        self.find_batch_from(pos, offset, limit)
+        self.find_batch_from(0, offset, limit)
     }
 
     /// As [`Segment::find_batch`], walking the batches from byte `pos`. A
     /// batch walked past is verified whole first: its header (which says
     /// which offsets it holds) is only trusted once its CRC holds.
-    pub fn find_batch_from(&self, mut pos: u64, offset: u64, limit: u64) -> io::Result<Seek> {
+    pub fn find_batch_from(&self, pos: u64, offset: u64, limit: u64) -> io::Result<Seek> {
+        Ok(self.walk(pos, offset, limit, None)?.unwrap_or(Seek::NotHere))
+    }
+
+    /// The walk of [`Segment::find_batch_from`]; None if the batch at `pos`
+    /// does not start at offset `first_base` (an index entry that is wrong).
+    fn walk(&self, mut pos: u64, offset: u64, limit: u64, mut first_base: Option<u64>) -> io::Result<Option<Seek>> {
         while pos < limit {
             let h = match self.checked_header_at(pos, limit)? {
+                Ok(h) if first_base.is_some_and(|b| b != h.meta.base_offset) => return Ok(None),
                 Ok(h) => h,
-                Err(error) => return Ok(Seek::Damaged { pos, error }),
+                Err(_) if first_base.is_some() => return Ok(None),
+                Err(error) => return Ok(Some(Seek::Damaged { pos, error })),
             };
+            first_base = None;
             if h.meta.next_offset() > offset {
-                return Ok(Seek::At(pos, h));
+                return Ok(Some(Seek::At(pos, h)));
             }
             if let Err(error) = self.verified_batch_at(pos, limit)? {
-                return Ok(Seek::Damaged { pos, error });
+                return Ok(Some(Seek::Damaged { pos, error }));
             }
             pos += u64::from(h.batch_len);
         }
-        Ok(Seek::NotHere)
+        Ok(Some(Seek::NotHere))
     }
 
     /// An index entry does not match the log: a sealed segment's indexes
