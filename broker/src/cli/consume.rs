@@ -57,23 +57,21 @@ pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     let mut positions = Vec::new();
     for &p in &partitions {
         let spec = match (args.timestamp, args.from.as_str()) {
-            (Some(ts), _) => list_offsets_request::Spec::TimestampMs(ts),
-            (None, "earliest") => list_offsets_request::Spec::Earliest(true),
-            (None, "latest") => list_offsets_request::Spec::Latest(true),
-            (None, n) => {
-                let offset = n.parse().map_err(|_| format!("--from {n}: use earliest, latest or an offset"))?;
-                positions.push(FetchPartition {
-                    topic: args.topic.clone(),
-                    partition: p,
-                    offset,
-                    max_bytes: 0,
-                    skip_damaged: args.skip_damaged,
-                });
-                continue;
+            (Some(ts), _) => Some(list_offsets_request::Spec::TimestampMs(ts)),
+            (None, "earliest") => Some(list_offsets_request::Spec::Earliest(true)),
+            (None, "latest") => Some(list_offsets_request::Spec::Latest(true)),
+            (None, _) => None,
+        };
+        let offset = match spec {
+            Some(spec) => {
+                let req = ListOffsetsRequest { topic: args.topic.clone(), partition: p, spec: Some(spec) };
+                client.broker.list_offsets(req).await.map_err(status_error)?.into_inner().offset
+            }
+            None => {
+                let n = &args.from;
+                n.parse().map_err(|_| format!("--from {n}: use earliest, latest or an offset"))?
             }
         };
-        let req = ListOffsetsRequest { topic: args.topic.clone(), partition: p, spec: Some(spec) };
-        let offset = client.broker.list_offsets(req).await.map_err(status_error)?.into_inner().offset;
         positions.push(FetchPartition {
             topic: args.topic.clone(),
             partition: p,

@@ -105,17 +105,8 @@ impl Log {
                     None => return Ok(result),
                     // Records before the damage: served; the next read meets it.
                     Some(_) if result.next_offset > offset => return Ok(result),
-                    Some((at, error)) => {
-                        self.note_damage(seg, at, &error);
-                        match seg.next_valid_batch(at, 0, limit)? {
-                            // The damaged batch only claimed `offset`: go on there.
-                            Some((p, h)) if h.meta.base_offset <= offset => start = Some(p),
-                            resync => {
-                                let next = resync.map_or(next_base, |(_, h)| h.meta.base_offset.min(next_base));
-                                return Err(self.data_loss(seg, at, offset, next, error));
-                            }
-                        }
-                    }
+                    // The damaged batch may only have claimed `offset`.
+                    Some((at, error)) => start = Some(self.resync(seg, at, offset, limit, next_base, error)?),
                 }
             }
         }
@@ -213,17 +204,29 @@ impl Log {
             match seek {
                 Seek::At(pos, h) => return Ok(Some((pos, h))),
                 Seek::NotHere => return Ok(None),
-                Seek::Damaged { pos, error } => {
-                    self.note_damage(seg, pos, &error);
-                    match seg.next_valid_batch(pos, 0, limit)? {
-                        // The damage lies before `offset`: go on from there.
-                        Some((p, h)) if h.meta.base_offset <= offset => start = Some(p),
-                        resync => {
-                            let next = resync.map_or(next_base, |(_, h)| h.meta.base_offset.min(next_base));
-                            return Err(self.data_loss(seg, pos, offset, next, error));
-                        }
-                    }
-                }
+                Seek::Damaged { pos, error } => start = Some(self.resync(seg, pos, offset, limit, next_base, error)?),
+            }
+        }
+    }
+
+    /// Damage at `at` met while reading `offset`: where to go on if the
+    /// next valid batch still holds `offset` (the damage lies before it, or
+    /// only claimed it), else `DataLoss` up to that batch (or `next_base`).
+    fn resync(
+        &self,
+        seg: &Segment,
+        at: u64,
+        offset: u64,
+        limit: u64,
+        next_base: u64,
+        error: BatchError,
+    ) -> Result<u64, LogError> {
+        self.note_damage(seg, at, &error);
+        match seg.next_valid_batch(at, 0, limit)? {
+            Some((p, h)) if h.meta.base_offset <= offset => Ok(p),
+            resync => {
+                let next = resync.map_or(next_base, |(_, h)| h.meta.base_offset.min(next_base));
+                Err(self.data_loss(seg, at, offset, next, error))
             }
         }
     }

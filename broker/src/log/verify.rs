@@ -201,17 +201,17 @@ fn rest_is_zero(
     Ok(true)
 }
 
+/// A missing index file is a problem only beside a log with batches.
+fn missing(which: &'static str, report: &SegmentReport) -> Option<Problem> {
+    (!report.batches.is_empty()).then(|| Problem::Index { which, reason: "missing".into() })
+}
+
 /// Checks the raw bytes of a segment's offset index against what the scan
 /// found: whole entries, increasing, each naming a valid batch's position
 /// and base offset. `None` bytes: the file is missing.
 pub fn check_offset_index(base: u64, bytes: Option<&[u8]>, report: &SegmentReport) -> Option<Problem> {
     let problem = |reason: String| Some(Problem::Index { which: "offset index", reason });
-    let Some(bytes) = bytes else {
-        return match report.batches.is_empty() {
-            true => None,
-            false => problem("missing".into()),
-        };
-    };
+    let Some(bytes) = bytes else { return missing("offset index", report) };
     if !bytes.len().is_multiple_of(INDEX_ENTRY_LEN) {
         return problem(format!("{} bytes is not a whole number of {INDEX_ENTRY_LEN}-byte entries", bytes.len()));
     }
@@ -246,12 +246,7 @@ pub fn check_offset_index(base: u64, bytes: Option<&[u8]>, report: &SegmentRepor
 /// entry may name the segment's last offset and largest timestamp instead).
 pub fn check_time_index(base: u64, bytes: Option<&[u8]>, report: &SegmentReport) -> Option<Problem> {
     let problem = |reason: String| Some(Problem::Index { which: "time index", reason });
-    let Some(bytes) = bytes else {
-        return match report.batches.is_empty() {
-            true => None,
-            false => problem("missing".into()),
-        };
-    };
+    let Some(bytes) = bytes else { return missing("time index", report) };
     if !bytes.len().is_multiple_of(TIME_INDEX_ENTRY_LEN) {
         return problem(format!("{} bytes is not a whole number of {TIME_INDEX_ENTRY_LEN}-byte entries", bytes.len()));
     }
