@@ -59,6 +59,16 @@ async fn a_missing_topic_toml_refuses_to_start_and_deletes_nothing() {
     assert!(stderr.contains("refusing to start") && stderr.contains("topic.toml"), "{stderr}");
     assert!(stderr.contains(&topic_dir.display().to_string()), "{stderr}");
     assert_eq!(tree(&topic_dir), before, "nothing under the topic was changed");
+    // An unreadable one is refused the same way.
+    std::fs::write(topic_dir.join("topic.toml"), "partitions = \"many\"\n").unwrap();
+    let before = tree(&topic_dir);
+    let (status, stderr) = serve_refuses(dir.path(), &["--listen", "127.0.0.1:0"]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("refusing to start") && stderr.contains("topic.toml") && stderr.contains("nothing was deleted"),
+        "{stderr}"
+    );
+    assert_eq!(tree(&topic_dir), before);
 
     // A crashed creation (its staging directory) is removed, and the topic
     // restored by hand opens with its records.
@@ -568,4 +578,42 @@ async fn the_scrubber_finds_damage_in_a_running_broker_within_its_interval() {
     assert!(lines
         .iter()
         .any(|l| l.contains("damaged batch: not served") && l.contains(&format!("position={}", sealed.pos))));
+}
+
+#[tokio::test]
+async fn a_hole_of_unsynced_writes_after_a_crash_is_cut_but_refused_after_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    // One index entry for the whole segment: start-up checks all of it.
+    let env = [("STRATA_STORAGE__INDEX_INTERVAL_BYTES", "1048576")];
+    let b = Broker::start_with(dir.path(), &[], &env);
+    let mut c = b.client().await;
+    create_topic(&mut c, "t", 1).await;
+    for i in 0..20 {
+        let records = vec![rec(None, &format!("{i}-{}", "v".repeat(1000)))];
+        c.produce("t", Some(0), records, strata_client::proto::Acks::Written).await.unwrap();
+    }
+    drop(c);
+    b.kill9();
+    let on_disk = flips::batches(&dir.path().join("topics/t/0"));
+    let file = on_disk[0].file.clone();
+    let original = std::fs::read(&file).unwrap();
+    // A whole block that did not reach the disk, valid batches after it.
+    let mut holed = original.clone();
+    holed[4096..8192].fill(0);
+    let first_hit = on_disk.iter().find(|b| b.pos + b.len > 4096).unwrap().clone();
+
+    // After a clean stop the same hole is damage: refused.
+    std::fs::write(&file, &original).unwrap();
+    let b = Broker::start_with(dir.path(), &[], &env);
+    assert!(b.stop().await.success());
+    std::fs::write(&file, &holed).unwrap();
+    let (status, stderr) = serve_refuses(dir.path(), &["--listen", "127.0.0.1:0"]);
+    assert!(!status.success() && stderr.contains("refusing to start"), "{stderr}");
+
+    // After a crash (no clean-shutdown marker) it is a torn write: cut.
+    std::fs::remove_file(dir.path().join(".clean-shutdown")).unwrap();
+    let b = Broker::start_with(dir.path(), &[], &env);
+    let mut c = b.client().await;
+    assert_eq!(high_watermark(&mut c, "t", 0).await, first_hit.base);
+    b.log_lines_once(|l| l.contains("recovery cut"));
 }

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         flush_records: 0,
         direct_io: false,
         truncate_damage: data.first().is_some_and(|b| b & 1 == 1),
+        clean_stop: false,
     };
     let Ok((log, _)) = Log::open(dir.path(), "f/0".into(), config) else { return };
     let mut offset = log.log_start();

@@ -115,6 +115,7 @@ mod tests {
             flush_records: 0,
             direct_io: true,
             truncate_damage: false,
+            clean_stop: false,
         };
         let (log, _) = Log::open(dir.path(), "o/0".into(), cfg).unwrap();
         let k1: OffsetKey = ("g".into(), "t".into(), 0);

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::batch::{append_batch, BatchMeta, RecordSource, Stamp};
 use super::direct::{self, AlignedBuf, DirectWriter};
 use super::format::{DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES, SMALL_WRITE_BYTES};
-use super::{raise, sync_dir, Appended, Log, LogConfig, LogError, Segment};
+use super::{sync_dir, Appended, Log, LogConfig, LogError, Segment};
 
 /// Appends that have their offsets (under `Log::writer`).
 pub(super) struct Writer {
@@ -173,7 +173,7 @@ impl Log {
             // A producer waits for durability: fsync here, now, rather than
             // hand over to the flusher and back. If it fails the log goes
             // read-only and its durable waiters fail (see `Log::sync`).
-            let synced = batches[..n].iter().any(|q| q.sync) && self.sync(&sink.active).is_ok();
+            let synced = batches[..n].iter().any(|q| q.sync) && self.sync(&sink.active, next).is_ok();
             {
                 let mut w = self.writer.lock().expect("writer lock");
                 if synced {
@@ -194,9 +194,6 @@ impl Log {
                 last.at..last.at + last.len,
             );
             self.end.send_replace(next);
-            if synced {
-                self.durable.send_if_modified(|d| raise(d, next));
-            }
             for q in batches.drain(..n) {
                 direct::POOL.give(q.buf);
                 let _ = q.done.send(Ok(()));
@@ -278,10 +275,11 @@ impl Log {
     /// offset below it is written).
     pub(super) fn roll(&self, sink: &mut Sink, next_offset: u64, config: &LogConfig) -> io::Result<()> {
         let last = next_offset.checked_sub(1).filter(|&o| o >= sink.active.base_offset());
-        // Sealing fsyncs: a failure is a failed fsync (see `Log::sync`).
-        sink.active.seal(last).inspect_err(|e| self.sync_failed(e))?;
-        // The sealed segment is fsynced: everything so far is durable.
-        self.durable.send_if_modified(|d| raise(d, next_offset));
+        // fsync first (everything so far becomes durable, or the log
+        // read-only); a failure to seal after it (an index write on a full
+        // disk) only fails this write.
+        self.sync(&sink.active, next_offset)?;
+        sink.active.seal(last)?;
         let seg = Arc::new(Segment::open(&self.dir, next_offset, true, config.index, config.direct_io)?);
         sink.direct = seg.direct_writer()?;
         sync_dir(&self.dir)?;

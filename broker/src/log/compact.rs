@@ -452,6 +452,7 @@ mod tests {
             flush_records: 0,
             direct_io: true,
             truncate_damage: false,
+            clean_stop: false,
         };
         let (log, _) = Log::open(dir.path(), "t/0".into(), cfg).unwrap();
         let mut expected = std::collections::BTreeMap::new();

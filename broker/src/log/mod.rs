@@ -65,6 +65,9 @@ pub struct LogConfig {
     /// At open, cut the last segment at damage that is not a torn tail
     /// instead of refusing (see `recovery`).
     pub truncate_damage: bool,
+    /// At open: the broker stopped cleanly last time (everything was
+    /// fsynced), so holes of zeros are damage, not unsynced writes lost.
+    pub clean_stop: bool,
 }
 
 /// Opens the sealed segments at `bases`, in order. Several threads share a
@@ -188,7 +191,7 @@ impl Log {
             segments.insert(base, Arc::new(seg));
         }
         let active = Arc::new(Segment::open(dir, last, true, config.index, config.direct_io)?);
-        let (next_offset, tail) = active.recover_tail(config.index, config.truncate_damage)?;
+        let (next_offset, tail) = active.recover_tail(config.index, config.truncate_damage, config.clean_stop)?;
         let direct = active.direct_writer()?;
         segments.insert(last, active.clone());
         sync_dir(dir)?;
@@ -336,30 +339,37 @@ impl Log {
         }
     }
 
-    /// fsyncs `seg`, counted in the metrics. A failure makes the log
-    /// read-only for good: after a failed fsync the kernel may have dropped
-    /// the dirty pages it could not write, so a retry that succeeds proves
-    /// nothing ("fsyncgate"); nothing written before it is ever
-    /// acknowledged as durable.
-    pub(crate) fn sync(&self, seg: &Segment) -> io::Result<()> {
-        self.check_writable().map_err(|e| io::Error::other(format!("{e:?}")))?;
-        let started = Instant::now();
-        seg.sync().inspect_err(|e| self.sync_failed(e))?;
-        metrics::counter!("strata_fsync_total").increment(1);
-        metrics::histogram!("strata_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    /// Records a failed fsync: the log goes read-only and waiters hear of it.
-    fn sync_failed(&self, e: &io::Error) {
+    /// fsyncs `seg` and raises the durable offset to `upto` (every offset
+    /// below it is written to `seg` or to segments sealed before it).
+    /// Serialised per log under the fsync error's lock, so no fsync can
+    /// succeed beside one that failed and raise the durable offset past it.
+    /// A failure makes the log read-only for good: after a failed fsync the
+    /// kernel may have dropped the dirty pages it could not write, so a
+    /// later fsync that succeeds proves nothing ("fsyncgate"); nothing
+    /// written before it is ever acknowledged as durable.
+    pub(crate) fn sync(&self, seg: &Segment, upto: u64) -> io::Result<()> {
         let mut error = self.sync_error.lock().expect("sync error lock");
-        if error.is_none() {
-            tracing::error!(log = %self.name, error = %e, "fsync failed: the partition is read-only until the broker restarts");
-            metrics::counter!("strata_fsync_failures_total").increment(1);
-            *error = Some(e.to_string());
+        if let Some(e) = &*error {
+            return Err(io::Error::other(format!("read-only after a failed fsync: {e}")));
         }
-        drop(error);
-        self.durable.send_modify(|_| {});
+        let started = Instant::now();
+        match seg.sync() {
+            Ok(()) => {
+                metrics::counter!("strata_fsync_total").increment(1);
+                metrics::histogram!("strata_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+                self.durable.send_if_modified(|d| raise(d, upto));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(log = %self.name, error = %e, "fsync failed: the partition is read-only until the broker restarts");
+                metrics::counter!("strata_fsync_failures_total").increment(1);
+                *error = Some(e.to_string());
+                drop(error);
+                // Wake durable waiters: they fail now.
+                self.durable.send_modify(|_| {});
+                Err(e)
+            }
+        }
     }
 
     /// `ReadOnly` once an fsync failed.
@@ -392,11 +402,11 @@ impl Log {
         }
         self.check_writable()?;
         let log = self.clone();
-        tokio::task::spawn_blocking(move || log.sync(&seg)).await.map_err(|e| LogError::Io(io::Error::other(e)))??;
+        tokio::task::spawn_blocking(move || log.sync(&seg, target))
+            .await
+            .map_err(|e| LogError::Io(io::Error::other(e)))??;
         let mut w = self.writer.lock().expect("writer lock");
         w.unflushed_records = w.unflushed_records.saturating_sub(records);
-        drop(w);
-        self.durable.send_if_modified(|d| raise(d, target));
         Ok(())
     }
 
@@ -432,10 +442,9 @@ impl Log {
         self.drain_locked(&mut sink, false);
         let next = self.end_offset();
         let last = next.checked_sub(1).filter(|&o| o >= sink.active.base_offset());
-        let result = sink.active.seal(last);
-        if result.is_ok() {
-            self.durable.send_if_modified(|d| raise(d, next));
-        }
+        // Never durable past a failed fsync: sealing happens only after one
+        // that succeeds (and raises the durable offset).
+        let result = self.sync(&sink.active, next).and_then(|_| sink.active.seal(last));
         self.closed.store(true, Ordering::Release);
         self.flush_wanted.notify_one();
         // Wake waiters of the high watermark so they notice the close.

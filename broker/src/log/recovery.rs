@@ -24,6 +24,11 @@
 //!    the rest of the file is cut; damage with a valid batch after it, or a
 //!    batch of a newer format version, is refused — the broker does not
 //!    start and nothing is changed — unless `storage.recovery = "truncate"`.
+//!    One exception: after an unclean stop, damage that spans a whole 4 KiB
+//!    block of zeros is a hole left by writes not yet fsynced (after a power
+//!    loss blocks reach the disk in any order) and is cut like a torn tail;
+//!    nothing acknowledged as durable can lie after it, since an fsync
+//!    covers everything written before it.
 //! 4. **Logging**: every removal and every cut is logged at WARN with the
 //!    path or partition, the bytes cut and the reason ([`log_open`]).
 

@@ -15,6 +15,7 @@ fn config_with(segment_bytes: u64, direct_io: bool) -> LogConfig {
         flush_records: 0,
         direct_io,
         truncate_damage: false,
+        clean_stop: false,
     }
 }
 

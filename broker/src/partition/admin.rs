@@ -70,7 +70,16 @@ impl Manager {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
-        let opened = match self.open_partitions(name, 0..partitions, &settings) {
+        // The partition directories are created in the committed topic
+        // directory: fsync it too, or a power loss could lose them.
+        let opened = self.open_partitions(name, 0..partitions, &settings).and_then(|opened| match sync_dir(&dir) {
+            Ok(()) => Ok(opened),
+            Err(e) => {
+                opened.iter().for_each(|p| drop(p.close()));
+                Err(Error::storage(format!("syncing {}", dir.display()), e))
+            }
+        });
+        let opened = match opened {
             Ok(opened) => opened,
             Err(e) => {
                 let _ = self.remove_topic_dir(name);
@@ -152,7 +161,18 @@ impl Manager {
             });
         }
         let opened = self.open_partitions(name, current..total, &topic.settings())?;
-        TopicMeta { partitions: total, configs: topic.overrides() }.write(&self.topic_dir(name), name)?;
+        let dir = self.topic_dir(name);
+        let committed = sync_dir(&dir)
+            .map_err(|e| Error::storage(format!("syncing {}", dir.display()), e))
+            .and_then(|_| TopicMeta { partitions: total, configs: topic.overrides() }.write(&dir, name));
+        if let Err(e) = committed {
+            // Not committed: close and remove the new partitions again.
+            for p in &opened {
+                let _ = p.close();
+                let _ = std::fs::remove_dir_all(dir.join(p.id().to_string()));
+            }
+            return Err(e);
+        }
         topic.add_partitions(opened);
         tracing::info!(topic = name, from = current, to = total, "added partitions");
         Ok(self.info(&topic))

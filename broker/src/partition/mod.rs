@@ -73,6 +73,8 @@ pub struct Manager {
     admin: Mutex<()>,
     /// Held for as long as the manager lives: one process per data directory.
     _lock: lock::DataDirLock,
+    /// The last stop was clean (for recovery's judgement of holes).
+    clean_stop: bool,
 }
 
 fn now_ms() -> i64 {
@@ -99,6 +101,7 @@ impl Manager {
             topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             _lock: lock,
+            clean_stop: clean,
         };
         let entries = fs::read_dir(&root).map_err(|e| Error::storage(format!("listing {}", root.display()), e))?;
         for entry in entries {
@@ -153,6 +156,7 @@ impl Manager {
             flush_records: st.flush_records,
             direct_io: st.direct_io,
             truncate_damage: st.recovery == RecoveryMode::Truncate,
+            clean_stop: self.clean_stop,
         }
     }
 
@@ -184,7 +188,11 @@ impl Manager {
 
     fn open_topic(&self, name: &str) -> Result<Arc<Topic>> {
         let dir = self.topic_dir(name);
-        let meta = TopicMeta::read(&dir)?;
+        // Unreadable metadata is refused like missing metadata: nothing is deleted.
+        let meta = TopicMeta::read(&dir).map_err(|e| Error::RecoveryRefused {
+            path: dir.join(TOPIC_META_FILE),
+            reason: format!("{e}; nothing was deleted: fix or restore the file, or move the topic directory away"),
+        })?;
         let settings = TopicSettings::resolve(&self.defaults.settings, &meta.configs)?;
         for entry in fs::read_dir(&dir).map_err(|e| Error::storage(format!("listing {}", dir.display()), e))? {
             let entry = entry.map_err(|e| Error::storage("listing partitions", e))?;

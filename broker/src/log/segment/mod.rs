@@ -335,34 +335,11 @@ impl Segment {
 
     /// The first batch after byte `after` that verifies whole (header, CRC)
     /// and starts at or after offset `min_offset`, below `limit`: where a
-    /// reader can go on after damage. Tried in order: where the damaged
-    /// header says its batch ends, every byte up to the next index entry,
-    /// the index entries after it, then every byte after those.
+    /// reader can go on after damage. Every byte position is tried, nearest
+    /// first: neither a damaged header's length nor the index may be
+    /// trusted to point at the next batch.
     pub fn next_valid_batch(&self, after: u64, min_offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
-        let ok = |h: &BatchHeader| h.meta.base_offset >= min_offset;
-        if let Ok(h) = self.checked_header_at(after, limit)? {
-            let end = after + u64::from(h.batch_len);
-            if end < limit {
-                if let Ok(n) = self.verified_batch_at(end, limit)? {
-                    if ok(&n) {
-                        return Ok(Some((end, n)));
-                    }
-                }
-            }
-        }
-        let entries = self.indexes.read().expect("index lock").offset.entries_after(after as u32);
-        let first_entry = entries.first().map_or(limit, |&(_, p)| u64::from(p));
-        if let Some(found) = self.scan_for_valid_batch(after, min_offset, first_entry)? {
-            return Ok(Some(found));
-        }
-        for (_, p) in &entries {
-            if let Ok(h) = self.verified_batch_at(u64::from(*p), limit)? {
-                if ok(&h) {
-                    return Ok(Some((u64::from(*p), h)));
-                }
-            }
-        }
-        self.scan_for_valid_batch(first_entry, min_offset, limit)
+        self.scan_for_valid_batch(after, min_offset, limit)
     }
 
     /// [`Segment::next_valid_batch`] without the index: every byte position
@@ -385,10 +362,17 @@ impl Segment {
                     continue;
                 }
                 let p = from + i as u64;
+                // Cheap checks first: most random bytes are no header at all.
+                let plausible = BatchHeader::parse(&data[i..]).is_ok_and(|h| {
+                    h.meta.base_offset >= min_offset.max(self.base_offset)
+                        && h.meta.record_count >= 1
+                        && u64::from(h.batch_len) <= limit - p
+                });
+                if !plausible {
+                    continue;
+                }
                 if let Ok(h) = self.verified_batch_at(p, limit)? {
-                    if h.meta.base_offset >= min_offset {
-                        return Ok(Some((p, h)));
-                    }
+                    return Ok(Some((p, h)));
                 }
             }
             from += CHUNK;
@@ -435,7 +419,12 @@ impl Segment {
     /// [`recovery::tail_step`] decides. Rebuilds index entries for what it
     /// checked. Returns the offset after the last good batch along with what
     /// was done.
-    pub fn recover_tail(&self, cfg: IndexConfig, truncate_damage: bool) -> io::Result<(u64, TailRecovery)> {
+    pub fn recover_tail(
+        &self,
+        cfg: IndexConfig,
+        truncate_damage: bool,
+        clean_stop: bool,
+    ) -> io::Result<(u64, TailRecovery)> {
         let file_len = self.file.metadata()?.len();
         let mut report = TailRecovery::default();
         let mut ix = self.indexes.write().expect("index lock");
@@ -475,7 +464,11 @@ impl Segment {
                 Found::Batch(_) => None,
                 _ => self.scan_for_valid_batch(pos, next_offset, file_len)?.map(|(p, _)| p),
             };
-            let h = match recovery::tail_step(found, valid_after, truncate_damage) {
+            let hole = match valid_after {
+                Some(next) if !clean_stop => self.has_zero_block(pos, next)?,
+                _ => false,
+            };
+            let h = match recovery::tail_step(found, valid_after, truncate_damage || hole) {
                 TailStep::Keep(h) => h,
                 TailStep::End => break,
                 TailStep::Cut(why) => {
@@ -509,6 +502,21 @@ impl Segment {
         let h = self.header_bytes_at(pos)?;
         let len = u64::from(u32::from_le_bytes(h[BATCH_LEN_AT..BATCH_LEN_AT + 4].try_into().expect("4 bytes")));
         Ok(len >= BATCH_HEADER_LEN_V1 as u64 && len <= file_len - pos)
+    }
+
+    /// True if `from..to` holds a whole 4 KiB block of zeros: what a write
+    /// that was not fsynced leaves after a power loss (blocks reach the disk
+    /// in any order), not what damage to written bytes looks like.
+    fn has_zero_block(&self, from: u64, to: u64) -> io::Result<bool> {
+        let block = DIRECT_IO_ALIGN as u64;
+        let mut at = direct::align_up(from);
+        while at + block <= to {
+            if self.read(at, block as usize)?.iter().all(|&b| b == 0) {
+                return Ok(true);
+            }
+            at += block;
+        }
+        Ok(false)
     }
 
     fn zero_header_at(&self, pos: u64) -> io::Result<bool> {
