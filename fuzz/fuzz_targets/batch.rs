@@ -22,7 +22,8 @@ fuzz_target!(|data: &[u8]| {
     // The same bytes as the records of a batch with a valid header.
     let mut buf = vec![0u8; BATCH_HEADER_LEN];
     buf.extend_from_slice(data);
-    let meta = BatchMeta { base_offset: 7, last_offset_delta: 3, record_count: 4, first_timestamp: 1, max_timestamp: 2 };
+    let meta =
+        BatchMeta { base_offset: 7, last_offset_delta: 3, record_count: 4, first_timestamp: 1, max_timestamp: 2 };
     write_header(&mut buf, &meta, 0);
     let h = BatchHeader::parse_verified(&buf).expect("a header just written verifies");
     assert_eq!(h.meta, meta);
