@@ -144,13 +144,17 @@ impl Coordinator {
         self.offsets.lock().expect("offsets lock").keys().any(|k| k.0 == group)
     }
 
-    /// Heartbeat interval to tell members.
-    pub fn heartbeat_interval_ms(&self) -> u64 {
-        self.config.heartbeat_interval_ms
+    /// The heartbeat interval to tell a member whose session is
+    /// `session_ms`: `groups.heartbeat_interval_ms`, but at most a third of
+    /// the member's session (as Kafka advises), so a member that heartbeats
+    /// at the interval it is told is never expired.
+    pub fn heartbeat_interval_ms(&self, session_ms: u64) -> u64 {
+        self.config.heartbeat_interval_ms.min((session_ms / 3).max(1))
     }
 
-    /// Handles a heartbeat (join, stay, leave).
-    pub async fn heartbeat(&self, group_id: &str, mut hb: Heartbeat) -> Result<HeartbeatReply> {
+    /// Handles a heartbeat (join, stay, leave); also returns the heartbeat
+    /// interval to tell the member.
+    pub async fn heartbeat(&self, group_id: &str, mut hb: Heartbeat) -> Result<(HeartbeatReply, u64)> {
         validate_group_id(group_id)?;
         if hb.member_epoch == 0 {
             let c = &self.config;
@@ -173,7 +177,8 @@ impl Coordinator {
         if g.epoch != epoch {
             tracing::info!(group = group_id, epoch = g.epoch, members = g.members.len(), "group rebalanced");
         }
-        Ok(reply)
+        let session = g.members.get(&reply.member_id).map_or(self.config.session_timeout_ms, |m| m.session_timeout_ms);
+        Ok((reply, self.heartbeat_interval_ms(session)))
     }
 
     /// Commits offsets, after checking the member may (see module docs).

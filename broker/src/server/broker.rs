@@ -270,7 +270,11 @@ impl Broker for BrokerService {
             loop {
                 let mut hw = log.watch_high_watermark();
                 if log.is_closed() {
-                    let closed = Error::Unavailable(format!("partition {} was closed", log.name()));
+                    // Deleted (NOT_FOUND: retrying will not help), or the broker is stopping.
+                    let closed = match svc.manager.partition(&req.topic, req.partition) {
+                        Err(e) => e,
+                        Ok(_) => Error::Unavailable(format!("partition {} was closed", log.name())),
+                    };
                     let _ = tx.send(Err(to_status(closed))).await;
                     return;
                 }

@@ -52,11 +52,11 @@ impl Groups for GroupsService {
             session_timeout_ms: u64::from(r.session_timeout_ms),
             owned: tp_set(r.owned),
         };
-        let reply = self.coordinator.heartbeat(&r.group_id, hb).await?;
+        let (reply, interval_ms) = self.coordinator.heartbeat(&r.group_id, hb).await?;
         Ok(Response::new(HeartbeatResponse {
             member_id: reply.member_id,
             member_epoch: reply.member_epoch,
-            heartbeat_interval_ms: self.coordinator.heartbeat_interval_ms() as u32,
+            heartbeat_interval_ms: interval_ms as u32,
             assignment: tp_list(&reply.assignment),
         }))
     }

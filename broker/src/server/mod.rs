@@ -62,10 +62,14 @@ async fn run(listener: TcpListener, node: NodeHandle, mut stop: watch::Receiver<
     health.set_serving::<BrokerServer<BrokerService>>().await;
     health.set_serving::<AdminServer<AdminService>>().await;
     health.set_serving::<GroupsServer<GroupsService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: some tools (older grpcurl, Python's
+    // grpcio-reflection client) speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
 
     let broker = BrokerServer::new(BrokerService::new(&node, stop.clone()))
         .max_decoding_message_size(max_message)
@@ -91,7 +95,8 @@ async fn run(listener: TcpListener, node: NodeHandle, mut stop: watch::Receiver<
             .max_concurrent_streams(config.server.max_concurrent_streams)
             .layer(layers::RpcMetricsLayer)
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(broker)
             .add_service(admin)
             .add_service(groups)
