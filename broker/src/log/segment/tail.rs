@@ -1,0 +1,221 @@
+//! Finding valid batches among damaged bytes: the resynchronisation after
+//! damage that readers, recovery and the scrubber share, and the tail check
+//! of the active segment at start-up, which applies `recovery::tail_step`.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use super::super::batch::{BatchError, BatchHeader};
+use super::super::direct;
+use super::super::format::*;
+use super::super::recovery::{self, Found, TailRecovery, TailStep};
+use super::{IndexConfig, Segment};
+
+impl Segment {
+    /// The first batch after byte `after` that verifies whole (header, CRC)
+    /// and starts at or after offset `min_offset`, below `limit`: where a
+    /// reader can go on after damage. Every byte position is tried, nearest
+    /// first: neither a damaged header's length nor the index may be
+    /// trusted to point at the next batch.
+    pub fn next_valid_batch(&self, after: u64, min_offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+        self.scan_for_valid_batch(after, min_offset, limit)
+    }
+
+    /// [`Segment::next_valid_batch`] without the index: every byte position
+    /// after `after` and before `until` (chunks of zeros are passed over at
+    /// once); batches may end past `until`, up to the segment's size.
+    pub(super) fn scan_for_valid_batch(
+        &self,
+        after: u64,
+        min_offset: u64,
+        until: u64,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
+        const CHUNK: u64 = 1 << 20;
+        let limit = self.size().max(until);
+        let mut from = after + 1;
+        while from < until && from + BATCH_HEADER_LEN_V1 as u64 <= limit {
+            let len = (limit - from).min(CHUNK + BATCH_HEADER_LEN as u64);
+            let data = self.read(from, len as usize)?;
+            if data.iter().all(|&b| b == 0) {
+                from += CHUNK;
+                continue;
+            }
+            let span = data.len().saturating_sub(MAGIC_AT).min(CHUNK as usize).min((until - from) as usize);
+            for i in 0..span {
+                if !matches!(data[i + MAGIC_AT], BATCH_MAGIC | BATCH_MAGIC_V1) {
+                    continue;
+                }
+                let p = from + i as u64;
+                // Cheap checks first: most random bytes are no header at all.
+                let plausible = BatchHeader::parse(&data[i..]).is_ok_and(|h| {
+                    h.meta.base_offset >= min_offset.max(self.base_offset)
+                        && h.meta.record_count >= 1
+                        && u64::from(h.batch_len) <= limit - p
+                });
+                if !plausible {
+                    continue;
+                }
+                if let Ok(h) = self.verified_batch_at(p, limit)? {
+                    return Ok(Some((p, h)));
+                }
+            }
+            from += CHUNK;
+        }
+        Ok(None)
+    }
+
+    /// The position to start a timestamp search from: every record of the
+    /// batches before it is older than `ts`.
+    ///
+    /// The time index is a hint: the batch the entry names must be where the
+    /// offset index says and carry the entry's timestamp, or the indexes of a
+    /// sealed segment are rebuilt (and an active one's search starts at 0).
+    pub fn time_search_start(&self, ts: i64) -> io::Result<u64> {
+        for retry in [false, true] {
+            let (entry, at) = {
+                let ix = self.indexes.read().expect("index lock");
+                let entry = ix.time.last_before(ts);
+                (entry, entry.and_then(|(_, rel)| ix.offset.lookup(rel)))
+            };
+            let (Some((entry_ts, rel)), Some((at_rel, p))) = (entry, at) else { return Ok(0) };
+            let last = self.indexes.read().expect("index lock").time.last() == entry;
+            if at_rel != rel && last {
+                // The seal-time entry names the last offset, not a batch.
+                return Ok(u64::from(p));
+            }
+            match self.checked_header_at(u64::from(p), self.size())? {
+                Ok(h)
+                    if at_rel == rel
+                        && h.meta.base_offset == self.base_offset + u64::from(rel)
+                        && h.meta.max_timestamp == entry_ts =>
+                {
+                    return Ok(u64::from(p))
+                }
+                _ if !retry && self.index_disagrees(rel, p)? => continue,
+                _ => return Ok(0),
+            }
+        }
+        Ok(0)
+    }
+
+    /// Checks the tail of the log batch by batch, from the last index entry
+    /// that points at a valid batch, and acts on what it finds as
+    /// [`recovery::tail_step`] decides. Rebuilds index entries for what it
+    /// checked. Returns the offset after the last good batch along with what
+    /// was done.
+    pub fn recover_tail(
+        &self,
+        cfg: IndexConfig,
+        truncate_damage: bool,
+        clean_stop: bool,
+    ) -> io::Result<(u64, TailRecovery)> {
+        let file_len = self.file.metadata()?.len();
+        let mut report = TailRecovery::default();
+        let mut ix = self.indexes.write().expect("index lock");
+        // Walk back from the last index entry until one points at a good batch.
+        let (mut pos, mut next_offset) = loop {
+            match ix.offset.last() {
+                None => break (0, self.base_offset),
+                Some((rel, p)) => {
+                    let good = self.verified_batch_at(u64::from(p), file_len)?;
+                    if let Ok(h) = good {
+                        if h.meta.base_offset == self.base_offset + u64::from(rel) {
+                            break (u64::from(p), h.meta.base_offset);
+                        }
+                    }
+                    ix.offset.truncate_from(rel);
+                }
+            }
+        };
+        let resume_rel = self.rel(next_offset);
+        ix.offset.truncate_from(resume_rel);
+        ix.time.truncate_from(resume_rel);
+        let mut max_ts = ix.time.last().map_or(i64::MIN, |(ts, _)| ts);
+        ix.bytes_since_entry = 0;
+        while pos < file_len {
+            let found = match self.verified_batch_at(pos, file_len)? {
+                Ok(h) if h.meta.base_offset >= next_offset => Found::Batch(h),
+                Ok(h) => Found::Overlap { base_offset: h.meta.base_offset, expected: next_offset },
+                Err(BatchError::BadMagic(0)) if self.zero_header_at(pos)? => Found::Zeros,
+                // A newer version's header still says how long its batch
+                // is; a length that does not fit is a torn write instead.
+                Err(e) if e.is_newer_version() && !self.length_fits(pos, file_len)? => {
+                    Found::Damaged(BatchError::Truncated)
+                }
+                Err(e) => Found::Damaged(e),
+            };
+            let valid_after = match &found {
+                Found::Batch(_) => None,
+                _ => self.scan_for_valid_batch(pos, next_offset, file_len)?.map(|(p, _)| p),
+            };
+            let hole = match valid_after {
+                Some(next) if !clean_stop => self.has_zero_block(pos, next)?,
+                _ => false,
+            };
+            let h = match recovery::tail_step(found, valid_after, truncate_damage || hole) {
+                TailStep::Keep(h) => h,
+                TailStep::End => break,
+                TailStep::Cut(why) => {
+                    report.truncated = Some((file_len - pos, why));
+                    break;
+                }
+                TailStep::Refuse(why) => return Err(recovery::refuse(&self.path, pos, why)),
+            };
+            report.batches_checked += 1;
+            ix.note_batch(self.rel(h.meta.base_offset), pos, &h, max_ts, cfg.interval_bytes);
+            max_ts = max_ts.max(h.meta.max_timestamp);
+            next_offset = h.meta.next_offset();
+            pos += u64::from(h.batch_len);
+        }
+        if pos < file_len {
+            self.file.set_len(pos)?;
+            self.file.sync_all()?;
+        }
+        self.size.store(pos, Ordering::Release);
+        self.allocated.store(pos, Ordering::Relaxed);
+        self.max_timestamp.store(max_ts, Ordering::Release);
+        Ok((next_offset, report))
+    }
+
+    /// True if the length field of the header at `pos` is a plausible
+    /// batch length that ends within `file_len`.
+    fn length_fits(&self, pos: u64, file_len: u64) -> io::Result<bool> {
+        if file_len - pos < BATCH_HEADER_LEN as u64 {
+            return Ok(false);
+        }
+        let h = self.header_bytes_at(pos)?;
+        let len = u64::from(u32::from_le_bytes(h[BATCH_LEN_AT..BATCH_LEN_AT + 4].try_into().expect("4 bytes")));
+        Ok(len >= BATCH_HEADER_LEN_V1 as u64 && len <= file_len - pos)
+    }
+
+    /// True if `from..to` holds a whole 4 KiB block of zeros: what a write
+    /// that was not fsynced leaves after a power loss (blocks reach the disk
+    /// in any order), not what damage to written bytes looks like.
+    fn has_zero_block(&self, from: u64, to: u64) -> io::Result<bool> {
+        let block = DIRECT_IO_ALIGN as u64;
+        let mut at = direct::align_up(from);
+        while at + block <= to {
+            if self.read(at, block as usize)?.iter().all(|&b| b == 0) {
+                return Ok(true);
+            }
+            at += block;
+        }
+        Ok(false)
+    }
+
+    fn zero_header_at(&self, pos: u64) -> io::Result<bool> {
+        Ok(self.header_bytes_at(pos)?.iter().all(|&x| x == 0))
+    }
+
+    /// Reads and verifies the whole batch at `pos`. The outer error is I/O;
+    /// the inner one says why the bytes are not a good batch.
+    pub fn verified_batch_at(&self, pos: u64, file_len: u64) -> io::Result<Result<BatchHeader, BatchError>> {
+        let h = match self.checked_header_at(pos, file_len)? {
+            Ok(h) => h,
+            Err(BatchError::BadLength(_)) => return Ok(Err(BatchError::Truncated)),
+            Err(e) => return Ok(Err(e)),
+        };
+        let batch = self.read(pos, h.batch_len as usize)?;
+        Ok(h.verify(&batch).map(|_| h))
+    }
+}
