@@ -1,10 +1,11 @@
 //! The node: the composition root of a broker.
 //!
 //! [`Node::open`] opens storage (the partition manager), the group
-//! coordinator, the cleaner and the metrics endpoint; [`Node::run`] serves
-//! the [`Listener`]s it is given (the gRPC server today; a Kafka-protocol
-//! listener or a replication endpoint later) until `shutdown` resolves, then
-//! stops everything in a deliberate order:
+//! coordinator and the metrics endpoint; [`Node::run`] serves the
+//! [`Listener`]s it is given (the gRPC server today; a Kafka-protocol
+//! listener or a replication endpoint later), starts the cleaner once they
+//! are ready (so no background pass runs before the broker answers), and
+//! when `shutdown` resolves stops everything in a deliberate order:
 //!
 //! 1. listeners stop accepting, tell health checkers NOT_SERVING, end their
 //!    streams and let in-flight requests finish (they may still need the
@@ -19,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -45,12 +46,12 @@ pub type Serving = Pin<Box<dyn Future<Output = Result<(), NodeError>> + Send>>;
 
 /// A protocol endpoint that a node runs: given the node and a stop signal,
 /// it serves until the signal turns true, then finishes its in-flight work
-/// and returns.
+/// and returns. It sends `ready` once it accepts requests.
 pub trait Listener: Send {
     /// For log lines ("grpc").
     fn name(&self) -> &'static str;
     /// Starts serving.
-    fn serve(self: Box<Self>, node: NodeHandle, stop: watch::Receiver<bool>) -> Serving;
+    fn serve(self: Box<Self>, node: NodeHandle, stop: watch::Receiver<bool>, ready: oneshot::Sender<()>) -> Serving;
 }
 
 /// An open broker node.
@@ -62,8 +63,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens storage and the coordinator, and starts the background tasks
-    /// (group reaper, cleaner, and the metrics endpoint if configured).
+    /// Opens storage and the coordinator, and starts the group reaper and
+    /// the metrics endpoint if configured (the cleaner starts once the
+    /// listeners are ready: its first pass is one interval after that).
     pub async fn open(config: Config) -> Result<Node, NodeError> {
         let manager = {
             let config = config.clone();
@@ -75,10 +77,7 @@ impl Node {
             Arc::new(tokio::task::spawn_blocking(move || Coordinator::open(m, c)).await??)
         };
         let (tasks_stop, stop_rx) = watch::channel(false);
-        let mut tasks = vec![
-            ("group reaper", tokio::spawn(coordinator.clone().run_reaper(stop_rx.clone()))),
-            ("cleaner", tokio::spawn(crate::cleaner::run(manager.clone(), config.cleaner.clone(), stop_rx.clone()))),
-        ];
+        let mut tasks = vec![("group reaper", tokio::spawn(coordinator.clone().run_reaper(stop_rx.clone())))];
         if !config.server.metrics_listen.is_empty() {
             let addr = &config.server.metrics_listen;
             let listener = tokio::net::TcpListener::bind(addr)
@@ -106,10 +105,23 @@ impl Node {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), NodeError> {
         let (listeners_stop, stop_rx) = watch::channel(false);
+        let mut readies = Vec::new();
         let mut serving: Vec<(&'static str, JoinHandle<Result<(), NodeError>>)> = listeners
             .into_iter()
-            .map(|l| (l.name(), tokio::spawn(l.serve(self.handle.clone(), stop_rx.clone()))))
+            .map(|l| {
+                let (ready, is_ready) = oneshot::channel();
+                readies.push(is_ready);
+                (l.name(), tokio::spawn(l.serve(self.handle.clone(), stop_rx.clone(), ready)))
+            })
             .collect();
+        // A listener that fails before it is ready drops its sender: the
+        // select below then sees it exit.
+        for is_ready in readies {
+            let _ = is_ready.await;
+        }
+        let mut tasks = self.tasks;
+        let (manager, cleaner) = (self.handle.manager.clone(), self.handle.config.cleaner.clone());
+        tasks.push(("cleaner", tokio::spawn(crate::cleaner::run(manager, cleaner, self.tasks_stop.subscribe()))));
         // A listener that ends on its own has failed: stop the node.
         let first_exit = async {
             if serving.is_empty() {
@@ -144,7 +156,7 @@ impl Node {
             }
         }
         let _ = self.tasks_stop.send(true);
-        for (name, task) in self.tasks {
+        for (name, task) in tasks {
             if let Err(e) = task.await {
                 tracing::error!(task = name, error = %e, "background task failed");
             }

@@ -48,13 +48,18 @@ impl Listener for GrpcListener {
         "grpc"
     }
 
-    fn serve(self: Box<Self>, node: NodeHandle, stop: watch::Receiver<bool>) -> Serving {
-        Box::pin(run(self.listener, node, stop))
+    fn serve(self: Box<Self>, node: NodeHandle, stop: watch::Receiver<bool>, ready: oneshot::Sender<()>) -> Serving {
+        Box::pin(run(self.listener, node, stop, ready))
     }
 }
 
 /// Serves the gRPC services on `listener` until `stop` turns true.
-async fn run(listener: TcpListener, node: NodeHandle, mut stop: watch::Receiver<bool>) -> Result<(), NodeError> {
+async fn run(
+    listener: TcpListener,
+    node: NodeHandle,
+    mut stop: watch::Receiver<bool>,
+    ready: oneshot::Sender<()>,
+) -> Result<(), NodeError> {
     let config = node.config.clone();
     let max_message = config.server.max_request_bytes as usize;
 
@@ -80,6 +85,7 @@ async fn run(listener: TcpListener, node: NodeHandle, mut stop: watch::Receiver<
 
     // Logged last: once this line is out, every service is ready.
     tracing::info!("listening on {}", listener.local_addr()?);
+    let _ = ready.send(());
     let incoming = layers::incoming(listener, config.server.max_connections as usize);
     let (serve_stop_tx, serve_stop_rx) = oneshot::channel::<()>();
     let mut server = tokio::spawn(
