@@ -37,28 +37,20 @@ fn init_logging(config: &Config) -> Result<(), CliError> {
     .map_err(|e| format!("cannot set up logging: {e}").into())
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the broker");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+/// Resolves when SIGINT or SIGTERM arrives. The handlers are installed
+/// here, at once, not when the future is first polled: a signal that comes
+/// while the broker is still starting stops it cleanly too, rather than
+/// killing it with the default action.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot listen for SIGINT: {e}"))?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
             _ = term.recv() => tracing::info!("SIGTERM received"),
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), CliError> {
@@ -80,8 +72,9 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     let listener = TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let stop = stop_signal()?;
     let node = Node::open(config).await?;
-    node.run(vec![Box::new(GrpcListener::new(listener))], stop_signal()).await?;
+    node.run(vec![Box::new(GrpcListener::new(listener))], stop).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -296,11 +296,24 @@ impl Config {
         };
         let source = file.map_or("defaults".to_string(), |p| p.display().to_string());
         check_known_keys(&table, &source)?;
+        // Where each key was set, to name it when its value is wrong.
+        let mut sources: Vec<(String, String, String)> = Vec::new();
+        for (section, keys) in table.iter() {
+            for key in keys.as_table().map(|t| t.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+                sources.push((section.clone(), key, format!("config file {source}")));
+            }
+        }
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
             let Some((section, key)) = rest.split_once("__") else {
+                if let Some(meant) = one_underscore_meaning(rest) {
+                    return Err(ConfigError(format!(
+                        "environment variable {name} is not read: did you mean {ENV_PREFIX}{meant}? \
+                         (section and key are separated by two underscores)"
+                    )));
+                }
                 continue;
             };
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
@@ -309,15 +322,28 @@ impl Config {
             single.insert(section.clone(), toml::Value::Table(toml::Table::from_iter([(key.clone(), value.clone())])));
             check_known_keys(&single, &format!("environment variable {name}"))?;
             table
-                .entry(section)
+                .entry(section.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 .as_table_mut()
                 .ok_or_else(|| ConfigError(format!("environment variable {name}: section is not a table")))?
-                .insert(key, value);
+                .insert(key.clone(), value);
+            sources.retain(|(s, k, _)| (s, k) != (&section, &key));
+            sources.push((section, key, format!("environment variable {name}")));
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(format!("{source}: {}", e.message())))?;
+        let config: Config = toml::Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| {
+            // Name the key: the first that fails on its own.
+            for (section, key, from) in &sources {
+                let Some(value) = table.get(section).and_then(|t| t.get(key)) else { continue };
+                let single = toml::Table::from_iter([(
+                    section.clone(),
+                    toml::Value::Table(toml::Table::from_iter([(key.clone(), value.clone())])),
+                )]);
+                if let Err(e) = toml::Value::Table(single).try_into::<Config>() {
+                    return ConfigError(format!("{from}: {section}.{key} = {value}: {}", e.message()));
+                }
+            }
+            ConfigError(format!("{source}: {}", e.message()))
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -355,6 +381,14 @@ impl Config {
         range("cleaner.scrub_bytes_per_sec", self.cleaner.scrub_bytes_per_sec, 1 << 20, 1 << 40)?;
         range("storage.index_interval_bytes", self.storage.index_interval_bytes, 1, 1 << 30)?;
         range("storage.index_max_bytes", self.storage.index_max_bytes, 4096, 1 << 30)?;
+        if !self.storage.index_max_bytes.is_multiple_of(crate::log::format::INDEX_ENTRY_LEN as u64) {
+            return Err(ConfigError(format!(
+                "storage.index_max_bytes = {} must be a multiple of {} (the size of an index entry)",
+                self.storage.index_max_bytes,
+                crate::log::format::INDEX_ENTRY_LEN
+            )));
+        }
+        range("cleaner.io_bytes_per_sec", self.cleaner.io_bytes_per_sec, 1 << 20, 1 << 40)?;
         range("topics.partitions", u64::from(self.topics.partitions), 1, u64::from(self.topics.max_partitions))?;
         range("topics.max_partitions", u64::from(self.topics.max_partitions), 1, 100_000)?;
         self.topics.settings.validate_as_defaults().map_err(|e| ConfigError(e.to_string()))?;
@@ -380,6 +414,19 @@ fn parse_env_value(raw: &str) -> toml::Value {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// For a `STRATA_` variable without the double underscore (`SERVER_LISTEN`),
+/// the variable it most likely meant (`SERVER__LISTEN`), if any.
+fn one_underscore_meaning(rest: &str) -> Option<String> {
+    let known = toml::Table::try_from(Config::default()).expect("defaults serialize");
+    let lower = rest.to_ascii_lowercase();
+    known.iter().find_map(|(section, keys)| {
+        let key = lower.strip_prefix(section.as_str())?.strip_prefix('_')?;
+        keys.as_table()?
+            .contains_key(key)
+            .then(|| format!("{}__{}", section.to_ascii_uppercase(), key.to_ascii_uppercase()))
+    })
 }
 
 /// Rejects keys the configuration does not have, naming them and the valid ones.
@@ -468,5 +515,29 @@ mod tests {
         assert!(e.0.contains("server.listen"), "{e}");
         let e = Config::load(None, env(&[("STRATA_STORAGE__DEFAULT_ACKS", "maybe")])).unwrap_err();
         assert!(e.0.contains("maybe") || e.0.contains("variant"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_where_it_was_set() {
+        let e = Config::load(None, env(&[("STRATA_STORAGE__DEFAULT_ACKS", "maybe")])).unwrap_err();
+        assert!(e.0.contains("STRATA_STORAGE__DEFAULT_ACKS") && e.0.contains("storage.default_acks"), "{e}");
+        let e = Config::load(None, env(&[("STRATA_GROUPS__ASSIGNOR", "roundrobin")])).unwrap_err();
+        assert!(e.0.contains("STRATA_GROUPS__ASSIGNOR") && e.0.contains("groups.assignor"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "[logging]\nformat = \"xml\"\n").unwrap();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert!(e.0.contains(&path.display().to_string()) && e.0.contains("logging.format"), "{e}");
+        let e = Config::load(None, env(&[("STRATA_SERVER_LISTEN", "0.0.0.0:1")])).unwrap_err();
+        assert!(e.0.contains("STRATA_SERVER__LISTEN"), "{e}");
+        // Client-side variables stay valid.
+        Config::load(None, env(&[("STRATA_ADDR", "127.0.0.1:1"), ("STRATA_FAILPOINTS", "")])).unwrap();
+        for (var, value, needle) in [
+            ("STRATA_STORAGE__INDEX_MAX_BYTES", "4097", "multiple of 8"),
+            ("STRATA_CLEANER__IO_BYTES_PER_SEC", "1", "cleaner.io_bytes_per_sec"),
+        ] {
+            let e = Config::load(None, env(&[(var, value)])).unwrap_err();
+            assert!(e.0.contains(needle), "{var}={value}: {e}");
+        }
     }
 }
