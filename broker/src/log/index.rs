@@ -179,12 +179,12 @@ impl<const E: usize> EntryFile<E> {
     }
 }
 
-fn offset_entry(e: &[u8; INDEX_ENTRY_LEN]) -> (u32, u32) {
-    (u32::from_le_bytes(e[..4].try_into().unwrap()), u32::from_le_bytes(e[4..].try_into().unwrap()))
+fn offset_entry(&[a, b, c, d, e, f, g, h]: &[u8; INDEX_ENTRY_LEN]) -> (u32, u32) {
+    (u32::from_le_bytes([a, b, c, d]), u32::from_le_bytes([e, f, g, h]))
 }
 
-fn time_entry(e: &[u8; TIME_INDEX_ENTRY_LEN]) -> (i64, u32) {
-    (i64::from_le_bytes(e[..8].try_into().unwrap()), u32::from_le_bytes(e[8..].try_into().unwrap()))
+fn time_entry(&[a, b, c, d, e, f, g, h, i, j, k, l]: &[u8; TIME_INDEX_ENTRY_LEN]) -> (i64, u32) {
+    (i64::from_le_bytes([a, b, c, d, e, f, g, h]), u32::from_le_bytes([i, j, k, l]))
 }
 
 /// Offset → file position, sparse.

@@ -2,11 +2,10 @@
 //! caller gives (the partition's high watermark), and lookups by timestamp.
 //! Reads take no writer lock (see the module documentation of `log`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-
-use std::path::PathBuf;
 
 use super::batch::{self, BatchError, BatchHeader, RecordIter};
 use super::format::BATCH_HEADER_LEN_V1;
@@ -270,9 +269,8 @@ impl Log {
             let mut pos = seg.time_search_start(ts)?;
             while pos < limit {
                 // Damaged batches are skipped: their timestamps are unknown.
-                let (h, data) = match seg.verified_batch_at(pos, limit)? {
-                    Ok(h) if h.meta.max_timestamp < ts => (h, None),
-                    Ok(h) => (h, Some(seg.read(pos, h.batch_len as usize)?)),
+                let (h, data) = match seg.verified_bytes_at(pos, limit)? {
+                    Ok((h, data)) => (h, data),
                     Err(e) => {
                         self.note_damage(seg, pos, &e);
                         match seg.next_valid_batch(pos, 0, limit)? {
@@ -287,7 +285,7 @@ impl Log {
                 if h.meta.base_offset >= hw {
                     return Ok(None);
                 }
-                if let Some(data) = data {
+                if h.meta.max_timestamp >= ts {
                     let found = RecordIter::new(&data[h.header_len()..])
                         .find(|r| r.timestamp_ms >= ts)
                         .map(|r| (r.offset, r.timestamp_ms));

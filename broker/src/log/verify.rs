@@ -103,13 +103,13 @@ pub fn scan_segment(
     while pos < size {
         let head = read(pos, (size - pos).min(BATCH_HEADER_LEN as u64) as usize)?;
         pace(head.len())?;
-        let checked = match BatchHeader::parse(&head) {
-            Ok(h) if u64::from(h.batch_len) <= size - pos => {
+        let checked = match BatchHeader::parse_within(&head, size - pos) {
+            Ok(h) => {
                 let batch = read(pos, h.batch_len as usize)?;
                 pace(batch.len())?;
                 h.verify(&batch).map(|_| h)
             }
-            Ok(_) => Err(BatchError::Truncated),
+            Err(BatchError::BadLength(_)) => Err(BatchError::Truncated),
             Err(e) => Err(e),
         };
         match checked {
@@ -127,7 +127,7 @@ pub fn scan_segment(
             }
             Err(error) => {
                 let zeros = head.iter().all(|&b| b == 0);
-                let next = next_valid(pos, size, report.next_offset, &mut read, &mut pace)?;
+                let next = next_valid(pos, size, report.next_offset, &mut read, &mut pace)?.map(|(p, _)| p);
                 match next {
                     // Preallocated space (or a direct write's padding) at the end.
                     None if zeros && rest_is_zero(pos, size, &mut read, &mut pace)? => {}
@@ -151,30 +151,52 @@ pub fn scan_segment(
     Ok(report)
 }
 
-/// The first position after `pos` holding a valid batch that starts at or
-/// after `min_offset`.
-fn next_valid(
-    pos: u64,
+/// The first position after `after` and before `until` holding a batch
+/// that verifies whole, within `size` bytes, and starts at or after
+/// `min_offset`: where reading goes on after damage. Every byte position is
+/// tried, nearest first (neither a damaged length nor an index may be
+/// trusted to point at the next batch); chunks of zeros are passed over at
+/// once, and cheap header checks come before reading a candidate whole.
+pub(super) fn next_valid(
+    after: u64,
+    until: u64,
+    min_offset: u64,
+    read: &mut impl FnMut(u64, usize) -> io::Result<Bytes>,
+    pace: &mut impl FnMut(usize) -> io::Result<()>,
+) -> io::Result<Option<(u64, BatchHeader)>> {
+    next_valid_within(after, until, until, min_offset, read, pace)
+}
+
+/// [`next_valid`] where batches may end past `until`, up to `size`.
+pub(super) fn next_valid_within(
+    after: u64,
+    until: u64,
     size: u64,
     min_offset: u64,
     read: &mut impl FnMut(u64, usize) -> io::Result<Bytes>,
     pace: &mut impl FnMut(usize) -> io::Result<()>,
-) -> io::Result<Option<u64>> {
+) -> io::Result<Option<(u64, BatchHeader)>> {
     const CHUNK: u64 = 1 << 20;
-    let mut from = pos + 1;
-    while from + BATCH_HEADER_LEN_V1 as u64 <= size {
+    let mut from = after + 1;
+    while from < until && from + BATCH_HEADER_LEN_V1 as u64 <= size {
         let data = read(from, (size - from).min(CHUNK + BATCH_HEADER_LEN as u64) as usize)?;
         pace(data.len())?;
-        let span = data.len().saturating_sub(MAGIC_AT).min(CHUNK as usize);
+        if data.iter().all(|&b| b == 0) {
+            from += CHUNK;
+            continue;
+        }
+        let span = data.len().saturating_sub(MAGIC_AT).min(CHUNK as usize).min((until - from) as usize);
         for i in (0..span).filter(|&i| matches!(data[i + MAGIC_AT], BATCH_MAGIC | BATCH_MAGIC_V1)) {
             let p = from + i as u64;
-            let Ok(h) = BatchHeader::parse(&data[i..]) else { continue };
-            if u64::from(h.batch_len) > size - p || h.meta.base_offset < min_offset {
+            let plausible = |h: &BatchHeader| h.meta.base_offset >= min_offset && h.meta.record_count >= 1;
+            let Ok(h) = BatchHeader::parse_within(&data[i..], size - p) else { continue };
+            if !plausible(&h) {
                 continue;
             }
             let batch = read(p, h.batch_len as usize)?;
+            pace(batch.len())?;
             if h.verify(&batch).is_ok() {
-                return Ok(Some(p));
+                return Ok(Some((p, h)));
             }
         }
         from += CHUNK;
@@ -300,7 +322,7 @@ impl super::Log {
                 }
             }
             if i + 1 < segments.len() {
-                seg.check_indexes()?;
+                seg.check_indexes();
             }
         }
         Ok(found)

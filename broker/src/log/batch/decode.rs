@@ -112,6 +112,25 @@ impl BatchHeader {
         })
     }
 
+    /// Parses the header at the start of `b` for a batch that must end
+    /// within `available` bytes: a length past them is `BadLength`, and a
+    /// magic byte of a newer version whose length does not fit either is a
+    /// torn write (`Truncated`), not a newer version.
+    pub fn parse_within(b: &[u8], available: u64) -> Result<Self, BatchError> {
+        match Self::parse(b) {
+            Ok(h) if u64::from(h.batch_len) > available => Err(BatchError::BadLength(h.batch_len)),
+            Err(e) if e.is_newer_version() => {
+                let len =
+                    b.get(BATCH_LEN_AT..BATCH_LEN_AT + 4).map_or(0, |l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]));
+                match (BATCH_HEADER_LEN_V1 as u64..=available).contains(&u64::from(len)) {
+                    true => Err(e),
+                    false => Err(BatchError::Truncated),
+                }
+            }
+            r => r,
+        }
+    }
+
     /// Bytes before the records: the header of this batch's version.
     pub fn header_len(&self) -> usize {
         if self.version == BATCH_MAGIC_V1 {

@@ -127,9 +127,7 @@ impl Segment {
             index_interval: cfg.interval_bytes,
         };
         if !active {
-            if let Some(why) = segment.sealed_indexes_disagree()? {
-                segment.rebuild_indexes(&why)?;
-            }
+            segment.check_indexes();
         }
         Ok(segment)
     }
@@ -234,29 +232,18 @@ impl Segment {
         self.recent.read().expect("recent lock").read(pos, len)
     }
 
-    /// Reads the batch header at `pos`.
-    pub fn header_at(&self, pos: u64) -> io::Result<BatchHeader> {
-        BatchHeader::parse(&self.header_bytes_at(pos)?)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-    }
-
     /// The batch header at `pos`, checked to lie whole below `limit`. The
     /// outer error is I/O; the inner one says why the bytes are no header.
     pub fn checked_header_at(&self, pos: u64, limit: u64) -> io::Result<Result<BatchHeader, BatchError>> {
         if limit.saturating_sub(pos) < BATCH_HEADER_LEN_V1 as u64 {
             return Ok(Err(BatchError::Truncated));
         }
-        let h = if limit - pos < BATCH_HEADER_LEN as u64 {
+        Ok(if limit - pos < BATCH_HEADER_LEN as u64 {
             // A version-1 header at the very end (every real batch is longer).
-            let b = self.read(pos, (limit - pos) as usize)?;
-            BatchHeader::parse(&b)
+            BatchHeader::parse_within(&self.read(pos, (limit - pos) as usize)?, limit - pos)
         } else {
-            BatchHeader::parse(&self.header_bytes_at(pos)?)
-        };
-        Ok(h.and_then(|h| match u64::from(h.batch_len) <= limit - pos {
-            true => Ok(h),
-            false => Err(BatchError::BadLength(h.batch_len)),
-        }))
+            BatchHeader::parse_within(&self.header_bytes_at(pos)?, limit - pos)
+        })
     }
 
     /// The raw header bytes at `pos`: straight into a stack array with
@@ -310,7 +297,7 @@ impl Segment {
             if h.meta.next_offset() > offset {
                 return Ok(Some(Seek::At(pos, h)));
             }
-            if let Err(error) = self.verified_batch_at(pos, limit)? {
+            if let Err(error) = self.verified_batch(pos, h)? {
                 return Ok(Some(Seek::Damaged { pos, error }));
             }
             pos += u64::from(h.batch_len);
@@ -324,8 +311,11 @@ impl Segment {
     fn index_disagrees(&self, rel: u32, pos: u32) -> io::Result<bool> {
         let why = format!("entry for relative offset {rel} at byte {pos} does not point at that batch");
         if self.sealed.load(Ordering::Acquire) {
-            self.rebuild_indexes(&why)?;
-            return Ok(true);
+            // A rebuild that fails (a full disk) leaves the lookup to a scan.
+            match self.rebuild_indexes(&why) {
+                Ok(()) => return Ok(true),
+                Err(e) => tracing::warn!(segment = %self.path.display(), error = %e, "rebuilding the indexes failed"),
+            }
         }
         if !self.index_suspect.swap(true, Ordering::Relaxed) {
             tracing::warn!(segment = %self.path.display(), reason = %why, "index of the active segment disagrees with the log; searching the log instead");

@@ -51,12 +51,17 @@ impl Segment {
     }
 
     /// Rebuilds the indexes of this sealed segment if they disagree with
-    /// its log (the scrubber's index check).
-    pub fn check_indexes(&self) -> io::Result<()> {
-        if let Some(why) = self.sealed_indexes_disagree()? {
-            self.rebuild_indexes(&why)?;
+    /// its log (at open, and the scrubber's check). A check or rebuild that
+    /// fails (an I/O error, a full disk) is logged and leaves the indexes as
+    /// they are: they are hints, checked on every use.
+    pub fn check_indexes(&self) {
+        let checked = self.sealed_indexes_disagree().and_then(|why| match why {
+            Some(why) => self.rebuild_indexes(&why),
+            None => Ok(()),
+        });
+        if let Err(e) = checked {
+            tracing::warn!(segment = %self.path.display(), error = %e, "checking or rebuilding the indexes failed");
         }
-        Ok(())
     }
 
     /// Rebuilds both indexes of this sealed segment from its log (written
@@ -83,7 +88,7 @@ impl Segment {
             // Only verified batches are indexed: a damaged header says nothing.
             let h = match self.verified_batch_at(pos, size)? {
                 Ok(h) if h.meta.base_offset >= self.base_offset => h,
-                _ => match self.scan_for_valid_batch(pos, self.base_offset, size)? {
+                _ => match self.next_valid_batch(pos, self.base_offset, size)? {
                     Some((p, _)) => {
                         pos = p;
                         continue;

@@ -3,65 +3,27 @@
 //! of the active segment at start-up, which applies `recovery::tail_step`.
 
 use std::io;
+
+use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
 use super::super::batch::{BatchError, BatchHeader};
 use super::super::direct;
 use super::super::format::*;
 use super::super::recovery::{self, Found, TailRecovery, TailStep};
+use super::super::verify::next_valid_within;
 use super::{IndexConfig, Segment};
 
 impl Segment {
-    /// The first batch after byte `after` that verifies whole (header, CRC)
-    /// and starts at or after offset `min_offset`, below `limit`: where a
-    /// reader can go on after damage. Every byte position is tried, nearest
-    /// first: neither a damaged header's length nor the index may be
-    /// trusted to point at the next batch.
-    pub fn next_valid_batch(&self, after: u64, min_offset: u64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
-        self.scan_for_valid_batch(after, min_offset, limit)
-    }
-
-    /// [`Segment::next_valid_batch`] without the index: every byte position
-    /// after `after` and before `until` (chunks of zeros are passed over at
-    /// once); batches may end past `until`, up to the segment's size.
-    pub(super) fn scan_for_valid_batch(
-        &self,
-        after: u64,
-        min_offset: u64,
-        until: u64,
-    ) -> io::Result<Option<(u64, BatchHeader)>> {
-        const CHUNK: u64 = 1 << 20;
-        let limit = self.size().max(until);
-        let mut from = after + 1;
-        while from < until && from + BATCH_HEADER_LEN_V1 as u64 <= limit {
-            let len = (limit - from).min(CHUNK + BATCH_HEADER_LEN as u64);
-            let data = self.read(from, len as usize)?;
-            if data.iter().all(|&b| b == 0) {
-                from += CHUNK;
-                continue;
-            }
-            let span = data.len().saturating_sub(MAGIC_AT).min(CHUNK as usize).min((until - from) as usize);
-            for i in 0..span {
-                if !matches!(data[i + MAGIC_AT], BATCH_MAGIC | BATCH_MAGIC_V1) {
-                    continue;
-                }
-                let p = from + i as u64;
-                // Cheap checks first: most random bytes are no header at all.
-                let plausible = BatchHeader::parse(&data[i..]).is_ok_and(|h| {
-                    h.meta.base_offset >= min_offset.max(self.base_offset)
-                        && h.meta.record_count >= 1
-                        && u64::from(h.batch_len) <= limit - p
-                });
-                if !plausible {
-                    continue;
-                }
-                if let Ok(h) = self.verified_batch_at(p, limit)? {
-                    return Ok(Some((p, h)));
-                }
-            }
-            from += CHUNK;
-        }
-        Ok(None)
+    /// The first batch after byte `after` that verifies whole and starts at
+    /// or after offset `min_offset` (and at or after the segment's base),
+    /// starting before `until`: where reading goes on after damage (see
+    /// `verify::next_valid`, shared with `strata verify` and the scrubber).
+    pub fn next_valid_batch(&self, after: u64, min_offset: u64, until: u64) -> io::Result<Option<(u64, BatchHeader)>> {
+        let size = self.size().max(until);
+        let mut read = |pos: u64, len: usize| self.read(pos, len);
+        let min = min_offset.max(self.base_offset);
+        next_valid_within(after, until, size, min, &mut read, &mut |_| Ok(()))
     }
 
     /// The position to start a timestamp search from: every record of the
@@ -137,16 +99,11 @@ impl Segment {
                 Ok(h) if h.meta.base_offset >= next_offset => Found::Batch(h),
                 Ok(h) => Found::Overlap { base_offset: h.meta.base_offset, expected: next_offset },
                 Err(BatchError::BadMagic(0)) if self.zero_header_at(pos)? => Found::Zeros,
-                // A newer version's header still says how long its batch
-                // is; a length that does not fit is a torn write instead.
-                Err(e) if e.is_newer_version() && !self.length_fits(pos, file_len)? => {
-                    Found::Damaged(BatchError::Truncated)
-                }
                 Err(e) => Found::Damaged(e),
             };
             let valid_after = match &found {
                 Found::Batch(_) => None,
-                _ => self.scan_for_valid_batch(pos, next_offset, file_len)?.map(|(p, _)| p),
+                _ => self.next_valid_batch(pos, next_offset, file_len)?.map(|(p, _)| p),
             };
             let hole = match valid_after {
                 Some(next) if !clean_stop => self.has_zero_block(pos, next)?,
@@ -177,17 +134,6 @@ impl Segment {
         Ok((next_offset, report))
     }
 
-    /// True if the length field of the header at `pos` is a plausible
-    /// batch length that ends within `file_len`.
-    fn length_fits(&self, pos: u64, file_len: u64) -> io::Result<bool> {
-        if file_len - pos < BATCH_HEADER_LEN as u64 {
-            return Ok(false);
-        }
-        let h = self.header_bytes_at(pos)?;
-        let len = u64::from(u32::from_le_bytes(h[BATCH_LEN_AT..BATCH_LEN_AT + 4].try_into().expect("4 bytes")));
-        Ok(len >= BATCH_HEADER_LEN_V1 as u64 && len <= file_len - pos)
-    }
-
     /// True if `from..to` holds a whole 4 KiB block of zeros: what a write
     /// that was not fsynced leaves after a power loss (blocks reach the disk
     /// in any order), not what damage to written bytes looks like.
@@ -210,12 +156,25 @@ impl Segment {
     /// Reads and verifies the whole batch at `pos`. The outer error is I/O;
     /// the inner one says why the bytes are not a good batch.
     pub fn verified_batch_at(&self, pos: u64, file_len: u64) -> io::Result<Result<BatchHeader, BatchError>> {
-        let h = match self.checked_header_at(pos, file_len)? {
-            Ok(h) => h,
-            Err(BatchError::BadLength(_)) => return Ok(Err(BatchError::Truncated)),
-            Err(e) => return Ok(Err(e)),
-        };
+        Ok(self.verified_bytes_at(pos, file_len)?.map(|(h, _)| h))
+    }
+
+    /// As [`Segment::verified_batch_at`], with the batch's bytes.
+    pub fn verified_bytes_at(&self, pos: u64, file_len: u64) -> io::Result<Result<(BatchHeader, Bytes), BatchError>> {
+        match self.checked_header_at(pos, file_len)? {
+            Ok(h) => self.verified_batch(pos, h),
+            Err(BatchError::BadLength(_)) => Ok(Err(BatchError::Truncated)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Reads the batch at `pos` whose header `h` was read, and verifies it.
+    pub(super) fn verified_batch(
+        &self,
+        pos: u64,
+        h: BatchHeader,
+    ) -> io::Result<Result<(BatchHeader, Bytes), BatchError>> {
         let batch = self.read(pos, h.batch_len as usize)?;
-        Ok(h.verify(&batch).map(|_| h))
+        Ok(h.verify(&batch).map(|_| (h, batch)))
     }
 }
