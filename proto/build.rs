@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .build_client(false)
+        // Malformed requests are INVALID_ARGUMENT; produce requests are bounded before decoding.
+        .codec_path("crate::codec::StrataCodec")
         .extern_path(".strata.v1", "crate::v1")
         .extern_path(".strata.v1.FetchResponse", "crate::raw::FetchResponse")
         .extern_path(".strata.v1.SubscribeResponse", "crate::raw::SubscribeResponse")

@@ -87,7 +87,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let many: Vec<_> =
         (0..200).map(|_| Record { value: Some(Bytes::from(vec![1u8; 8000])), ..Default::default() }).collect();
     let r = c.produce("t", Some(0), many, Acks::Durable).await;
-    assert_status(r, Code::OutOfRange, &["1048576"]);
+    assert_status(r, Code::ResourceExhausted, &["server.max_request_bytes", "1048576"]);
 
     // Empty produce, negative timestamp, bad acks.
     assert_status(c.produce("t", Some(0), vec![], Acks::Durable).await, Code::InvalidArgument, &["no records"]);

@@ -224,19 +224,30 @@ async fn connection_stream_timeout_and_fetch_limits_are_enforced() {
     assert!(s3.next().await.unwrap().is_ok());
     drop((s2, s3));
 
-    // Two connections at most: a third is closed at once.
-    let second = broker.client().await;
-    let mut second_admin = second.admin.clone();
-    second_admin.list_topics(ListTopicsRequest::default()).await.unwrap();
+    // Two connections at most. With a request open on each, a third is
+    // closed at once, and the refusal is logged.
+    let s1 = sub(&mut c).await.unwrap();
+    let mut second = broker.client().await;
+    let s2 = sub(&mut second).await.unwrap();
     let third = Client::connect(&broker.addr).await;
     let refused = match third {
         Err(_) => true,
         Ok(mut t) => t.admin.list_topics(ListTopicsRequest::default()).await.is_err(),
     };
     assert!(refused, "the third connection is refused");
-    // The refusal is logged (the line may arrive after the client saw it).
+    // (The line may arrive after the client saw the refusal.)
     broker.log_lines_once(|l| l.contains("max_connections"));
-    drop(second);
+
+    // Once one of them is idle, a new client is served: the idle
+    // connection is closed to make room.
+    drop(s2);
+    let mut fourth = eventually(Duration::from_secs(10), "a new client is served", || async {
+        let mut t = Client::connect(&broker.addr).await.ok()?;
+        t.admin.list_topics(ListTopicsRequest::default()).await.ok().map(|_| t)
+    })
+    .await;
+    fourth.admin.list_topics(ListTopicsRequest::default()).await.unwrap();
+    drop((s1, second));
 }
 
 fn rss_bytes(pid: u32) -> u64 {

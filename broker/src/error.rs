@@ -53,6 +53,19 @@ pub enum Error {
     },
     /// Some other field of the request is invalid; the message says which.
     InvalidArgument(String),
+    /// A resource the broker budgets (file descriptors, memory) would be
+    /// exceeded; the message names it, the numbers and what to change.
+    ResourceExhausted(String),
+    /// A produce request whose records, stored, would exceed what one fetch
+    /// reply can carry (`server.max_request_bytes`).
+    RequestTooLarge {
+        /// Records in the request.
+        records: usize,
+        /// Their stored size as one batch, in bytes.
+        stored: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// A record is larger than the topic allows.
     RecordTooLarge {
         /// Index of the record in the request.
@@ -159,7 +172,11 @@ impl fmt::Display for Error {
                 write!(f, "invalid partition count {requested}: must be between {min} and {max}")
             }
             Error::InvalidConfig { key, reason } => write!(f, "invalid config '{key}': {reason}"),
-            Error::InvalidArgument(msg) => f.write_str(msg),
+            Error::InvalidArgument(msg) | Error::ResourceExhausted(msg) => f.write_str(msg),
+            Error::RequestTooLarge { records, stored, limit } => write!(
+                f,
+                "produce request of {records} records would be stored as {stored} bytes, over server.max_request_bytes = {limit} (the most one fetch reply carries); send fewer records per request"
+            ),
             Error::RecordTooLarge { index, size, limit } => write!(
                 f,
                 "record {index} is {size} bytes, over the topic's max.message.bytes limit of {limit} bytes"

@@ -22,7 +22,7 @@
 //! - [`log`]: a partition's on-disk log — segments, indexes, batches, the
 //!   on-disk format, recovery policy, compaction's rewriting. A leaf: it
 //!   knows no topic, config, protocol or policy type.
-//! - [`failpoint`], [`shutdown`]: small helpers.
+//! - [`failpoint`], [`shutdown`], [`net`], [`memory`]: small helpers.
 
 pub mod cleaner;
 pub mod config;
@@ -30,7 +30,9 @@ pub mod coordinator;
 pub mod error;
 pub mod failpoint;
 pub mod log;
+pub mod memory;
 pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod partition;
 pub mod retention;

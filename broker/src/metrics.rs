@@ -6,7 +6,9 @@
 //! - `records_in_total{topic}`, `bytes_in_total{topic}`, `records_out_total{topic}`, `bytes_out_total{topic}`
 //! - `partition_size_bytes`, `partition_end_offset`, `partition_start_offset` `{topic,partition}`
 //! - `consumer_group_lag{group,topic,partition}`
-//! - `active_connections`, `connections_rejected_total`
+//! - `active_connections`, `connections_rejected_total`, `connections_closed_total{reason}`,
+//!   `accept_errors_total{listener}`, `request_budget_waits_total`, `reply_budget_waits_total`,
+//!   `subscribers_stalled_total`, `resident_memory_bytes`
 //! - `fsync_total`, `fsync_duration_seconds`, `segment_write_duration_seconds`
 //! - `retention_segments_deleted_total`, `compaction_bytes_read_total`,
 //!   `compaction_bytes_written_total`, `compaction_records_dropped_total`, `cleaner_passes_total{kind}`
@@ -43,6 +45,9 @@ pub fn handle() -> PrometheusHandle {
 
 /// Sets the gauges that describe current state (sizes, offsets, lag).
 async fn refresh(manager: &Manager, coordinator: &Coordinator) {
+    if let Some(rss) = crate::memory::resident_bytes() {
+        metrics::gauge!("strata_resident_memory_bytes").set(rss as f64);
+    }
     for topic in manager.topics_snapshot() {
         for log in topic.partitions().iter() {
             let labels = [("topic", topic.name().to_string()), ("partition", log.id().to_string())];
@@ -61,6 +66,13 @@ async fn refresh(manager: &Manager, coordinator: &Coordinator) {
     }
 }
 
+/// Most metrics connections open at once; more are closed at once. A
+/// scraper needs one; the cap keeps a flood of idle connections from using
+/// the descriptors the broker needs for clients and segments.
+const MAX_CONNECTIONS: usize = 16;
+/// A request must arrive, and the reply be written, within this long.
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves `GET /metrics` on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -69,41 +81,51 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let handle = handle();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (mut stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            r = crate::net::accept(&listener, "metrics") => r,
             _ = stopped(&mut shutdown) => return,
+        };
+        let Some((stream, _)) = accepted else { continue };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("strata_connections_rejected_total", "listener" => "metrics").increment(1);
+            continue; // dropping the stream closes it
         };
         let (handle, manager, coordinator) = (handle.clone(), manager.clone(), coordinator.clone());
         tokio::spawn(async move {
-            // One small HTTP/1.1 request per connection is all Prometheus sends.
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf[n..]).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(k) => n += k,
-                }
-            }
-            let (status, body) = if buf.starts_with(b"GET /metrics ") || buf.starts_with(b"GET /metrics?") {
-                refresh(&manager, &coordinator).await;
-                ("200 OK", handle.render())
-            } else {
-                ("404 Not Found", "try GET /metrics\n".to_string())
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let _slot = slot;
+            let _ = tokio::time::timeout(IO_TIMEOUT, answer(stream, &handle, &manager, &coordinator)).await;
         });
     }
+}
+
+/// Reads one small HTTP/1.1 request (all Prometheus sends) and answers it.
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    handle: &PrometheusHandle,
+    manager: &Manager,
+    coordinator: &Coordinator,
+) {
+    let mut buf = vec![0u8; 4096];
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(k) => n += k,
+        }
+    }
+    let (status, body) = if buf.starts_with(b"GET /metrics ") || buf.starts_with(b"GET /metrics?") {
+        refresh(manager, coordinator).await;
+        ("200 OK", handle.render())
+    } else {
+        ("404 Not Found", "try GET /metrics\n".to_string())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }

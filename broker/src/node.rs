@@ -67,6 +67,10 @@ impl Node {
     /// the metrics endpoint if configured (the cleaner starts once the
     /// listeners are ready: its first pass is one interval after that).
     pub async fn open(config: Config) -> Result<Node, NodeError> {
+        match crate::partition::fds::raise_limit() {
+            Ok(limit) => tracing::info!(limit, "file descriptor limit (RLIMIT_NOFILE)"),
+            Err(e) => tracing::warn!(error = %e, "cannot read the file descriptor limit"),
+        }
         let manager = {
             let config = config.clone();
             // Opening reads and may repair files: keep it off the async workers.
@@ -77,7 +81,10 @@ impl Node {
             Arc::new(tokio::task::spawn_blocking(move || Coordinator::open(m, c)).await??)
         };
         let (tasks_stop, stop_rx) = watch::channel(false);
-        let mut tasks = vec![("group reaper", tokio::spawn(coordinator.clone().run_reaper(stop_rx.clone())))];
+        let mut tasks = vec![
+            ("group reaper", tokio::spawn(coordinator.clone().run_reaper(stop_rx.clone()))),
+            ("memory trimmer", tokio::spawn(crate::memory::run_trimmer(stop_rx.clone()))),
+        ];
         if !config.server.metrics_listen.is_empty() {
             let addr = &config.server.metrics_listen;
             let listener = tokio::net::TcpListener::bind(addr)

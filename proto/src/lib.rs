@@ -5,8 +5,10 @@
 //! - [`raw`]: the fetch-side replies as the broker builds them, splicing record
 //!   bytes kept in storage; on the wire they are exactly `v1::FetchResponse` and
 //!   `v1::SubscribeResponse`.
+//! - [`codec`]: the servers' codec (decode errors, produce request limits).
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, for server reflection.
 
+pub mod codec;
 pub mod raw;
 
 use std::collections::BTreeSet;

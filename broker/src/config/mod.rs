@@ -127,8 +127,27 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Most concurrent HTTP/2 streams (requests) per connection; more wait.
     pub max_concurrent_streams: u32,
-    /// Most open client connections; more are closed at once.
+    /// Most open client connections. At the limit the connection idle
+    /// longest is closed to make room; if every one has a request open, the
+    /// new one is closed at once.
     pub max_connections: u32,
+    /// Most open connections from one client IP address (same rule; at most
+    /// `max_connections` in effect).
+    pub max_connections_per_ip: u32,
+    /// A connection that has not sent the HTTP/2 preface and SETTINGS within
+    /// this long is closed (ms).
+    pub handshake_timeout_ms: u64,
+    /// A connection with no open request for this long is closed (ms).
+    pub idle_timeout_ms: u64,
+    /// Bytes of request messages being received and decoded at once, over
+    /// all connections; a request past it waits (its client is not read).
+    pub request_memory_bytes: u64,
+    /// Bytes of fetch replies being built and of replies queued for
+    /// subscribers, over all requests; past it, reads wait.
+    pub reply_memory_bytes: u64,
+    /// A subscriber that takes no reply for this long is ended with
+    /// RESOURCE_EXHAUSTED and what was queued for it is dropped (ms).
+    pub subscribe_stall_timeout_ms: u64,
     /// A request still unanswered after this long is cancelled (ms; streams
     /// count until their first reply).
     pub request_timeout_ms: u64,
@@ -151,6 +170,12 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             max_concurrent_streams: 256,
             max_connections: 1024,
+            max_connections_per_ip: 256,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 600_000,
+            request_memory_bytes: 256 << 20,
+            reply_memory_bytes: 256 << 20,
+            subscribe_stall_timeout_ms: 60_000,
             request_timeout_ms: 60_000,
             fetch_max_records: 100_000,
             subscribe_buffer: 4,
@@ -365,6 +390,13 @@ impl Config {
         range("server.shutdown_grace_ms", self.server.shutdown_grace_ms, 0, 3_600_000)?;
         range("server.max_concurrent_streams", u64::from(self.server.max_concurrent_streams), 1, 1 << 20)?;
         range("server.max_connections", u64::from(self.server.max_connections), 1, 1 << 20)?;
+        range("server.max_connections_per_ip", u64::from(self.server.max_connections_per_ip), 1, 1 << 20)?;
+        range("server.handshake_timeout_ms", self.server.handshake_timeout_ms, 100, 3_600_000)?;
+        range("server.idle_timeout_ms", self.server.idle_timeout_ms, 1_000, 86_400_000)?;
+        let max_request = self.server.max_request_bytes;
+        range("server.request_memory_bytes", self.server.request_memory_bytes, max_request, 1 << 40)?;
+        range("server.reply_memory_bytes", self.server.reply_memory_bytes, max_request, 1 << 40)?;
+        range("server.subscribe_stall_timeout_ms", self.server.subscribe_stall_timeout_ms, 100, 86_400_000)?;
         range("server.request_timeout_ms", self.server.request_timeout_ms, 1, 86_400_000)?;
         range("server.fetch_max_records", u64::from(self.server.fetch_max_records), 1, u64::from(u32::MAX))?;
         range("server.subscribe_buffer", u64::from(self.server.subscribe_buffer), 1, 1024)?;

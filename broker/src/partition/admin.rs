@@ -55,6 +55,7 @@ impl Manager {
         if self.topics.read().expect("topics lock").contains_key(name) {
             return Err(Error::TopicExists { topic: name.to_string() });
         }
+        self.check_descriptors(partitions)?;
         // The topic directory appears, by rename, with its topic.toml in it:
         // recovery can tell a crashed creation (`~creating-*`) from damage.
         let dir = self.topic_dir(name);
@@ -160,6 +161,7 @@ impl Manager {
                 max: self.defaults.max_partitions,
             });
         }
+        self.check_descriptors(total - current)?;
         let opened = self.open_partitions(name, current..total, &topic.settings())?;
         let dir = self.topic_dir(name);
         let committed = sync_dir(&dir)

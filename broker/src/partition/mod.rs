@@ -11,6 +11,7 @@
 //! [`Partition`] handle.
 
 mod admin;
+pub mod fds;
 mod handle;
 pub mod internal;
 pub mod lock;
@@ -183,7 +184,37 @@ impl Manager {
         s: &TopicSettings,
     ) -> Result<Vec<Arc<Partition>>> {
         let dir = self.topic_dir(topic);
-        ids.map(|p| self.open_partition(topic, &dir, p, s)).collect()
+        let mut opened = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.open_partition(topic, &dir, id, s) {
+                Ok(p) => opened.push(p),
+                Err(e) => {
+                    // Close what was opened (its flusher lets go of it), so
+                    // a failed open leaves no descriptor behind.
+                    opened.iter().for_each(|p| drop(p.close()));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Refuses to open `partitions` more partitions when the descriptors
+    /// they need are not there (see [`fds`]): client connections get theirs
+    /// first.
+    fn check_descriptors(&self, partitions: u32) -> Result<()> {
+        let (Ok(limit), Ok(open)) = (fds::raise_limit(), fds::open_now()) else { return Ok(()) };
+        let needed = u64::from(partitions) * fds::FDS_PER_PARTITION;
+        let reserved = u64::from(self.config.server.max_connections) + fds::FDS_RESERVED;
+        let available = limit.saturating_sub(open).saturating_sub(reserved);
+        if needed > available {
+            return Err(Error::ResourceExhausted(format!(
+                "{partitions} new partitions need {needed} file descriptors ({} each), but only {available} are free: the limit (RLIMIT_NOFILE) is {limit}, {open} are open and {reserved} are kept for server.max_connections = {} and the broker itself; raise the limit (ulimit -n, docker run --ulimit nofile=...) or use fewer partitions",
+                fds::FDS_PER_PARTITION,
+                self.config.server.max_connections
+            )));
+        }
+        Ok(())
     }
 
     fn open_topic(&self, name: &str) -> Result<Arc<Topic>> {

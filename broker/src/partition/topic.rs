@@ -9,6 +9,7 @@ use super::partitioner::partition_for_key;
 use crate::config::{AckLevel, TopicSettings};
 use crate::error::{Error, Result};
 use crate::log::batch::{stored_record_size, RecordSource};
+use crate::log::format::BATCH_HEADER_LEN;
 use crate::log::LogConfig;
 
 /// Where a produce request's records landed.
@@ -134,12 +135,14 @@ impl Topic {
 
     /// Checks every record before anything is appended, so a bad request
     /// changes nothing.
-    fn validate<R: RecordSource>(&self, records: &[R]) -> Result<()> {
+    fn validate<R: RecordSource>(&self, records: &[R], max_stored_bytes: usize) -> Result<()> {
         if records.is_empty() {
             return Err(Error::InvalidArgument("produce request has no records".into()));
         }
         let settings = self.settings();
         let limit = settings.max_message_bytes;
+        // Stored size as one batch (an upper bound: the worst-case varints).
+        let mut stored = BATCH_HEADER_LEN;
         for (index, r) in records.iter().enumerate() {
             if settings.cleanup_policy.compact && r.key().is_none() {
                 return Err(Error::InvalidArgument(format!(
@@ -157,21 +160,28 @@ impl Topic {
             if size as u64 > limit {
                 return Err(Error::RecordTooLarge { index, size, limit });
             }
+            stored += size;
+        }
+        if stored > max_stored_bytes {
+            return Err(Error::RequestTooLarge { records: records.len(), stored, limit: max_stored_bytes });
         }
         Ok(())
     }
 
     /// Appends `records`, to `partition` or to partitions chosen by key
     /// (keyless records: one round-robin partition per request), to be
-    /// acknowledged at the level `acks` asks.
+    /// acknowledged at the level `acks` asks. Refused whole, before anything
+    /// is written, if the records stored would take more than
+    /// `max_stored_bytes` (so that every stored batch fits a fetch reply).
     pub fn produce<R: RecordSource>(
         &self,
         partition: Option<u32>,
         records: &[R],
         now_ms: i64,
         acks: AckLevel,
+        max_stored_bytes: usize,
     ) -> Result<Produced> {
-        self.validate(records)?;
+        self.validate(records, max_stored_bytes)?;
         let logs = self.partitions();
         let n = logs.len() as u32;
         let fixed = match partition {

@@ -9,7 +9,7 @@ use futures::Stream;
 use strata_proto::raw;
 use strata_proto::server::broker_server::Broker;
 use strata_proto::v1::*;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -30,10 +30,19 @@ pub struct BrokerService {
     manager: Arc<Manager>,
     default_acks: AckLevel,
     fetch_default_max_bytes: u32,
+    /// `server.max_request_bytes`: the most record bytes one reply asks for,
+    /// and the most one produce request may store (so every stored batch
+    /// fits a reply).
+    max_reply_bytes: usize,
     fetch_max_wait: Duration,
     fetch_max_records: usize,
     /// Replies queued per subscription before it waits for its client.
     subscribe_buffer: usize,
+    /// `server.reply_memory_bytes`: record bytes of fetch replies being
+    /// built and of subscription replies queued, over all requests.
+    reply_budget: Arc<Semaphore>,
+    /// `server.subscribe_stall_timeout_ms`.
+    stall_timeout: Duration,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -47,9 +56,12 @@ impl BrokerService {
             manager: node.manager.clone(),
             default_acks: config.storage.default_acks,
             fetch_default_max_bytes: config.server.fetch_default_max_bytes as u32,
+            max_reply_bytes: config.server.max_request_bytes as usize,
             fetch_max_wait: Duration::from_millis(config.server.fetch_max_wait_ms),
             fetch_max_records: config.server.fetch_max_records as usize,
             subscribe_buffer: config.server.subscribe_buffer as usize,
+            reply_budget: Arc::new(Semaphore::new(config.server.reply_memory_bytes as usize)),
+            stall_timeout: Duration::from_millis(config.server.subscribe_stall_timeout_ms),
             shutdown,
         }
     }
@@ -75,7 +87,7 @@ impl BrokerService {
         let acks = self.acks(req.acks)?;
         check_client_op(&req.topic, ClientOp::Produce)?;
         let topic = self.manager.topic(&req.topic)?;
-        let produced = topic.produce(req.partition, &req.records, self.manager.now_ms(), acks)?;
+        let produced = topic.produce(req.partition, &req.records, self.manager.now_ms(), acks, self.max_reply_bytes)?;
         let bytes: usize = req
             .records
             .iter()
@@ -102,6 +114,26 @@ impl BrokerService {
             appending.acknowledged().await?;
         }
         Ok(ProduceResponse { request_id, positions, ranges, error: None })
+    }
+
+    /// A reader's `max_bytes`: the default for 0, and never more than one
+    /// reply can carry (a larger ask is capped, as Kafka caps `fetch.max.bytes`).
+    fn max_bytes(&self, asked: u32) -> usize {
+        match asked {
+            0 => self.fetch_default_max_bytes as usize,
+            n => (n as usize).min(self.max_reply_bytes),
+        }
+    }
+
+    /// Takes `bytes` (at most one reply's worth) from the reply budget,
+    /// waiting while it is spent by others.
+    async fn reply_memory(&self, bytes: usize) -> Result<OwnedSemaphorePermit> {
+        let n = bytes.min(self.max_reply_bytes) as u32;
+        if let Ok(permit) = self.reply_budget.clone().try_acquire_many_owned(n) {
+            return Ok(permit);
+        }
+        metrics::counter!("strata_reply_budget_waits_total").increment(1);
+        self.reply_budget.clone().acquire_many_owned(n).await.map_err(|_| Error::Unavailable("broker stopping".into()))
     }
 
     fn log(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
@@ -152,6 +184,49 @@ impl Drop for ActiveSubscription {
     }
 }
 
+/// A subscription reply waiting for its client, with the reply memory it holds.
+struct Queued {
+    reply: raw::SubscribeResponse,
+    _memory: OwnedSemaphorePermit,
+}
+
+/// A subscription's replies on their way to tonic. The subscription task can
+/// [`end`](Outbox::end) it: what is queued is dropped at once (memory back
+/// to the budget, even if the client never reads again) and the client is
+/// told why when it next reads.
+#[derive(Clone)]
+struct Outbox(Arc<std::sync::Mutex<OutboxState>>);
+
+struct OutboxState {
+    rx: Option<mpsc::Receiver<Result<Queued, Status>>>,
+    ended: Option<Status>,
+}
+
+impl Outbox {
+    fn new(rx: mpsc::Receiver<Result<Queued, Status>>) -> Self {
+        Outbox(Arc::new(std::sync::Mutex::new(OutboxState { rx: Some(rx), ended: None })))
+    }
+
+    fn end(&self, status: Status) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.rx = None;
+        state.ended = Some(status);
+    }
+}
+
+impl Stream for Outbox {
+    type Item = Result<raw::SubscribeResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut state.rx {
+            // The reply's memory goes back here, as tonic takes it to encode.
+            Some(rx) => rx.poll_recv(cx).map(|item| item.map(|r| r.map(|q| q.reply))),
+            None => std::task::Poll::Ready(state.ended.take().map(Err)),
+        }
+    }
+}
+
 fn stream_error(e: Error) -> strata_proto::v1::Error {
     let s = to_status(e);
     strata_proto::v1::Error { code: s.code() as i32, message: s.message().to_string() }
@@ -181,6 +256,9 @@ impl Broker for BrokerService {
             // wait for a shared fsync) complete in order behind them.
             let mut pending = FuturesOrdered::new();
             let mut reading = true;
+            // A request that did not decode ends the stream with its status,
+            // after the replies to the requests before it.
+            let mut broken: Option<Status> = None;
             loop {
                 tokio::select! {
                     msg = inbound.message(), if reading && pending.len() < MAX_IN_FLIGHT => match msg {
@@ -200,6 +278,7 @@ impl Broker for BrokerService {
                         Ok(None) => reading = false,
                         Err(status) => {
                             tracing::debug!(%status, "produce stream broken by the client");
+                            broken = Some(status);
                             reading = false;
                         }
                     },
@@ -212,6 +291,9 @@ impl Broker for BrokerService {
                     else => break,
                 }
             }
+            if let Some(status) = broken {
+                let _ = tx.send(Err(status)).await;
+            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -222,7 +304,7 @@ impl Broker for BrokerService {
             return Err(Error::InvalidArgument("fetch request names no partitions".into()).into());
         }
         let logs = req.partitions.iter().map(|p| self.log(&p.topic, p.partition)).collect::<Result<Vec<_>>>()?;
-        let total_max = if req.max_bytes == 0 { self.fetch_default_max_bytes } else { req.max_bytes } as usize;
+        let total_max = self.max_bytes(req.max_bytes);
         let max_wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(self.fetch_max_wait);
         let min_bytes = (req.min_bytes as usize).max(1);
         let deadline = Instant::now() + max_wait;
@@ -230,10 +312,12 @@ impl Broker for BrokerService {
         loop {
             // Watch before reading, so an append between the read and the wait still wakes us.
             let mut watches: Vec<_> = logs.iter().map(|l| l.watch_high_watermark()).collect();
+            // Held until the reply is handed over for encoding.
+            let _memory = self.reply_memory(total_max).await?;
             let mut reply = raw::FetchResponse::default();
             let mut budget = total_max;
             for (p, log) in req.partitions.iter().zip(&logs) {
-                let part_max = if p.max_bytes == 0 { total_max } else { p.max_bytes as usize };
+                let part_max = if p.max_bytes == 0 { total_max } else { self.max_bytes(p.max_bytes) };
                 let max = part_max.min(budget);
                 // Over budget (max 0): the offset is still validated, nothing is read.
                 let (part, _) = self.read(&p.topic, p.partition, log, p.offset, max, p.skip_damaged)?;
@@ -259,12 +343,14 @@ impl Broker for BrokerService {
         let req = req.into_inner();
         let log = self.log(&req.topic, req.partition)?;
         let mut offset = req.offset.unwrap_or_else(|| log.high_watermark());
-        let max_bytes = if req.max_bytes == 0 { self.fetch_default_max_bytes } else { req.max_bytes } as usize;
+        let max_bytes = self.max_bytes(req.max_bytes);
         // Check the start offset now, so a bad one fails the call itself.
         self.read(&req.topic, req.partition, &log, offset, 0, false)?;
-        let (tx, rx) = mpsc::channel(self.subscribe_buffer);
+        let (tx, rx) = mpsc::channel::<Result<Queued, Status>>(self.subscribe_buffer);
+        let outbox = Outbox::new(rx);
         let svc = self.clone();
         let mut shutdown = self.shutdown.clone();
+        let stalled = outbox.clone();
         tokio::spawn(async move {
             let _active = ActiveSubscription::new();
             loop {
@@ -278,10 +364,34 @@ impl Broker for BrokerService {
                     let _ = tx.send(Err(to_status(closed))).await;
                     return;
                 }
+                // Budget first, so a read never holds memory the broker does not have.
+                let mut memory = tokio::select! {
+                    m = svc.reply_memory(max_bytes) => match m {
+                        Ok(m) => m,
+                        Err(_) => return,
+                    },
+                    _ = tx.closed() => return,
+                    _ = stopped(&mut shutdown) => return,
+                };
                 match svc.read(&req.topic, req.partition, &log, offset, max_bytes, req.skip_damaged) {
                     Ok((records, next)) if !records.records.is_empty() => {
+                        // Keep what the reply holds, give back the rest.
+                        let used = records.records_len().min(memory.num_permits());
+                        drop(memory.split(memory.num_permits() - used));
+                        let queued = Queued { reply: raw::SubscribeResponse { records }, _memory: memory };
                         tokio::select! {
-                            sent = tx.send(Ok(raw::SubscribeResponse { records })) => if sent.is_err() { return },
+                            sent = tokio::time::timeout(svc.stall_timeout, tx.send(Ok(queued))) => match sent {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => return,
+                                Err(_) => {
+                                    metrics::counter!("strata_subscribers_stalled_total").increment(1);
+                                    stalled.end(Status::resource_exhausted(format!(
+                                        "subscriber took no reply for {} ms (server.subscribe_stall_timeout_ms); what was queued for it is dropped: subscribe again from offset {offset}",
+                                        svc.stall_timeout.as_millis()
+                                    )));
+                                    return;
+                                }
+                            },
                             _ = stopped(&mut shutdown) => return,
                         }
                         offset = next;
@@ -289,6 +399,7 @@ impl Broker for BrokerService {
                     // Nothing to push, but offsets to pass (compacted away, or skipped damage).
                     Ok((_, next)) if next > offset => offset = next,
                     Ok(_) => {
+                        drop(memory);
                         tokio::select! {
                             _ = hw.changed() => {}
                             _ = tx.closed() => return,
@@ -302,7 +413,7 @@ impl Broker for BrokerService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(outbox)))
     }
 
     async fn list_offsets(&self, req: Request<ListOffsetsRequest>) -> Result<Response<ListOffsetsResponse>, Status> {

@@ -1,125 +1,75 @@
-//! Connection limit and per-RPC metrics, around the tonic services.
+//! What wraps every RPC, around the tonic services: per-RPC metrics, the
+//! connection's open-request count, and the request memory budget.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use futures::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
 
-/// An accepted connection, counted while open.
-pub struct Conn {
-    stream: TcpStream,
-    _slot: Slot,
+use super::connections::{ConnInfo, RequestGuard};
+
+/// Limits every request shares (`server.*` keys).
+#[derive(Clone)]
+pub struct RequestLimits {
+    /// `server.max_request_bytes`: the largest message a request may carry.
+    pub max_request_bytes: usize,
+    /// `server.request_memory_bytes`: bytes of request messages being
+    /// received and decoded at once, over all connections.
+    pub budget: Arc<Semaphore>,
+    /// The budget's size, for errors.
+    pub budget_bytes: usize,
 }
 
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let now = self.0.fetch_sub(1, Ordering::AcqRel) - 1;
-        metrics::gauge!("strata_active_connections").set(now as f64);
-    }
+/// Wraps each RPC: counts it by method and gRPC status and times it (to the
+/// response head: for streams, to the first reply); keeps its connection
+/// marked busy until the response ends; holds its messages to the request
+/// memory budget.
+#[derive(Clone)]
+pub struct RpcLayer {
+    /// The limits.
+    pub limits: RequestLimits,
 }
 
-/// Accepts connections, closing those beyond `max` at once (logged).
-pub fn incoming(listener: TcpListener, max: usize) -> impl Stream<Item = std::io::Result<Conn>> {
-    let active = Arc::new(AtomicUsize::new(0));
-    futures::stream::unfold((listener, active), move |(listener, active)| async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => return Some((Err(e), (listener, active))),
-            };
-            if active.load(Ordering::Acquire) >= max {
-                tracing::warn!(%peer, max_connections = max, "connection refused: server.max_connections reached");
-                metrics::counter!("strata_connections_rejected_total").increment(1);
-                continue; // dropping the stream closes it
-            }
-            let _ = stream.set_nodelay(true);
-            let now = active.fetch_add(1, Ordering::AcqRel) + 1;
-            metrics::gauge!("strata_active_connections").set(now as f64);
-            let conn = Conn { stream, _slot: Slot(active.clone()) };
-            return Some((Ok(conn), (listener, active)));
-        }
-    })
-}
-
-impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-/// Counts requests by method and gRPC status, and times them (to the
-/// response head: for streams, to the first reply).
-#[derive(Clone, Default)]
-pub struct RpcMetricsLayer;
-
-impl<S> tower::Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetrics<S>;
+impl<S> tower::Layer<S> for RpcLayer {
+    type Service = Rpc<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcMetrics { inner }
+        Rpc { inner, limits: self.limits.clone() }
     }
 }
 
-/// See [`RpcMetricsLayer`].
+/// See [`RpcLayer`].
 #[derive(Clone)]
-pub struct RpcMetrics<S> {
+pub struct Rpc<S> {
     inner: S,
+    limits: RequestLimits,
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for RpcMetrics<S>
+impl<S, RB> tower::Service<http::Request<tonic::body::Body>> for Rpc<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<Tracked<RB>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let method = req.uri().path().to_string();
         let start = Instant::now();
+        let guard = req.extensions().get::<ConnInfo>().map(|c| c.state.begin_request());
+        let limits = self.limits.clone();
+        let req = req.map(|body| tonic::body::Body::new(Budgeted::new(body, limits)));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await;
@@ -131,7 +81,159 @@ where
             metrics::histogram!("strata_rpc_duration_seconds", "method" => method.clone())
                 .record(start.elapsed().as_secs_f64());
             metrics::counter!("strata_rpc_requests_total", "method" => method, "code" => code).increment(1);
-            result
+            result.map(|resp| resp.map(|inner| Tracked { inner, _guard: guard }))
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as open until it ends.
+    pub struct Tracked<B> {
+        #[pin]
+        inner: B,
+        _guard: Option<RequestGuard>,
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>;
+
+/// A request body read frame by frame of the gRPC framing (a flag byte and
+/// a 4-byte length before each message). Each message's length is checked
+/// against `server.max_request_bytes` and taken from the request memory
+/// budget before any of its bytes go on to be buffered and decoded; it is
+/// given back when the next message starts or the body is dropped (a
+/// unary request's body is dropped once decoded). While the budget is
+/// spent the body is not read, so HTTP/2 flow control holds the client back.
+struct Budgeted {
+    inner: tonic::body::Body,
+    limits: RequestLimits,
+    /// The chunk being scanned and how far.
+    chunk: Option<(Bytes, usize)>,
+    header: [u8; 5],
+    header_len: usize,
+    /// Bytes of the current message still to pass.
+    message_left: usize,
+    held: Option<OwnedSemaphorePermit>,
+    acquiring: Option<Acquire>,
+}
+
+impl Budgeted {
+    fn new(inner: tonic::body::Body, limits: RequestLimits) -> Self {
+        Budgeted {
+            inner,
+            limits,
+            chunk: None,
+            header: [0; 5],
+            header_len: 0,
+            message_left: 0,
+            held: None,
+            acquiring: None,
+        }
+    }
+
+    /// Scans the held chunk; Pending while waiting for budget.
+    fn scan(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        loop {
+            if let Some(acquiring) = &mut self.acquiring {
+                let permit = ready!(acquiring.as_mut().poll(cx)).map_err(|_| Status::unavailable("server stopping"))?;
+                self.held = Some(permit);
+                self.acquiring = None;
+            }
+            let Some((chunk, pos)) = &mut self.chunk else { return Poll::Ready(Ok(())) };
+            let rest = &chunk[*pos..];
+            if rest.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if self.message_left > 0 {
+                let n = self.message_left.min(rest.len());
+                self.message_left -= n;
+                *pos += n;
+                continue;
+            }
+            let n = (5 - self.header_len).min(rest.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&rest[..n]);
+            self.header_len += n;
+            *pos += n;
+            if self.header_len < 5 {
+                continue;
+            }
+            self.header_len = 0;
+            let len = u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]) as usize;
+            self.message_left = len;
+            // The previous message is decoded by now.
+            self.held = None;
+            self.take_budget(len)?;
+        }
+    }
+
+    fn take_budget(&mut self, len: usize) -> Result<(), Status> {
+        let limits = &self.limits;
+        if len > limits.max_request_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "request message of {len} bytes is over server.max_request_bytes = {}",
+                limits.max_request_bytes
+            )));
+        }
+        if len > limits.budget_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "request message of {len} bytes is over server.request_memory_bytes = {}",
+                limits.budget_bytes
+            )));
+        }
+        match limits.budget.clone().try_acquire_many_owned(len as u32) {
+            Ok(permit) => self.held = Some(permit),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                metrics::counter!("strata_request_budget_waits_total").increment(1);
+                self.acquiring = Some(Box::pin(limits.budget.clone().acquire_many_owned(len as u32)));
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(Status::unavailable("server stopping")),
+        }
+        Ok(())
+    }
+}
+
+impl Body for Budgeted {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        loop {
+            if this.chunk.is_some() {
+                ready!(this.scan(cx))?;
+                let (chunk, _) = this.chunk.take().expect("chunk held");
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.chunk = Some((data, 0)),
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunk.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

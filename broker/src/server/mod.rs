@@ -8,21 +8,26 @@
 
 mod admin;
 mod broker;
+mod connections;
 mod groups;
+mod health;
 mod layers;
 mod records;
 pub mod status;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use strata_proto::server::{admin_server::AdminServer, broker_server::BrokerServer, groups_server::GroupsServer};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tonic::transport::Server;
 
 pub use admin::AdminService;
 pub use broker::BrokerService;
 pub use groups::GroupsService;
+use health::HealthService;
+use tonic_health::pb::health_server::HealthServer;
 
 use crate::node::{Listener, NodeError, NodeHandle, Serving};
 use crate::shutdown::stopped;
@@ -30,6 +35,7 @@ use crate::shutdown::stopped;
 const H2_STREAM_WINDOW: u32 = 8 << 20;
 const H2_CONNECTION_WINDOW: u32 = 16 << 20;
 const H2_MAX_FRAME: u32 = 1 << 20;
+const H2_MAX_HEADER_LIST: u32 = 64 << 10;
 
 /// The gRPC listener on a bound TCP socket.
 pub struct GrpcListener {
@@ -63,10 +69,7 @@ async fn run(
     let config = node.config.clone();
     let max_message = config.server.max_request_bytes as usize;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<BrokerServer<BrokerService>>().await;
-    health.set_serving::<AdminServer<AdminService>>().await;
-    health.set_serving::<GroupsServer<GroupsService>>().await;
+    let health = HealthServer::new(HealthService::new(stop.clone()));
     // Both reflection versions: some tools (older grpcurl, Python's
     // grpcio-reflection client) speak only v1alpha.
     let reflection = || {
@@ -78,15 +81,30 @@ async fn run(
 
     let broker = BrokerServer::new(BrokerService::new(&node, stop.clone()))
         .max_decoding_message_size(max_message)
-        // A fetch returns at least one whole batch, which may exceed its max_bytes.
-        .max_encoding_message_size(max_message * 2);
+        // A fetch reply carries at most max_request_bytes of records asked
+        // for, plus one whole batch (which may exceed what was asked, but is
+        // itself at most max_request_bytes), plus per-partition framing.
+        .max_encoding_message_size(max_message * 2 + (4 << 20));
     let admin = AdminServer::new(AdminService::new(node.manager.clone()));
     let groups = GroupsServer::new(GroupsService::new(node.coordinator.clone()));
 
     // Logged last: once this line is out, every service is ready.
     tracing::info!("listening on {}", listener.local_addr()?);
     let _ = ready.send(());
-    let incoming = layers::incoming(listener, config.server.max_connections as usize);
+    let connections = connections::Connections::new(connections::ConnLimits {
+        max_connections: config.server.max_connections as usize,
+        max_per_ip: config.server.max_connections_per_ip as usize,
+        handshake_timeout: Duration::from_millis(config.server.handshake_timeout_ms),
+        idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
+    });
+    // Aborted when this returns.
+    let _reaper = AbortOnDrop(tokio::spawn(connections.clone().run_reaper(stop.clone())));
+    let incoming = connections::incoming(listener, connections);
+    let limits = layers::RequestLimits {
+        max_request_bytes: max_message,
+        budget: Arc::new(Semaphore::new(config.server.request_memory_bytes as usize)),
+        budget_bytes: config.server.request_memory_bytes as usize,
+    };
     let (serve_stop_tx, serve_stop_rx) = oneshot::channel::<()>();
     let mut server = tokio::spawn(
         Server::builder()
@@ -99,8 +117,10 @@ async fn run(
             .max_frame_size(Some(H2_MAX_FRAME))
             .timeout(Duration::from_millis(config.server.request_timeout_ms))
             .max_concurrent_streams(config.server.max_concurrent_streams)
-            .layer(layers::RpcMetricsLayer)
-            .add_service(health_service)
+            // The client's HTTP/2 header block: gRPC needs a few hundred bytes.
+            .http2_max_header_list_size(Some(H2_MAX_HEADER_LIST))
+            .layer(layers::RpcLayer { limits })
+            .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(broker)
@@ -118,10 +138,8 @@ async fn run(
     match served {
         Some(r) => r.map_err(NodeError::from).and_then(|r| r.map_err(NodeError::from)),
         None => {
-            health.set_not_serving::<BrokerServer<BrokerService>>().await;
-            health.set_not_serving::<AdminServer<AdminService>>().await;
-            health.set_not_serving::<GroupsServer<GroupsService>>().await;
-            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            // Health already reports NOT_SERVING (and its watches end): it
+            // answers from the same stop signal.
             let _ = serve_stop_tx.send(());
             let grace = Duration::from_millis(config.server.shutdown_grace_ms);
             match tokio::time::timeout(grace, &mut server).await {
@@ -136,5 +154,14 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -15,14 +15,16 @@ pub fn to_status(e: Error) -> Status {
         | Error::InvalidPartitions { .. }
         | Error::InvalidConfig { .. }
         | Error::InvalidArgument(_)
-        | Error::RecordTooLarge { .. } => Code::InvalidArgument,
+        | Error::RecordTooLarge { .. }
+        | Error::RequestTooLarge { .. } => Code::InvalidArgument,
         Error::OffsetOutOfRange { .. } => Code::OutOfRange,
         Error::DataLoss { .. } => Code::DataLoss,
         Error::Unavailable(_) => Code::Unavailable,
+        Error::ResourceExhausted(_) => Code::ResourceExhausted,
         Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => Code::ResourceExhausted,
         Error::Storage { .. } | Error::Internal(_) => Code::Internal,
     };
-    if code == Code::Internal || code == Code::ResourceExhausted {
+    if code == Code::Internal || matches!(e, Error::Storage { .. }) {
         tracing::error!(error = %e, "request failed on storage");
     }
     Status::new(code, e.to_string())
@@ -33,3 +35,4 @@ impl From<Error> for Status {
         to_status(e)
     }
 }
+

@@ -1,0 +1,350 @@
+//! Client connections as a budgeted resource.
+//!
+//! Every accepted connection is registered with what it costs and how it is
+//! used: when it opened, whether it finished the HTTP/2 handshake, how many
+//! requests it has open and since when it has had none. That is what lets
+//! the broker keep serving new clients when sockets run out:
+//!
+//! - a connection that has not sent the HTTP/2 preface and SETTINGS within
+//!   `server.handshake_timeout_ms` is closed;
+//! - one with no open request for `server.idle_timeout_ms` is closed;
+//! - at `server.max_connections` (or `server.max_connections_per_ip` for
+//!   the new client's address) the connection idle longest is closed to make
+//!   room; only when every connection has an open request is the new one
+//!   refused;
+//! - accept errors (`EMFILE`: out of file descriptors) back off instead of
+//!   spinning, and are logged at most once a second.
+//!
+//! Closing is `shutdown(2)` on the socket: the HTTP/2 server sees the end of
+//! the stream and drops the connection; nothing it had open is lost, since a
+//! connection is only closed by these rules while it has no open request.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tonic::transport::server::Connected;
+
+use crate::shutdown::stopped;
+
+/// The HTTP/2 client preface (24 bytes) and a SETTINGS frame header (9):
+/// a client that sent this much has done its part of the handshake.
+const HANDSHAKE_BYTES: u64 = 24 + 9;
+
+/// Limits on client connections (the `server.*` keys of the same names).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// `server.max_connections`.
+    pub max_connections: usize,
+    /// `server.max_connections_per_ip`.
+    pub max_per_ip: usize,
+    /// `server.handshake_timeout_ms`.
+    pub handshake_timeout: Duration,
+    /// `server.idle_timeout_ms`.
+    pub idle_timeout: Duration,
+}
+
+/// How one connection is being used; shared by its socket, its requests
+/// and the registry.
+#[derive(Debug)]
+pub struct ConnState {
+    opened: Instant,
+    bytes_read: AtomicU64,
+    open_requests: AtomicUsize,
+    /// Milliseconds after `opened` when the last request ended.
+    idle_since_ms: AtomicU64,
+}
+
+impl ConnState {
+    fn handshaken(&self) -> bool {
+        self.bytes_read.load(Ordering::Relaxed) >= HANDSHAKE_BYTES
+    }
+
+    /// How long it has had no open request (None: it has one).
+    fn idle_for(&self, now: Instant) -> Option<Duration> {
+        if self.open_requests.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = self.opened + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
+        Some(now.saturating_duration_since(since))
+    }
+
+    /// Marks a request open until the returned guard drops.
+    pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
+        self.open_requests.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(self.clone())
+    }
+}
+
+/// An open request on a connection (see [`ConnState::begin_request`]).
+pub struct RequestGuard(Arc<ConnState>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let ms = self.0.opened.elapsed().as_millis() as u64;
+        self.0.idle_since_ms.store(ms, Ordering::Relaxed);
+        self.0.open_requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What tonic puts in each request's extensions for this connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Its connection's state.
+    pub state: Arc<ConnState>,
+}
+
+struct Entry {
+    ip: IpAddr,
+    fd: RawFd,
+    state: Arc<ConnState>,
+    /// Shut down, waiting for the server to drop it; no longer counted.
+    closing: bool,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    conns: HashMap<u64, Entry>,
+}
+
+impl Registry {
+    fn counted(&self) -> impl Iterator<Item = (&u64, &Entry)> {
+        self.conns.iter().filter(|(_, e)| !e.closing)
+    }
+
+    /// Shuts the connection's socket down. Called with the registry locked:
+    /// the socket is only closed after its entry is removed (see [`Conn`]),
+    /// so `fd` is still this connection's.
+    fn close(&mut self, id: u64, why: &'static str) {
+        if let Some(e) = self.conns.get_mut(&id) {
+            if !e.closing {
+                e.closing = true;
+                // SAFETY: `fd` is an open socket owned by a live `Conn` (its
+                // entry is removed under this lock before the socket closes);
+                // shutdown(2) does not close or invalidate the descriptor.
+                unsafe { libc::shutdown(e.fd, libc::SHUT_RDWR) };
+                metrics::counter!("strata_connections_closed_total", "reason" => why).increment(1);
+            }
+        }
+    }
+
+    /// The counted connection (of `ip`, if given) idle longest, if any is idle.
+    fn longest_idle(&self, ip: Option<IpAddr>, now: Instant) -> Option<u64> {
+        self.counted()
+            .filter(|(_, e)| ip.is_none_or(|ip| e.ip == ip))
+            .filter_map(|(id, e)| e.state.idle_for(now).map(|idle| (idle, *id)))
+            .max()
+            .map(|(_, id)| id)
+    }
+}
+
+/// The registry of open connections.
+pub struct Connections {
+    limits: ConnLimits,
+    registry: Mutex<Registry>,
+}
+
+impl Connections {
+    /// An empty registry enforcing `limits`.
+    pub fn new(limits: ConnLimits) -> Arc<Self> {
+        Arc::new(Connections { limits, registry: Mutex::new(Registry::default()) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes room for a new connection from `ip` by closing the connection
+    /// idle longest where a limit is reached; false if no room can be made.
+    fn admit(&self, ip: IpAddr) -> bool {
+        let mut reg = self.lock();
+        let now = Instant::now();
+        let from_ip = reg.counted().filter(|(_, e)| e.ip == ip).count();
+        if from_ip >= self.limits.max_per_ip {
+            match reg.longest_idle(Some(ip), now) {
+                Some(id) => reg.close(id, "evicted"),
+                None => return false,
+            }
+        }
+        if reg.counted().count() >= self.limits.max_connections {
+            match reg.longest_idle(None, now) {
+                Some(id) => reg.close(id, "evicted"),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    fn register(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> Conn {
+        let state = Arc::new(ConnState {
+            opened: Instant::now(),
+            bytes_read: AtomicU64::new(0),
+            open_requests: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        });
+        let mut reg = self.lock();
+        let id = reg.next_id;
+        reg.next_id += 1;
+        let entry = Entry { ip: peer.ip(), fd: stream.as_raw_fd(), state: state.clone(), closing: false };
+        reg.conns.insert(id, entry);
+        metrics::gauge!("strata_active_connections").set(reg.conns.len() as f64);
+        drop(reg);
+        Conn { _slot: Slot { id, connections: self.clone() }, stream, info: ConnInfo { state } }
+    }
+
+    /// Closes connections past their handshake or idle deadline; once the
+    /// server is `stopping`, every connection without an open request.
+    fn reap(&self, stopping: bool) {
+        let mut reg = self.lock();
+        let now = Instant::now();
+        let expired: Vec<(u64, &'static str)> = reg
+            .counted()
+            .filter_map(|(id, e)| {
+                let age = now.saturating_duration_since(e.state.opened);
+                let idle = e.state.idle_for(now);
+                if stopping && idle.is_some() {
+                    Some((*id, "stopping"))
+                } else if !e.state.handshaken() && age >= self.limits.handshake_timeout {
+                    Some((*id, "handshake_timeout"))
+                } else if idle.is_some_and(|idle| idle >= self.limits.idle_timeout) {
+                    Some((*id, "idle_timeout"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, why) in expired {
+            reg.close(id, why);
+        }
+    }
+
+    /// Closes idle and unhandshaken connections every so often; after
+    /// `stop`, every idle one (a stop waits for connections to end, and an
+    /// idle or silent client would not end its own). Runs until dropped.
+    pub async fn run_reaper(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let period = (self.limits.handshake_timeout.min(self.limits.idle_timeout) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(period);
+        tokio::select! {
+            _ = async { loop { tick.tick().await; self.reap(false) } } => {}
+            _ = stopped(&mut stop) => {}
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tick.tick().await;
+            self.reap(true);
+        }
+    }
+}
+
+/// Accepts connections for the gRPC server under `connections`' limits.
+pub fn incoming(listener: TcpListener, connections: Arc<Connections>) -> impl Stream<Item = std::io::Result<Conn>> {
+    let refusals = RateLimitedLog::default();
+    futures::stream::unfold((listener, connections, refusals), |(listener, connections, mut refusals)| async move {
+        loop {
+            let Some((stream, peer)) = crate::net::accept(&listener, "grpc").await else { continue };
+            if !connections.admit(peer.ip()) {
+                metrics::counter!("strata_connections_rejected_total").increment(1);
+                refusals.log(|n| {
+                    tracing::warn!(%peer, refused = n, "connections refused: every connection has a request open at server.max_connections or server.max_connections_per_ip")
+                });
+                continue; // dropping the stream closes it
+            }
+            let _ = stream.set_nodelay(true);
+            let conn = connections.register(stream, peer);
+            return Some((Ok(conn), (listener, connections, refusals)));
+        }
+    })
+}
+
+/// Logs the first event and then at most once a second, with a count.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn log(&mut self, f: impl FnOnce(u64)) {
+        self.suppressed += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            self.last = Some(Instant::now());
+            f(std::mem::take(&mut self.suppressed));
+        }
+    }
+}
+
+/// Removes its connection from the registry when dropped.
+struct Slot {
+    id: u64,
+    connections: Arc<Connections>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut reg = self.connections.lock();
+        reg.conns.remove(&self.id);
+        metrics::gauge!("strata_active_connections").set(reg.conns.len() as f64);
+    }
+}
+
+/// An accepted, registered connection.
+pub struct Conn {
+    // Dropped first (fields drop in order): the entry goes before the socket
+    // closes, which is what makes `Registry::close` safe.
+    _slot: Slot,
+    stream: TcpStream,
+    info: ConnInfo,
+}
+
+impl Connected for Conn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.info.state.bytes_read.fetch_add(n, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
