@@ -4,11 +4,13 @@
 //!   reaches crash point `name` ([`hit`]). Crash points sit between the steps
 //!   of multi-file updates, so tests can prove recovery is right after a
 //!   crash at each one.
-//! - `name=eio` or `name=enospc` makes I/O point `name` ([`io`]) fail with
-//!   that error, every time, or only the first N times with `name=enospc*N`
-//!   (then I/O works again, as after space was freed). I/O points: `write`
-//!   (segment data), `fsync` (segment data), `fallocate` (segment
-//!   preallocation), `rename` (topic metadata and compaction swaps).
+//! - `name=eio`, `name=enospc` or `name=emfile` makes I/O point `name`
+//!   ([`io`]) fail with that error, every time, or only the first N times
+//!   with `name=enospc*N` (then I/O works again, as after space was freed);
+//!   `name=emfile@N` lets the first N hits pass before failing. I/O points:
+//!   `write` (segment data), `fsync` (segment data), `fallocate` (segment
+//!   preallocation), `rename` (topic metadata and compaction swaps), `open`
+//!   (a partition's log being opened).
 //!
 //! With the variable unset every point is one check of an empty list.
 
@@ -20,7 +22,7 @@ use std::sync::OnceLock;
 pub const ENV: &str = "STRATA_FAILPOINTS";
 
 /// The I/O points, in the order of the module documentation.
-pub const IO_POINTS: [&str; 4] = ["write", "fsync", "fallocate", "rename"];
+pub const IO_POINTS: [&str; 5] = ["write", "fsync", "fallocate", "rename", "open"];
 
 struct Point {
     name: String,
@@ -28,6 +30,8 @@ struct Point {
     errno: Option<i32>,
     /// Failures left (-1: for ever).
     left: AtomicI64,
+    /// Hits to let pass before failing.
+    pass: AtomicI64,
 }
 
 fn active() -> &'static [Point] {
@@ -40,16 +44,19 @@ fn active() -> &'static [Point] {
 
 fn parse(entry: &str) -> Point {
     let Some((name, kind)) = entry.split_once('=') else {
-        return Point { name: entry.to_string(), errno: None, left: AtomicI64::new(-1) };
+        return Point { name: entry.to_string(), errno: None, left: AtomicI64::new(-1), pass: AtomicI64::new(0) };
     };
+    let (kind, pass) = kind.split_once('@').unwrap_or((kind, "0"));
     let (kind, times) = kind.split_once('*').unwrap_or((kind, "-1"));
     let errno = match kind {
         "eio" => libc::EIO,
         "enospc" => libc::ENOSPC,
-        other => panic!("{ENV}: unknown error '{other}' for failpoint {name}: use eio or enospc"),
+        "emfile" => libc::EMFILE,
+        other => panic!("{ENV}: unknown error '{other}' for failpoint {name}: use eio, enospc or emfile"),
     };
     let times = times.parse().unwrap_or_else(|_| panic!("{ENV}: '{times}' after '*' must be a count"));
-    Point { name: name.to_string(), errno: Some(errno), left: AtomicI64::new(times) }
+    let pass = pass.parse().unwrap_or_else(|_| panic!("{ENV}: '{pass}' after '@' must be a count"));
+    Point { name: name.to_string(), errno: Some(errno), left: AtomicI64::new(times), pass: AtomicI64::new(pass) }
 }
 
 /// Aborts the process if crash point `name` is active.
@@ -64,6 +71,9 @@ pub fn hit(name: &str) {
 pub fn io(name: &str) -> io::Result<()> {
     for p in active().iter().filter(|p| p.name == name) {
         let Some(errno) = p.errno else { continue };
+        if p.pass.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 0).then(|| n - 1)).is_ok() {
+            continue;
+        }
         let fire = p.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| match left {
             0 => None,
             -1 => Some(-1),

@@ -6,6 +6,8 @@ mod cli;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    // Before the runtime's threads exist.
+    strata::memory::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -27,4 +27,3 @@ pub async fn accept(listener: &TcpListener, what: &'static str) -> Option<(TcpSt
         }
     }
 }
-

@@ -37,6 +37,9 @@ const PRODUCE_RECORDS_FIELD: u32 = 3;
 const FETCH_PARTITIONS_FIELD: u32 = 1;
 const RECORD_HEADERS_FIELD: u32 = 5;
 
+/// A scan of a message's wire bytes before it is decoded.
+type WireCheck = fn(&[u8]) -> Result<(), String>;
+
 /// Prost encoding; decoding as described in the module docs.
 #[derive(Debug, Clone)]
 pub struct StrataCodec<T, U>(PhantomData<(T, U)>);
@@ -76,7 +79,7 @@ impl<U: Message + Default + 'static> Decoder for StrataDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         let name = message_name::<U>();
-        let check: Option<fn(&[u8]) -> Result<(), String>> = match TypeId::of::<U>() {
+        let check: Option<WireCheck> = match TypeId::of::<U>() {
             t if t == TypeId::of::<ProduceRequest>() => Some(check_produce),
             t if t == TypeId::of::<FetchRequest>() => Some(check_fetch),
             _ => None,
@@ -88,7 +91,7 @@ impl<U: Message + Default + 'static> Decoder for StrataDecoder<U> {
             if chunk.len() < len {
                 return Err(Status::internal(format!("{name} buffer is not contiguous")));
             }
-            check(&chunk[..len]).map_err(|e| Status::invalid_argument(format!("{name}: {e}")))?;
+            check(&chunk[..len]).map_err(|e| Status::invalid_argument(format!("{name} {e}")))?;
         }
         U::decode(buf)
             .map(Some)
@@ -114,14 +117,16 @@ fn check_produce(mut msg: &[u8]) -> Result<(), String> {
         records += 1;
         if records > MAX_PRODUCE_RECORDS {
             return Err(format!(
-                "more than {MAX_PRODUCE_RECORDS} records (the most one request may carry; send more requests)"
+                "has more than {MAX_PRODUCE_RECORDS} records (the most one request may carry; send more requests)"
             ));
         }
         while !record.is_empty() {
             if let (RECORD_HEADERS_FIELD, Some(_)) = next_field(&mut record)? {
                 headers += 1;
                 if headers > MAX_PRODUCE_HEADERS {
-                    return Err(format!("more than {MAX_PRODUCE_HEADERS} headers in all (the most one request may carry)"));
+                    return Err(format!(
+                        "has more than {MAX_PRODUCE_HEADERS} headers in all (the most one request may carry)"
+                    ));
                 }
             }
         }
@@ -146,27 +151,32 @@ fn check_fetch(mut msg: &[u8]) -> Result<(), String> {
 /// Reads one field's key and skips its value; returns the field number and,
 /// for a length-delimited field, its bytes.
 fn next_field<'a>(msg: &mut &'a [u8]) -> Result<(u32, Option<&'a [u8]>), String> {
-    let (field, wire) = decode_key(msg).map_err(|e| e.to_string())?;
+    let malformed = |e: prost::DecodeError| format!("does not decode as protobuf: {e}");
+    let (field, wire) = decode_key(msg).map_err(malformed)?;
     let body = match wire {
         WireType::Varint => {
-            decode_varint(msg).map_err(|e| e.to_string())?;
+            decode_varint(msg).map_err(malformed)?;
             None
         }
         WireType::SixtyFourBit => take(msg, 8).map(|_| None)?,
         WireType::ThirtyTwoBit => take(msg, 4).map(|_| None)?,
         WireType::LengthDelimited => {
-            let len = decode_varint(msg).map_err(|e| e.to_string())?;
+            let len = decode_varint(msg).map_err(malformed)?;
             Some(take(msg, usize::try_from(len).unwrap_or(usize::MAX))?)
         }
         // Groups are not used by Strata's messages; prost rejects them below.
-        WireType::StartGroup | WireType::EndGroup => return Err(format!("field {field} uses a group, which is not supported")),
+        WireType::StartGroup | WireType::EndGroup => {
+            return Err(format!(
+                "does not decode as protobuf: field {field} is a group, which Strata's messages never use"
+            ))
+        }
     };
     Ok((field, body))
 }
 
 fn take<'a>(msg: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
     if msg.len() < n {
-        return Err("a field runs past the end of the message".into());
+        return Err("does not decode as protobuf: a field runs past the end of the message".into());
     }
     let (head, rest) = msg.split_at(n);
     *msg = rest;

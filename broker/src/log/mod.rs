@@ -172,6 +172,7 @@ impl Log {
     /// rolled, so they are trusted as they are.
     pub fn open(dir: &Path, name: String, config: LogConfig) -> io::Result<(Log, OpenReport)> {
         fs::create_dir_all(dir)?;
+        crate::failpoint::io("open")?;
         recovery::recover_cleaned(dir)?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir)? {

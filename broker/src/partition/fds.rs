@@ -15,6 +15,13 @@ pub const FDS_PER_PARTITION: u64 = 3;
 /// endpoint's connections, the data directory lock, logging, a margin.
 pub const FDS_RESERVED: u64 = 64;
 
+/// Descriptors kept free of partitions under `limit`: one per client
+/// connection allowed (`server.max_connections`), but at most a quarter of
+/// the limit, so that a low limit still leaves room for topics.
+pub fn reserved(limit: u64, max_connections: u32) -> u64 {
+    FDS_RESERVED + u64::from(max_connections).min(limit / 4)
+}
+
 /// Raises the soft descriptor limit to the hard one; returns the limit now
 /// in force.
 pub fn raise_limit() -> io::Result<u64> {

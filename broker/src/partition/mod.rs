@@ -205,11 +205,11 @@ impl Manager {
     fn check_descriptors(&self, partitions: u32) -> Result<()> {
         let (Ok(limit), Ok(open)) = (fds::raise_limit(), fds::open_now()) else { return Ok(()) };
         let needed = u64::from(partitions) * fds::FDS_PER_PARTITION;
-        let reserved = u64::from(self.config.server.max_connections) + fds::FDS_RESERVED;
+        let reserved = fds::reserved(limit, self.config.server.max_connections);
         let available = limit.saturating_sub(open).saturating_sub(reserved);
         if needed > available {
             return Err(Error::ResourceExhausted(format!(
-                "{partitions} new partitions need {needed} file descriptors ({} each), but only {available} are free: the limit (RLIMIT_NOFILE) is {limit}, {open} are open and {reserved} are kept for server.max_connections = {} and the broker itself; raise the limit (ulimit -n, docker run --ulimit nofile=...) or use fewer partitions",
+                "{partitions} new partitions need {needed} file descriptors ({} each), but only {available} are free: the limit (RLIMIT_NOFILE) is {limit}, {open} are open and {reserved} are kept for client connections (server.max_connections = {}, at most a quarter of the limit) and the broker itself; raise the limit (ulimit -n, docker run --ulimit nofile=...) or use fewer partitions",
                 fds::FDS_PER_PARTITION,
                 self.config.server.max_connections
             )));

@@ -187,7 +187,7 @@ impl Drop for ActiveSubscription {
 /// A subscription reply waiting for its client, with the reply memory it holds.
 struct Queued {
     reply: raw::SubscribeResponse,
-    _memory: OwnedSemaphorePermit,
+    memory: OwnedSemaphorePermit,
 }
 
 /// A subscription's replies on their way to tonic. The subscription task can
@@ -200,16 +200,27 @@ struct Outbox(Arc<std::sync::Mutex<OutboxState>>);
 struct OutboxState {
     rx: Option<mpsc::Receiver<Result<Queued, Status>>>,
     ended: Option<Status>,
+    /// The memory of the reply tonic took last. It is in HTTP/2's send
+    /// buffer until the client has read it, and tonic asks for the next
+    /// reply only once that buffer has room: so it is given back then.
+    sending: Option<OwnedSemaphorePermit>,
 }
 
 impl Outbox {
     fn new(rx: mpsc::Receiver<Result<Queued, Status>>) -> Self {
-        Outbox(Arc::new(std::sync::Mutex::new(OutboxState { rx: Some(rx), ended: None })))
+        Outbox(Arc::new(std::sync::Mutex::new(OutboxState { rx: Some(rx), ended: None, sending: None })))
+    }
+
+    /// Gives back the memory of the reply tonic took last: called when the
+    /// subscription has caught up, so an idle subscriber holds no budget.
+    fn caught_up(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).sending = None;
     }
 
     fn end(&self, status: Status) {
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         state.rx = None;
+        state.sending = None;
         state.ended = Some(status);
     }
 }
@@ -219,11 +230,16 @@ impl Stream for Outbox {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut state.rx {
-            // The reply's memory goes back here, as tonic takes it to encode.
-            Some(rx) => rx.poll_recv(cx).map(|item| item.map(|r| r.map(|q| q.reply))),
-            None => std::task::Poll::Ready(state.ended.take().map(Err)),
-        }
+        let state = &mut *state;
+        let Some(rx) = &mut state.rx else { return std::task::Poll::Ready(state.ended.take().map(Err)) };
+        let item = std::task::ready!(rx.poll_recv(cx));
+        state.sending = None;
+        std::task::Poll::Ready(item.map(|r| {
+            r.map(|q| {
+                state.sending = Some(q.memory);
+                q.reply
+            })
+        }))
     }
 }
 
@@ -350,7 +366,7 @@ impl Broker for BrokerService {
         let outbox = Outbox::new(rx);
         let svc = self.clone();
         let mut shutdown = self.shutdown.clone();
-        let stalled = outbox.clone();
+        let outbox_handle = outbox.clone();
         tokio::spawn(async move {
             let _active = ActiveSubscription::new();
             loop {
@@ -378,14 +394,14 @@ impl Broker for BrokerService {
                         // Keep what the reply holds, give back the rest.
                         let used = records.records_len().min(memory.num_permits());
                         drop(memory.split(memory.num_permits() - used));
-                        let queued = Queued { reply: raw::SubscribeResponse { records }, _memory: memory };
+                        let queued = Queued { reply: raw::SubscribeResponse { records }, memory };
                         tokio::select! {
                             sent = tokio::time::timeout(svc.stall_timeout, tx.send(Ok(queued))) => match sent {
                                 Ok(Ok(())) => {}
                                 Ok(Err(_)) => return,
                                 Err(_) => {
                                     metrics::counter!("strata_subscribers_stalled_total").increment(1);
-                                    stalled.end(Status::resource_exhausted(format!(
+                                    outbox_handle.end(Status::resource_exhausted(format!(
                                         "subscriber took no reply for {} ms (server.subscribe_stall_timeout_ms); what was queued for it is dropped: subscribe again from offset {offset}",
                                         svc.stall_timeout.as_millis()
                                     )));
@@ -400,6 +416,7 @@ impl Broker for BrokerService {
                     Ok((_, next)) if next > offset => offset = next,
                     Ok(_) => {
                         drop(memory);
+                        outbox_handle.caught_up();
                         tokio::select! {
                             _ = hw.changed() => {}
                             _ = tx.closed() => return,

@@ -8,12 +8,12 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::Health;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 
 /// The services a health check may name; "" is the server as a whole.
 const SERVICES: &[&str] = &["", "strata.v1.Broker", "strata.v1.Admin", "strata.v1.Groups"];

@@ -21,7 +21,12 @@ pub fn to_status(e: Error) -> Status {
         Error::DataLoss { .. } => Code::DataLoss,
         Error::Unavailable(_) => Code::Unavailable,
         Error::ResourceExhausted(_) => Code::ResourceExhausted,
-        Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => Code::ResourceExhausted,
+        Error::Storage { source, .. }
+            if source.kind() == std::io::ErrorKind::StorageFull
+                || matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+        {
+            Code::ResourceExhausted
+        }
         Error::Storage { .. } | Error::Internal(_) => Code::Internal,
     };
     if code == Code::Internal || matches!(e, Error::Storage { .. }) {
@@ -35,4 +40,3 @@ impl From<Error> for Status {
         to_status(e)
     }
 }
-
