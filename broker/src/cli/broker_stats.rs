@@ -25,6 +25,20 @@ pub struct Snapshot {
 
 /// Reads the counters from `GET http://addr/metrics`.
 pub async fn scrape(addr: &str) -> Result<Snapshot, CliError> {
+    Ok(parse(&metrics_text(addr).await?))
+}
+
+/// The broker's resident memory (`strata_resident_memory_bytes`).
+pub async fn resident_bytes(addr: &str) -> Result<u64, CliError> {
+    let text = metrics_text(addr).await?;
+    let line = text.lines().find_map(|l| l.strip_prefix("strata_resident_memory_bytes "));
+    let value =
+        line.and_then(|v| v.trim().parse::<f64>().ok()).ok_or("the broker reports no strata_resident_memory_bytes")?;
+    Ok(value as u64)
+}
+
+/// The Prometheus text of `GET http://addr/metrics`.
+async fn metrics_text(addr: &str) -> Result<String, CliError> {
     let read = async {
         let mut s = TcpStream::connect(addr).await?;
         s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
@@ -36,7 +50,7 @@ pub async fn scrape(addr: &str) -> Result<Snapshot, CliError> {
         .await
         .map_err(|_| format!("metrics endpoint {addr} did not answer in 5 s"))?
         .map_err(|e| format!("cannot read metrics from {addr}: {e}"))?;
-    Ok(parse(&text))
+    Ok(text)
 }
 
 /// Picks the storage counters out of Prometheus text (absent ones are 0).

@@ -1,5 +1,6 @@
 //! Command line: `serve` runs the broker; the other commands are clients.
 
+mod abuse;
 mod bench;
 mod broker_stats;
 mod consume;
@@ -57,6 +58,11 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Measure produce and consume throughput and latency against a broker.
     Bench(bench::BenchArgs),
+    /// Load and abuse run against a broker on this machine: a producer and
+    /// consumers at a steady rate, then stalled subscribers, idle and
+    /// slow-header connections, and huge requests; reports throughput, p99
+    /// and the broker's RSS per phase.
+    Abuse(abuse::AbuseArgs),
     /// Check that a broker is up and serving (exit 0) or not (exit 1).
     Health(health::HealthArgs),
     /// Check a stopped broker's data directory: every batch, offset and index.
@@ -107,6 +113,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Abuse(args) => abuse::run(args).await,
         Command::Health(args) => health::run(args).await,
         Command::Verify(args) => verify::run(args),
         Command::Config { command: ConfigCommand::Check { file } } => {

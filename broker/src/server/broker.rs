@@ -14,7 +14,9 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::connections::ConnInfo;
 use super::status::to_status;
+use super::subscription::{Feed, Room, Subscriptions, FIRST_REPLY_BYTES, SHED_AFTER};
 use crate::config::AckLevel;
 use crate::error::{Error, Result};
 use crate::node::NodeHandle;
@@ -43,6 +45,8 @@ pub struct BrokerService {
     reply_budget: Arc<Semaphore>,
     /// `server.subscribe_stall_timeout_ms`.
     stall_timeout: Duration,
+    /// Every subscription's queue (for shedding when the reply budget runs out).
+    subscriptions: Arc<Subscriptions>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -62,6 +66,7 @@ impl BrokerService {
             subscribe_buffer: config.server.subscribe_buffer as usize,
             reply_budget: Arc::new(Semaphore::new(config.server.reply_memory_bytes as usize)),
             stall_timeout: Duration::from_millis(config.server.subscribe_stall_timeout_ms),
+            subscriptions: Arc::new(Subscriptions::default()),
             shutdown,
         }
     }
@@ -132,8 +137,62 @@ impl BrokerService {
         if let Ok(permit) = self.reply_budget.clone().try_acquire_many_owned(n) {
             return Ok(permit);
         }
+        // Subscribers that are not reading give up what is queued for them
+        // first: they never make readers wait.
+        if self.subscriptions.shed_stalled() > 0 {
+            if let Ok(permit) = self.reply_budget.clone().try_acquire_many_owned(n) {
+                return Ok(permit);
+            }
+        }
         metrics::counter!("strata_reply_budget_waits_total").increment(1);
         self.reply_budget.clone().acquire_many_owned(n).await.map_err(|_| Error::Unavailable("broker stopping".into()))
+    }
+
+    /// Reply memory for a subscription's next read. Subscribers that are not
+    /// reading never wait in line for it: None when there is no room for one
+    /// now (it waits for its client instead).
+    async fn subscription_memory(&self, feed: &Feed, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let n = bytes.min(self.max_reply_bytes) as u32;
+        loop {
+            if let Ok(permit) = self.reply_budget.clone().try_acquire_many_owned(n) {
+                return Some(permit);
+            }
+            if self.subscriptions.shed_stalled() > 0 {
+                continue;
+            }
+            if !feed.taking() {
+                return None;
+            }
+            // In line, but only for a while: a subscriber that stops reading
+            // meanwhile steps out.
+            metrics::counter!("strata_reply_budget_waits_total").increment(1);
+            let wait = self.reply_budget.clone().acquire_many_owned(n);
+            match tokio::time::timeout(SHED_AFTER / 10, wait).await {
+                Ok(Ok(permit)) => return Some(permit),
+                Ok(Err(_)) => return None,
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Ends a subscription whose client took nothing for the stall timeout;
+    /// if it still holds the stream after as long again (it reads nothing,
+    /// not even the status), closes its connection, which frees what HTTP/2
+    /// holds for it.
+    async fn stalled(&self, feed: &Feed, conn: Option<&ConnInfo>, offset: u64) {
+        metrics::counter!("strata_subscribers_stalled_total").increment(1);
+        feed.end_stalled(Status::resource_exhausted(format!(
+            "subscriber took no reply for {} ms (server.subscribe_stall_timeout_ms); what was queued for it is dropped: subscribe again from offset {offset}",
+            self.stall_timeout.as_millis()
+        )));
+        if tokio::time::timeout(self.stall_timeout, feed.gone()).await.is_err() {
+            if let Some(conn) = conn {
+                tracing::info!(
+                    "closing a connection whose subscriber read nothing for twice server.subscribe_stall_timeout_ms"
+                );
+                conn.close("stalled_subscriber");
+            }
+        }
     }
 
     fn log(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
@@ -181,65 +240,6 @@ impl ActiveSubscription {
 impl Drop for ActiveSubscription {
     fn drop(&mut self) {
         metrics::gauge!("strata_subscriptions_active").decrement(1.0);
-    }
-}
-
-/// A subscription reply waiting for its client, with the reply memory it holds.
-struct Queued {
-    reply: raw::SubscribeResponse,
-    memory: OwnedSemaphorePermit,
-}
-
-/// A subscription's replies on their way to tonic. The subscription task can
-/// [`end`](Outbox::end) it: what is queued is dropped at once (memory back
-/// to the budget, even if the client never reads again) and the client is
-/// told why when it next reads.
-#[derive(Clone)]
-struct Outbox(Arc<std::sync::Mutex<OutboxState>>);
-
-struct OutboxState {
-    rx: Option<mpsc::Receiver<Result<Queued, Status>>>,
-    ended: Option<Status>,
-    /// The memory of the reply tonic took last. It is in HTTP/2's send
-    /// buffer until the client has read it, and tonic asks for the next
-    /// reply only once that buffer has room: so it is given back then.
-    sending: Option<OwnedSemaphorePermit>,
-}
-
-impl Outbox {
-    fn new(rx: mpsc::Receiver<Result<Queued, Status>>) -> Self {
-        Outbox(Arc::new(std::sync::Mutex::new(OutboxState { rx: Some(rx), ended: None, sending: None })))
-    }
-
-    /// Gives back the memory of the reply tonic took last: called when the
-    /// subscription has caught up, so an idle subscriber holds no budget.
-    fn caught_up(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).sending = None;
-    }
-
-    fn end(&self, status: Status) {
-        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        state.rx = None;
-        state.sending = None;
-        state.ended = Some(status);
-    }
-}
-
-impl Stream for Outbox {
-    type Item = Result<raw::SubscribeResponse, Status>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
-        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let state = &mut *state;
-        let Some(rx) = &mut state.rx else { return std::task::Poll::Ready(state.ended.take().map(Err)) };
-        let item = std::task::ready!(rx.poll_recv(cx));
-        state.sending = None;
-        std::task::Poll::Ready(item.map(|r| {
-            r.map(|q| {
-                state.sending = Some(q.memory);
-                q.reply
-            })
-        }))
     }
 }
 
@@ -356,79 +356,79 @@ impl Broker for BrokerService {
     type SubscribeStream = BoxStream<raw::SubscribeResponse>;
 
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let conn = req.extensions().get::<ConnInfo>().cloned();
         let req = req.into_inner();
         let log = self.log(&req.topic, req.partition)?;
         let mut offset = req.offset.unwrap_or_else(|| log.high_watermark());
         let max_bytes = self.max_bytes(req.max_bytes);
         // Check the start offset now, so a bad one fails the call itself.
         self.read(&req.topic, req.partition, &log, offset, 0, false)?;
-        let (tx, rx) = mpsc::channel::<Result<Queued, Status>>(self.subscribe_buffer);
-        let outbox = Outbox::new(rx);
+        let (feed, outbox) = self.subscriptions.open(self.subscribe_buffer);
+        let mut reply_bytes = FIRST_REPLY_BYTES.min(max_bytes);
         let svc = self.clone();
         let mut shutdown = self.shutdown.clone();
-        let outbox_handle = outbox.clone();
         tokio::spawn(async move {
             let _active = ActiveSubscription::new();
-            loop {
+            let end = loop {
                 let mut hw = log.watch_high_watermark();
                 if log.is_closed() {
                     // Deleted (NOT_FOUND: retrying will not help), or the broker is stopping.
-                    let closed = match svc.manager.partition(&req.topic, req.partition) {
-                        Err(e) => e,
-                        Ok(_) => Error::Unavailable(format!("partition {} was closed", log.name())),
-                    };
-                    let _ = tx.send(Err(to_status(closed))).await;
-                    return;
+                    break Some(match svc.manager.partition(&req.topic, req.partition) {
+                        Err(e) => to_status(e),
+                        Ok(_) => to_status(Error::Unavailable(format!("partition {} was closed", log.name()))),
+                    });
+                }
+                let room = tokio::select! {
+                    room = feed.room(svc.stall_timeout) => room,
+                    _ = stopped(&mut shutdown) => break None,
+                };
+                match room {
+                    Room::Ready { resume, took } => {
+                        offset = resume.unwrap_or(offset);
+                        if took {
+                            reply_bytes = (reply_bytes * 2).min(max_bytes);
+                        }
+                    }
+                    Room::Gone => return,
+                    Room::Stalled => {
+                        svc.stalled(&feed, conn.as_ref(), offset).await;
+                        return;
+                    }
                 }
                 // Budget first, so a read never holds memory the broker does not have.
                 let mut memory = tokio::select! {
-                    m = svc.reply_memory(max_bytes) => match m {
-                        Ok(m) => m,
-                        Err(_) => return,
+                    m = svc.subscription_memory(&feed, reply_bytes) => match m {
+                        Some(m) => m,
+                        None => {
+                            feed.park();
+                            continue;
+                        }
                     },
-                    _ = tx.closed() => return,
-                    _ = stopped(&mut shutdown) => return,
+                    _ = feed.gone() => return,
+                    _ = stopped(&mut shutdown) => break None,
                 };
-                match svc.read(&req.topic, req.partition, &log, offset, max_bytes, req.skip_damaged) {
+                match svc.read(&req.topic, req.partition, &log, offset, reply_bytes, req.skip_damaged) {
                     Ok((records, next)) if !records.records.is_empty() => {
                         // Keep what the reply holds, give back the rest.
                         let used = records.records_len().min(memory.num_permits());
                         drop(memory.split(memory.num_permits() - used));
-                        let queued = Queued { reply: raw::SubscribeResponse { records }, memory };
-                        tokio::select! {
-                            sent = tokio::time::timeout(svc.stall_timeout, tx.send(Ok(queued))) => match sent {
-                                Ok(Ok(())) => {}
-                                Ok(Err(_)) => return,
-                                Err(_) => {
-                                    metrics::counter!("strata_subscribers_stalled_total").increment(1);
-                                    outbox_handle.end(Status::resource_exhausted(format!(
-                                        "subscriber took no reply for {} ms (server.subscribe_stall_timeout_ms); what was queued for it is dropped: subscribe again from offset {offset}",
-                                        svc.stall_timeout.as_millis()
-                                    )));
-                                    return;
-                                }
-                            },
-                            _ = stopped(&mut shutdown) => return,
-                        }
+                        feed.push(raw::SubscribeResponse { records }, offset, memory);
                         offset = next;
                     }
                     // Nothing to push, but offsets to pass (compacted away, or skipped damage).
                     Ok((_, next)) if next > offset => offset = next,
                     Ok(_) => {
                         drop(memory);
-                        outbox_handle.caught_up();
                         tokio::select! {
                             _ = hw.changed() => {}
-                            _ = tx.closed() => return,
-                            _ = stopped(&mut shutdown) => return,
+                            _ = feed.gone() => return,
+                            _ = stopped(&mut shutdown) => break None,
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.send(Err(to_status(e))).await;
-                        return;
-                    }
+                    Err(e) => break Some(to_status(e)),
                 }
-            }
+            };
+            feed.finish(end);
         });
         Ok(Response::new(Box::pin(outbox)))
     }

@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -97,10 +97,22 @@ impl Drop for RequestGuard {
 }
 
 /// What tonic puts in each request's extensions for this connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnInfo {
     /// Its connection's state.
     pub state: Arc<ConnState>,
+    id: u64,
+    connections: Weak<Connections>,
+}
+
+impl ConnInfo {
+    /// Closes this connection (and every request on it): for a client that
+    /// holds a stream it will not read.
+    pub fn close(&self, why: &'static str) {
+        if let Some(c) = self.connections.upgrade() {
+            c.lock().close(self.id, why);
+        }
+    }
 }
 
 struct Entry {
@@ -199,7 +211,11 @@ impl Connections {
         reg.conns.insert(id, entry);
         metrics::gauge!("strata_active_connections").set(reg.conns.len() as f64);
         drop(reg);
-        Conn { _slot: Slot { id, connections: self.clone() }, stream, info: ConnInfo { state } }
+        Conn {
+            _slot: Slot { id, connections: self.clone() },
+            stream,
+            info: ConnInfo { state, id, connections: Arc::downgrade(self) },
+        }
     }
 
     /// Closes connections past their handshake or idle deadline; once the

@@ -14,6 +14,7 @@ mod health;
 mod layers;
 mod records;
 pub mod status;
+mod subscription;
 
 use std::sync::Arc;
 use std::time::Duration;
