@@ -130,3 +130,134 @@ async fn a_subscribe_on_a_topic_then_deleted_ends_with_not_found() {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().contains("gone"), "{}", err.message());
 }
+
+/// One command of a README shell block and the output the README shows
+/// right under it (`# ` lines with no blank line between), if any.
+struct Step {
+    command: String,
+    shown: Vec<String>,
+}
+
+/// The first ```sh block after `marker` in README.md, as steps.
+fn readme_block(marker: &str) -> Vec<Step> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let after = &readme[readme.find(marker).unwrap_or_else(|| panic!("README has no {marker:?}"))..];
+    let start = after.find("```sh\n").expect("a sh block") + 6;
+    let block = &after[start..start + after[start..].find("```").unwrap()];
+    let mut steps: Vec<Step> = Vec::new();
+    let mut continued = false;
+    let mut last_was_command = false;
+    for line in block.lines() {
+        if continued {
+            let step = steps.last_mut().unwrap();
+            step.command.push('\n');
+            step.command.push_str(line);
+            continued = line.ends_with('\\');
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            if last_was_command {
+                steps.last_mut().unwrap().shown.push(comment.to_string());
+            }
+            continue;
+        }
+        last_was_command = !line.trim().is_empty();
+        if !last_was_command {
+            continue;
+        }
+        // A trailing "   # note" is not part of the command.
+        let command = line.split("  #").next().unwrap().trim_end().to_string();
+        continued = command.ends_with('\\');
+        steps.push(Step { command, shown: Vec::new() });
+    }
+    steps
+}
+
+/// Runs `steps` with `strata` on the PATH, against `addr`; each must
+/// succeed and print what the README shows (in any order where `unordered`).
+fn run_readme_steps(steps: &[Step], addr: &str, bin_dir: &std::path::Path, unordered: bool) {
+    for step in steps {
+        // Commands that follow a stream until Ctrl-C get a couple of seconds.
+        let follow = step.command.contains("--follow");
+        let script = if follow { format!("timeout -s INT 2 {}", step.command) } else { step.command.clone() };
+        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("PATH", path)
+            .env("STRATA_ADDR", addr)
+            .output()
+            .unwrap();
+        let ok = out.status.success() || (follow && out.status.code() == Some(124));
+        assert!(ok, "README command failed: {}\n{}", step.command, String::from_utf8_lossy(&out.stderr));
+        if step.shown.is_empty() {
+            continue;
+        }
+        let mut printed: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        let mut shown = step.shown.clone();
+        if unordered {
+            printed.sort();
+            shown.sort();
+        }
+        assert_eq!(printed, shown, "README shows other output for: {}", step.command);
+    }
+}
+
+#[tokio::test]
+async fn the_readme_examples_print_what_the_readme_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    // `alias strata=target/release/strata`, as the README says, for sh.
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), bin_dir.path().join("strata")).unwrap();
+
+    let walk = readme_block("## Five-minute walk-through");
+    assert!(walk.len() >= 10 && walk.iter().any(|s| !s.shown.is_empty()), "the walk-through was not parsed");
+    run_readme_steps(&walk, &b.addr, bin_dir.path(), false);
+
+    let entity = readme_block("Materialising a table from an entity topic");
+    run_readme_steps(&entity, &b.addr, bin_dir.path(), true);
+
+    // The consumer-group commands need a topic to consume.
+    let mut c = b.client().await;
+    create_topic(&mut c, "orders", 3).await;
+    let groups = readme_block("partitions incrementally, so members keep consuming");
+    run_readme_steps(&groups, &b.addr, bin_dir.path(), false);
+}
+
+#[test]
+fn every_config_key_the_docs_name_exists() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let config: toml::Table = std::fs::read_to_string(format!("{root}/config/strata.toml")).unwrap().parse().unwrap();
+    let sections = ["server", "storage", "topics", "cleaner", "groups", "logging"];
+    let mut files = vec!["README.md".to_string(), "config/strata.toml".to_string()];
+    for dir in ["docs", "proto/strata/v1"] {
+        for e in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
+            files.push(format!("{dir}/{}", e.unwrap().file_name().to_string_lossy()));
+        }
+    }
+    let mut named = 0;
+    for file in files {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        for section in sections {
+            let pattern = format!("{section}.");
+            for (i, _) in text.match_indices(&pattern) {
+                // A whole word `section.key`, key in snake_case.
+                if text[..i].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                    continue;
+                }
+                let key: String = text[i + pattern.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                // File names (cleaner.rs) are not keys.
+                if key.is_empty() || key.ends_with('_') || ["rs", "md", "toml", "proto"].contains(&key.as_str()) {
+                    continue;
+                }
+                named += 1;
+                let known = config.get(section).and_then(|s| s.as_table()).is_some_and(|t| t.contains_key(&key));
+                assert!(known, "{file} names {section}.{key}, which config/strata.toml does not have");
+            }
+        }
+    }
+    assert!(named > 30, "only {named} config keys found in the docs");
+}

@@ -7,7 +7,12 @@
 //! arenas, whose free top it never gives back, not even on `malloc_trim`:
 //! measured, 3 refused 32 MiB requests left 80 MB resident with 0.5 MB in
 //! use. So: buffers of [`MMAP_THRESHOLD`] and more are always their own
-//! mappings (returned when freed), and a periodic trim returns the rest.
+//! mappings (returned when freed), an arena's free top beyond four times
+//! that is given back when memory is freed, and a periodic trim returns the
+//! rest. (1 MiB was tried first: every 1 MiB fetch buffer then became a
+//! fresh mapping, and 100-byte records were consumed 20 % slower; with
+//! 4 MiB they are read 1.5 times as fast as under glibc's moving threshold,
+//! measured A/B on 2026-12-02.)
 
 use std::time::Duration;
 
@@ -19,7 +24,7 @@ use crate::shutdown::stopped;
 const TRIM_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Allocations this large or larger are mappings of their own.
-pub const MMAP_THRESHOLD: i32 = 1 << 20;
+pub const MMAP_THRESHOLD: i32 = 4 << 20;
 
 /// Sets the allocator up as described above; call before threads start.
 pub fn init() {

@@ -369,7 +369,18 @@ impl Config {
             }
             ConfigError(format!("{source}: {}", e.message()))
         })?;
-        config.validate()?;
+        config.validate().map_err(|e| {
+            // Say where the keys the error names were set.
+            let from: Vec<&str> = sources
+                .iter()
+                .filter(|(section, key, _)| names_key(&e.0, &format!("{section}.{key}")))
+                .map(|(_, _, from)| from.as_str())
+                .collect();
+            match from.is_empty() {
+                true => e,
+                false => ConfigError(format!("{}: {}", from.join(", "), e.0)),
+            }
+        })?;
         Ok(config)
     }
 
@@ -398,6 +409,12 @@ impl Config {
         range("server.reply_memory_bytes", self.server.reply_memory_bytes, max_request, 1 << 40)?;
         range("server.subscribe_stall_timeout_ms", self.server.subscribe_stall_timeout_ms, 100, 86_400_000)?;
         range("server.request_timeout_ms", self.server.request_timeout_ms, 1, 86_400_000)?;
+        if self.server.fetch_max_wait_ms >= self.server.request_timeout_ms {
+            return Err(ConfigError(format!(
+                "server.fetch_max_wait_ms = {} must be below server.request_timeout_ms = {}: a long poll would be cancelled before it could answer",
+                self.server.fetch_max_wait_ms, self.server.request_timeout_ms
+            )));
+        }
         range("server.fetch_max_records", u64::from(self.server.fetch_max_records), 1, u64::from(u32::MAX))?;
         range("server.subscribe_buffer", u64::from(self.server.subscribe_buffer), 1, 1024)?;
         if !self.server.metrics_listen.is_empty() {
@@ -437,6 +454,16 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("<unprintable: {e}>"))
     }
+}
+
+/// Whether `message` names `key` (as a whole dotted name).
+fn names_key(message: &str, key: &str) -> bool {
+    message.match_indices(key).any(|(i, _)| {
+        let before = message[..i].chars().next_back();
+        let after = message[i + key.len()..].chars().next();
+        let part = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        !part(before) && !part(after)
+    })
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
@@ -567,9 +594,15 @@ mod tests {
         for (var, value, needle) in [
             ("STRATA_STORAGE__INDEX_MAX_BYTES", "4097", "multiple of 8"),
             ("STRATA_CLEANER__IO_BYTES_PER_SEC", "1", "cleaner.io_bytes_per_sec"),
+            ("STRATA_SERVER__FETCH_MAX_WAIT_MS", "60000", "server.request_timeout_ms"),
+            ("STRATA_SERVER__REQUEST_MEMORY_BYTES", "1024", "server.request_memory_bytes"),
         ] {
             let e = Config::load(None, env(&[(var, value)])).unwrap_err();
-            assert!(e.0.contains(needle), "{var}={value}: {e}");
+            assert!(e.0.contains(needle) && e.0.contains(var) && e.0.contains(value), "{var}={value}: {e}");
         }
+        // A range error names the file it came from.
+        std::fs::write(&path, "[server]\nidle_timeout_ms = 5\n").unwrap();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert!(e.0.contains(&path.display().to_string()) && e.0.contains("server.idle_timeout_ms = 5"), "{e}");
     }
 }
