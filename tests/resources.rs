@@ -414,3 +414,72 @@ async fn sigterm_with_an_open_health_watch_exits_promptly() {
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
     assert_eq!(watched.await.unwrap(), vec![not_serving], "the watch saw NOT_SERVING, then ended");
 }
+
+/// An HTTP/2 frame: 9-byte header, then the payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(9 + payload.len());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test]
+async fn a_client_that_never_takes_its_fetch_reply_is_closed_and_its_memory_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("STRATA_SERVER__MAX_REQUEST_BYTES", "1048576"),
+        ("STRATA_SERVER__FETCH_DEFAULT_MAX_BYTES", "1048576"),
+        ("STRATA_SERVER__REPLY_MEMORY_BYTES", "1048576"),
+        ("STRATA_SERVER__SUBSCRIBE_STALL_TIMEOUT_MS", "1000"),
+        ("STRATA_TOPICS__MAX_MESSAGE_BYTES", "1000"),
+    ];
+    let broker = Broker::start_with(dir.path(), &[], &env);
+    let mut c = broker.client().await;
+    create_topic(&mut c, "t", 1).await;
+    let value = Bytes::from(vec![7u8; 900]);
+    let records = (0..1000).map(|_| Record { value: Some(value.clone()), ..Default::default() }).collect();
+    c.produce("t", Some(0), records, Acks::Written).await.unwrap();
+
+    // A hand-made HTTP/2 client that opens with a stream window of 0 and
+    // never raises it: the broker can build its reply but never send it.
+    let mut raw = TcpStream::connect(&broker.addr).unwrap();
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    raw.write_all(&h2_frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0])).unwrap(); // SETTINGS_INITIAL_WINDOW_SIZE = 0
+    let mut headers = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/strata.v1.Broker/Fetch"),
+        (":authority", "strata"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        // HPACK: literal header field without indexing, new name.
+        headers.push(0);
+        headers.push(name.len() as u8);
+        headers.extend_from_slice(name.as_bytes());
+        headers.push(value.len() as u8);
+        headers.extend_from_slice(value.as_bytes());
+    }
+    raw.write_all(&h2_frame(0x1, 0x4, 1, &headers)).unwrap(); // HEADERS, END_HEADERS
+    let partition = FetchPartition { topic: "t".into(), partition: 0, offset: 0, ..Default::default() };
+    let fetch = prost::Message::encode_to_vec(&FetchRequest { partitions: vec![partition], ..Default::default() });
+    let mut message = vec![0u8];
+    message.extend_from_slice(&(fetch.len() as u32).to_be_bytes());
+    message.extend_from_slice(&fetch);
+    raw.write_all(&h2_frame(0x0, 0x1, 1, &message)).unwrap(); // DATA, END_STREAM
+
+    // Its reply holds most of the 1 MiB reply budget, so another full fetch
+    // has to wait: until the stalled connection is closed, about a second on.
+    let started = Instant::now();
+    let part = tokio::time::timeout(Duration::from_secs(20), c.fetch("t", 0, 0, 1 << 20, Duration::ZERO))
+        .await
+        .expect("the fetch got the memory back")
+        .unwrap();
+    assert_eq!(part.records.len(), 1000);
+    eprintln!("the other fetch waited {:?}", started.elapsed());
+    assert!(scrape(&broker.metrics_addr).contains("reason=\"send_stalled\""), "the stalled connection was closed");
+    drop(raw);
+}

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::connections::ConnInfo;
+use super::layers::HeldMemory;
 use super::status::to_status;
 use super::subscription::{Feed, Room, Subscriptions, FIRST_REPLY_BYTES, SHED_AFTER};
 use crate::config::AckLevel;
@@ -133,7 +134,7 @@ impl BrokerService {
     /// Takes `bytes` (at most one reply's worth) from the reply budget,
     /// waiting while it is spent by others.
     async fn reply_memory(&self, bytes: usize) -> Result<OwnedSemaphorePermit> {
-        let n = bytes.min(self.max_reply_bytes) as u32;
+        let n = bytes as u32;
         if let Ok(permit) = self.reply_budget.clone().try_acquire_many_owned(n) {
             return Ok(permit);
         }
@@ -152,7 +153,7 @@ impl BrokerService {
     /// reading never wait in line for it: None when there is no room for one
     /// now (it waits for its client instead).
     async fn subscription_memory(&self, feed: &Feed, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let n = bytes.min(self.max_reply_bytes) as u32;
+        let n = bytes as u32;
         loop {
             if let Ok(permit) = self.reply_budget.clone().try_acquire_many_owned(n) {
                 return Some(permit);
@@ -253,7 +254,10 @@ impl Broker for BrokerService {
     async fn produce(&self, req: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
         let req = req.into_inner();
         let produced = self.append(&req)?;
-        let reply = Self::acknowledge(req.request_id, produced, req.omit_record_positions).await?;
+        let (request_id, omit) = (req.request_id, req.omit_record_positions);
+        // The records' buffers go back before the wait for durability.
+        drop(req);
+        let reply = Self::acknowledge(request_id, produced, omit).await?;
         Ok(Response::new(reply))
     }
 
@@ -328,8 +332,7 @@ impl Broker for BrokerService {
         loop {
             // Watch before reading, so an append between the read and the wait still wakes us.
             let mut watches: Vec<_> = logs.iter().map(|l| l.watch_high_watermark()).collect();
-            // Held until the reply is handed over for encoding.
-            let _memory = self.reply_memory(total_max).await?;
+            let mut memory = self.reply_memory(total_max).await?;
             let mut reply = raw::FetchResponse::default();
             let mut budget = total_max;
             for (p, log) in req.partitions.iter().zip(&logs) {
@@ -342,8 +345,16 @@ impl Broker for BrokerService {
             }
             let got = total_max - budget;
             if got >= min_bytes || Instant::now() >= deadline || *shutdown.borrow() {
-                return Ok(Response::new(reply));
+                // Held, for what the reply carries, until it has been sent
+                // (see `layers::HeldMemory`).
+                let held: usize = reply.partitions.iter().map(raw::PartitionRecords::records_len).sum();
+                drop(memory.split(memory.num_permits() - held.min(memory.num_permits())));
+                let mut response = Response::new(reply);
+                response.extensions_mut().insert(HeldMemory::new(memory));
+                return Ok(response);
             }
+            // Nothing held while waiting.
+            drop(memory);
             let any_change = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             tokio::select! {
                 _ = any_change => {}

@@ -12,12 +12,16 @@
 //!   the new client's address) the connection idle longest is closed to make
 //!   room; only when every connection has an open request is the new one
 //!   refused;
+//! - one whose replies hold reply memory (fetch replies being sent) but
+//!   send nothing for `server.subscribe_stall_timeout_ms` (its client keeps
+//!   its HTTP/2 window closed) is closed;
 //! - accept errors (`EMFILE`: out of file descriptors) back off instead of
 //!   spinning, and are logged at most once a second.
 //!
 //! Closing is `shutdown(2)` on the socket: the HTTP/2 server sees the end of
-//! the stream and drops the connection; nothing it had open is lost, since a
-//! connection is only closed by these rules while it has no open request.
+//! the stream and drops the connection. Nothing it had open is lost: a
+//! connection is only closed for being idle once it has had no open request
+//! for a moment, and for stalling only when its client takes nothing.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +44,11 @@ use crate::shutdown::stopped;
 /// a client that sent this much has done its part of the handshake.
 const HANDSHAKE_BYTES: u64 = 24 + 9;
 
+/// A connection is closed for being idle (to make room, or at a stop) only
+/// once it has been idle this long: its last reply may still be on its way
+/// out of the HTTP/2 layer just after its request ended.
+const MIN_IDLE: Duration = Duration::from_millis(250);
+
 /// Limits on client connections (the `server.*` keys of the same names).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -51,6 +60,9 @@ pub struct ConnLimits {
     pub handshake_timeout: Duration,
     /// `server.idle_timeout_ms`.
     pub idle_timeout: Duration,
+    /// `server.subscribe_stall_timeout_ms`: a connection whose replies hold
+    /// reply memory and send nothing for this long is closed.
+    pub send_stall_timeout: Duration,
 }
 
 /// How one connection is being used; shared by its socket, its requests
@@ -62,6 +74,10 @@ pub struct ConnState {
     open_requests: AtomicUsize,
     /// Milliseconds after `opened` when the last request ended.
     idle_since_ms: AtomicU64,
+    /// Replies holding reply memory until they are sent, and when one of
+    /// them last sent something (ms after `opened`).
+    held_replies: AtomicUsize,
+    last_send_ms: AtomicU64,
 }
 
 impl ConnState {
@@ -78,6 +94,36 @@ impl ConnState {
         Some(now.saturating_duration_since(since))
     }
 
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
+    /// A reply holding reply memory starts; it must keep sending.
+    pub fn reply_held(&self) {
+        if self.held_replies.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.last_send_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// A reply holding reply memory sent something.
+    pub fn sending(&self) {
+        self.last_send_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// A reply holding reply memory ended.
+    pub fn reply_released(&self) {
+        self.held_replies.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// How long replies holding memory have sent nothing (None: none held).
+    fn send_stalled_for(&self, now: Instant) -> Option<Duration> {
+        if self.held_replies.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let since = self.opened + Duration::from_millis(self.last_send_ms.load(Ordering::Relaxed));
+        Some(now.saturating_duration_since(since))
+    }
+
     /// Marks a request open until the returned guard drops.
     pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
         self.open_requests.fetch_add(1, Ordering::AcqRel);
@@ -87,6 +133,13 @@ impl ConnState {
 
 /// An open request on a connection (see [`ConnState::begin_request`]).
 pub struct RequestGuard(Arc<ConnState>);
+
+impl RequestGuard {
+    /// The request's connection.
+    pub fn conn(&self) -> Arc<ConnState> {
+        self.0.clone()
+    }
+}
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
@@ -150,11 +203,12 @@ impl Registry {
         }
     }
 
-    /// The counted connection (of `ip`, if given) idle longest, if any is idle.
+    /// The counted connection (of `ip`, if given) idle longest, if any has
+    /// been idle for [`MIN_IDLE`].
     fn longest_idle(&self, ip: Option<IpAddr>, now: Instant) -> Option<u64> {
         self.counted()
             .filter(|(_, e)| ip.is_none_or(|ip| e.ip == ip))
-            .filter_map(|(id, e)| e.state.idle_for(now).map(|idle| (idle, *id)))
+            .filter_map(|(id, e)| e.state.idle_for(now).filter(|idle| *idle >= MIN_IDLE).map(|idle| (idle, *id)))
             .max()
             .map(|(_, id)| id)
     }
@@ -203,6 +257,8 @@ impl Connections {
             bytes_read: AtomicU64::new(0),
             open_requests: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            held_replies: AtomicUsize::new(0),
+            last_send_ms: AtomicU64::new(0),
         });
         let mut reg = self.lock();
         let id = reg.next_id;
@@ -228,12 +284,14 @@ impl Connections {
             .filter_map(|(id, e)| {
                 let age = now.saturating_duration_since(e.state.opened);
                 let idle = e.state.idle_for(now);
-                if stopping && idle.is_some() {
+                if stopping && idle.is_some_and(|idle| idle >= MIN_IDLE) {
                     Some((*id, "stopping"))
                 } else if !e.state.handshaken() && age >= self.limits.handshake_timeout {
                     Some((*id, "handshake_timeout"))
                 } else if idle.is_some_and(|idle| idle >= self.limits.idle_timeout) {
                     Some((*id, "idle_timeout"))
+                } else if e.state.send_stalled_for(now).is_some_and(|s| s >= self.limits.send_stall_timeout) {
+                    Some((*id, "send_stalled"))
                 } else {
                     None
                 }
@@ -248,8 +306,8 @@ impl Connections {
     /// `stop`, every idle one (a stop waits for connections to end, and an
     /// idle or silent client would not end its own). Runs until dropped.
     pub async fn run_reaper(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let period = (self.limits.handshake_timeout.min(self.limits.idle_timeout) / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let shortest = self.limits.handshake_timeout.min(self.limits.idle_timeout).min(self.limits.send_stall_timeout);
+        let period = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut tick = tokio::time::interval(period);
         tokio::select! {
             _ = async { loop { tick.tick().await; self.reap(false) } } => {}

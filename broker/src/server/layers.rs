@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-use super::connections::{ConnInfo, RequestGuard};
+use super::connections::{ConnInfo, ConnState, RequestGuard};
 
 /// Limits every request shares (`server.*` keys).
 #[derive(Clone)]
@@ -78,20 +78,69 @@ where
                 Ok(resp) => resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),
                 Err(_) => "transport".to_string(),
             };
+            // Unknown methods (UNIMPLEMENTED) share one label: a client must
+            // not create a metric series per path it makes up.
+            let method = if code == "12" { "unknown".to_string() } else { method };
             metrics::histogram!("strata_rpc_duration_seconds", "method" => method.clone())
                 .record(start.elapsed().as_secs_f64());
             metrics::counter!("strata_rpc_requests_total", "method" => method, "code" => code).increment(1);
-            result.map(|resp| resp.map(|inner| Tracked { inner, _guard: guard }))
+            result.map(|mut resp| {
+                let held = resp.extensions_mut().remove::<HeldMemory>();
+                let held = match (held, &guard) {
+                    (Some(memory), Some(g)) => Some(HeldReply::new(memory, g.conn())),
+                    _ => None,
+                };
+                resp.map(|inner| Tracked { inner, _guard: guard, held })
+            })
         })
     }
 }
 
+/// Reply memory a handler leaves in its response's extensions, to be held
+/// until the reply has been sent: HTTP/2 asks a body for its next frame
+/// (here, the trailers) only once the previous one went out, so the memory
+/// goes back when the client has taken the reply, not when it was built.
+#[derive(Clone)]
+pub struct HeldMemory {
+    _permit: Arc<OwnedSemaphorePermit>,
+}
+
+impl HeldMemory {
+    /// Holds `permit` until the reply is sent.
+    pub fn new(permit: OwnedSemaphorePermit) -> Self {
+        HeldMemory { _permit: Arc::new(permit) }
+    }
+}
+
+/// [`HeldMemory`] in a response body, counted on its connection so that a
+/// client that stops taking replies (an HTTP/2 window kept at 0) is closed
+/// after `server.subscribe_stall_timeout_ms` (see `connections.rs`).
+struct HeldReply {
+    _memory: HeldMemory,
+    conn: Arc<ConnState>,
+}
+
+impl HeldReply {
+    fn new(memory: HeldMemory, conn: Arc<ConnState>) -> Self {
+        conn.reply_held();
+        HeldReply { _memory: memory, conn }
+    }
+}
+
+impl Drop for HeldReply {
+    fn drop(&mut self) {
+        self.conn.reply_released();
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted as open until it ends.
+    /// A response body that keeps its request counted as open until it
+    /// ends, and the reply memory it holds until then.
     pub struct Tracked<B> {
         #[pin]
         inner: B,
         _guard: Option<RequestGuard>,
+        held: Option<HeldReply>,
     }
 }
 
@@ -100,7 +149,11 @@ impl<B: Body> Body for Tracked<B> {
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        if let Some(held) = this.held {
+            held.conn.sending();
+        }
+        this.inner.poll_frame(cx)
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
@@ -110,7 +163,11 @@ impl<B: Body> Body for Tracked<B> {
     }
 }
 
-type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>;
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, ()>> + Send>>;
+
+/// Longest a request message waits for room in the request memory budget
+/// before it is refused with RESOURCE_EXHAUSTED.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A request body read frame by frame of the gRPC framing (a flag byte and
 /// a 4-byte length before each message). Each message's length is checked
@@ -150,7 +207,13 @@ impl Budgeted {
     fn scan(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         loop {
             if let Some(acquiring) = &mut self.acquiring {
-                let permit = ready!(acquiring.as_mut().poll(cx)).map_err(|_| Status::unavailable("server stopping"))?;
+                let permit = ready!(acquiring.as_mut().poll(cx)).map_err(|_| {
+                    Status::resource_exhausted(format!(
+                        "server.request_memory_bytes = {} stayed in use by other requests for {} ms; retry",
+                        self.limits.budget_bytes,
+                        BUDGET_WAIT.as_millis()
+                    ))
+                })?;
                 self.held = Some(permit);
                 self.acquiring = None;
             }
@@ -189,20 +252,20 @@ impl Budgeted {
                 limits.max_request_bytes
             )));
         }
-        if len > limits.budget_bytes {
-            return Err(Status::resource_exhausted(format!(
-                "request message of {len} bytes is over server.request_memory_bytes = {}",
-                limits.budget_bytes
-            )));
+        // (At most max_request_bytes, which the budget is at least.)
+        if let Ok(permit) = limits.budget.clone().try_acquire_many_owned(len as u32) {
+            self.held = Some(permit);
+            return Ok(());
         }
-        match limits.budget.clone().try_acquire_many_owned(len as u32) {
-            Ok(permit) => self.held = Some(permit),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                metrics::counter!("strata_request_budget_waits_total").increment(1);
-                self.acquiring = Some(Box::pin(limits.budget.clone().acquire_many_owned(len as u32)));
-            }
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(Status::unavailable("server stopping")),
-        }
+        metrics::counter!("strata_request_budget_waits_total").increment(1);
+        // A bounded wait: a stream waiting is not read, and enough of them
+        // could hold the connection's HTTP/2 window that the request holding
+        // the memory needs to finish.
+        let acquire = limits.budget.clone().acquire_many_owned(len as u32);
+        self.acquiring =
+            Some(Box::pin(
+                async move { tokio::time::timeout(BUDGET_WAIT, acquire).await.map_err(|_| ())?.map_err(|_| ()) },
+            ));
         Ok(())
     }
 }
@@ -213,6 +276,11 @@ impl Body for Budgeted {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
+        // Asked for more with no message half-received: every message so
+        // far has been decoded, so its memory goes back.
+        if this.chunk.is_none() && this.message_left == 0 && this.header_len == 0 {
+            this.held = None;
+        }
         loop {
             if this.chunk.is_some() {
                 ready!(this.scan(cx))?;

@@ -97,6 +97,7 @@ async fn run(
         max_per_ip: config.server.max_connections_per_ip as usize,
         handshake_timeout: Duration::from_millis(config.server.handshake_timeout_ms),
         idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
+        send_stall_timeout: Duration::from_millis(config.server.subscribe_stall_timeout_ms),
     });
     // Aborted when this returns.
     let _reaper = AbortOnDrop(tokio::spawn(connections.clone().run_reaper(stop.clone())));

@@ -37,6 +37,7 @@ pub const SHED_AFTER: Duration = Duration::from_secs(1);
 
 struct Queued {
     reply: raw::SubscribeResponse,
+    queued_at: Instant,
     /// The offset the reply starts at (where to re-read from if dropped).
     offset: u64,
     _memory: OwnedSemaphorePermit,
@@ -57,10 +58,10 @@ struct State {
     shed: bool,
     resume_at: Option<u64>,
     last_take: Instant,
-    /// The client took a reply since the last one was queued: reading
-    /// ahead is earned, so a client that stops reading has one reply
-    /// queued at most, however large the capacity.
-    took: bool,
+    /// Replies the client has earned to have read ahead for it: one per
+    /// reply it took, at most `capacity`. A client that stops reading has
+    /// one reply queued at most, however large the capacity.
+    credits: usize,
 }
 
 struct Shared {
@@ -96,7 +97,7 @@ impl Subscriptions {
                 shed: false,
                 resume_at: None,
                 last_take: Instant::now(),
-                took: false,
+                credits: 0,
             }),
             room: Notify::new(),
         });
@@ -114,7 +115,8 @@ impl Subscriptions {
         let mut shed = 0;
         for sub in live {
             let mut st = sub.lock();
-            if st.queue.is_empty() || st.gone || st.last_take.elapsed() < SHED_AFTER {
+            // A reply waiting that long has a client that is not reading.
+            if st.gone || st.queue.front().is_none_or(|q| q.queued_at.elapsed() < SHED_AFTER) {
                 continue;
             }
             st.resume_at = st.queue.front().map(|q| q.offset);
@@ -156,8 +158,8 @@ impl Feed {
                 if st.gone {
                     return Room::Gone;
                 }
-                if !st.shed && (st.queue.is_empty() || (st.took && st.queue.len() < st.capacity)) {
-                    return Room::Ready { resume: st.resume_at.take(), took: st.took };
+                if !st.shed && (st.queue.is_empty() || (st.credits > 0 && st.queue.len() < st.capacity)) {
+                    return Room::Ready { resume: st.resume_at.take(), took: st.credits > 0 };
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -177,9 +179,11 @@ impl Feed {
         }
     }
 
-    /// Whether the client has asked for a reply within [`SHED_AFTER`].
+    /// Whether the client is reading: it asked for a reply within
+    /// [`SHED_AFTER`], or is waiting for one now.
     pub fn taking(&self) -> bool {
-        self.0.lock().last_take.elapsed() < SHED_AFTER
+        let st = self.0.lock();
+        st.last_take.elapsed() < SHED_AFTER || (st.queue.is_empty() && st.waker.is_some())
     }
 
     /// Waits for the client to read again before reading more for it (it
@@ -191,8 +195,8 @@ impl Feed {
     /// Queues a reply starting at `offset`, holding `memory`.
     pub fn push(&self, reply: raw::SubscribeResponse, offset: u64, memory: OwnedSemaphorePermit) {
         let mut st = self.0.lock();
-        st.queue.push_back(Queued { reply, offset, _memory: memory });
-        st.took = false;
+        st.queue.push_back(Queued { reply, queued_at: Instant::now(), offset, _memory: memory });
+        st.credits = st.credits.saturating_sub(1);
         if let Some(w) = st.waker.take() {
             w.wake();
         }
@@ -216,6 +220,20 @@ impl Feed {
     }
 }
 
+impl Drop for Feed {
+    /// However the reading task ends (a panic included), the stream ends.
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        if !st.finished {
+            st.finished = true;
+            st.end.get_or_insert_with(|| Status::internal("subscription ended unexpectedly"));
+            if let Some(w) = st.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
 /// The stream tonic sends a subscription's replies from.
 pub struct Outbox(Arc<Shared>);
 
@@ -230,7 +248,7 @@ impl Stream for Outbox {
             self.0.room.notify_one();
         }
         if let Some(q) = st.queue.pop_front() {
-            st.took = true;
+            st.credits = (st.credits + 1).min(st.capacity);
             // The reply's memory goes back here, as tonic takes it to send.
             self.0.room.notify_one();
             return Poll::Ready(Some(Ok(q.reply)));
