@@ -162,8 +162,13 @@ impl Manager {
             });
         }
         self.check_descriptors(total - current)?;
-        let opened = self.open_partitions(name, current..total, &topic.settings())?;
         let dir = self.topic_dir(name);
+        let opened = self.open_partitions(name, current..total, &topic.settings()).inspect_err(|_| {
+            // Not committed: the new partitions' directories go again.
+            for id in current..total {
+                let _ = std::fs::remove_dir_all(dir.join(id.to_string()));
+            }
+        })?;
         let committed = sync_dir(&dir)
             .map_err(|e| Error::storage(format!("syncing {}", dir.display()), e))
             .and_then(|_| TopicMeta { partitions: total, configs: topic.overrides() }.write(&dir, name));

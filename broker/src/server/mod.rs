@@ -92,8 +92,21 @@ async fn run(
     // Logged last: once this line is out, every service is ready.
     tracing::info!("listening on {}", listener.local_addr()?);
     let _ = ready.send(());
+    // Connections need descriptors: never allow more than half the limit.
+    let mut max_connections = config.server.max_connections as usize;
+    if let Ok(limit) = crate::partition::fds::raise_limit() {
+        let fit = (limit / 2).max(1) as usize;
+        if max_connections > fit {
+            tracing::warn!(
+                max_connections,
+                nofile = limit,
+                "server.max_connections is more than half the file descriptor limit (RLIMIT_NOFILE); using {fit}"
+            );
+            max_connections = fit;
+        }
+    }
     let connections = connections::Connections::new(connections::ConnLimits {
-        max_connections: config.server.max_connections as usize,
+        max_connections,
         max_per_ip: config.server.max_connections_per_ip as usize,
         handshake_timeout: Duration::from_millis(config.server.handshake_timeout_ms),
         idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
