@@ -291,6 +291,14 @@ fn scrape(addr: &str) -> String {
 
 #[tokio::test]
 async fn idle_connections_do_not_lock_out_new_clients() {
+    // This test holds 4,200 sockets: raise its own soft descriptor limit.
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     let mut c = broker.client().await;
@@ -471,8 +479,15 @@ async fn a_client_that_never_takes_its_fetch_reply_is_closed_and_its_memory_give
     message.extend_from_slice(&fetch);
     raw.write_all(&h2_frame(0x0, 0x1, 1, &message)).unwrap(); // DATA, END_STREAM
 
-    // Its reply holds most of the 1 MiB reply budget, so another full fetch
-    // has to wait: until the stalled connection is closed, about a second on.
+    // Once its reply is built (counted as answered), it holds most of the
+    // 1 MiB reply budget, so another full fetch has to wait: until the
+    // stalled connection is closed, about a second on.
+    let metrics = broker.metrics_addr.clone();
+    eventually(Duration::from_secs(10), "the stalled fetch answered", || {
+        let metrics = metrics.clone();
+        async move { scrape(&metrics).contains("method=\"/strata.v1.Broker/Fetch\",code=\"0\"").then_some(()) }
+    })
+    .await;
     let started = Instant::now();
     let part = tokio::time::timeout(Duration::from_secs(20), c.fetch("t", 0, 0, 1 << 20, Duration::ZERO))
         .await
