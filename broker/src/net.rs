@@ -10,20 +10,35 @@ use tokio::net::{TcpListener, TcpStream};
 /// waits a little and logs at most once a second, so a full table neither
 /// spins the loop nor floods the log.
 pub async fn accept(listener: &TcpListener, what: &'static str) -> Option<(TcpStream, SocketAddr)> {
-    static ERRORS: Mutex<Option<Instant>> = Mutex::new(None);
+    static ERRORS: Mutex<RateLimitedLog> = Mutex::new(RateLimitedLog { last: None, events: 0 });
     match listener.accept().await {
         Ok(c) => Some(c),
         Err(e) => {
             metrics::counter!("strata_accept_errors_total", "listener" => what).increment(1);
-            {
-                let mut last = ERRORS.lock().unwrap_or_else(|p| p.into_inner());
-                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    *last = Some(Instant::now());
-                    tracing::warn!(listener = what, error = %e, "accept failed; backing off (further errors within a second are not logged)");
-                }
-            }
+            ERRORS.lock().unwrap_or_else(|p| p.into_inner()).log(|n| {
+                tracing::warn!(listener = what, error = %e, errors = n, "accept failed; backing off");
+            });
             tokio::time::sleep(Duration::from_millis(50)).await;
             None
+        }
+    }
+}
+
+/// Logs the first event and then at most once a second, with the count of
+/// events since the last line.
+#[derive(Default)]
+pub struct RateLimitedLog {
+    last: Option<Instant>,
+    events: u64,
+}
+
+impl RateLimitedLog {
+    /// Counts an event; calls `f` with the count when a line is due.
+    pub fn log(&mut self, f: impl FnOnce(u64)) {
+        self.events += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            self.last = Some(Instant::now());
+            f(std::mem::take(&mut self.events));
         }
     }
 }

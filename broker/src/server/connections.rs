@@ -323,7 +323,7 @@ impl Connections {
 
 /// Accepts connections for the gRPC server under `connections`' limits.
 pub fn incoming(listener: TcpListener, connections: Arc<Connections>) -> impl Stream<Item = std::io::Result<Conn>> {
-    let refusals = RateLimitedLog::default();
+    let refusals = crate::net::RateLimitedLog::default();
     futures::stream::unfold((listener, connections, refusals), |(listener, connections, mut refusals)| async move {
         loop {
             let Some((stream, peer)) = crate::net::accept(&listener, "grpc").await else { continue };
@@ -339,23 +339,6 @@ pub fn incoming(listener: TcpListener, connections: Arc<Connections>) -> impl St
             return Some((Ok(conn), (listener, connections, refusals)));
         }
     })
-}
-
-/// Logs the first event and then at most once a second, with a count.
-#[derive(Default)]
-struct RateLimitedLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimitedLog {
-    fn log(&mut self, f: impl FnOnce(u64)) {
-        self.suppressed += 1;
-        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            self.last = Some(Instant::now());
-            f(std::mem::take(&mut self.suppressed));
-        }
-    }
 }
 
 /// Removes its connection from the registry when dropped.
