@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::config::CleanerConfig;
 use crate::log::compact::{CompactionPolicy, Throttle};
+use crate::log::locks::LockExt;
 use crate::partition::Manager;
 use crate::shutdown::stopped;
 
@@ -105,7 +106,7 @@ fn compaction_pass(manager: &Manager, stop: &AtomicBool, bytes_per_sec: u64, pro
         };
         for log in topic.partitions().iter() {
             let hw = log.log_end();
-            if progress.0.lock().expect("progress lock").get(log.name()) == Some(&hw) {
+            if progress.0.locked().get(log.name()) == Some(&hw) {
                 continue;
             }
             let started = Instant::now();
@@ -130,7 +131,7 @@ fn compaction_pass(manager: &Manager, stop: &AtomicBool, bytes_per_sec: u64, pro
                         );
                     }
                     if !stats.work_left {
-                        progress.0.lock().expect("progress lock").insert(log.name().to_string(), hw);
+                        progress.0.locked().insert(log.name().to_string(), hw);
                     }
                 }
                 Ok(None) => {}

@@ -40,7 +40,7 @@ pub fn range(members: &BTreeMap<String, BTreeSet<String>>, partitions: &BTreeMap
         let mut next = 0u32;
         for (i, m) in subs.iter().enumerate() {
             let n = base + usize::from(i < extra);
-            let set = out.get_mut(*m).expect("member present");
+            let set = out.entry((*m).clone()).or_default();
             for p in next..next + n as u32 {
                 set.insert((topic.clone(), p));
             }
@@ -90,7 +90,7 @@ pub fn uniform(
         tps.truncate(quota[m]);
         for tp in tps.iter() {
             taken.insert(tp.clone());
-            out.get_mut(*m).expect("member present").insert(tp.clone());
+            out.entry((*m).clone()).or_default().insert(tp.clone());
         }
     }
     for tp in all.into_iter().filter(|tp| !taken.contains(tp)) {
@@ -98,7 +98,7 @@ pub fn uniform(
         let candidates = members.keys().filter(|m| eligible(m, &tp));
         let under = candidates.clone().filter(|m| out[*m].len() < quota[m]).min_by_key(|m| (out[*m].len(), *m));
         if let Some(m) = under.or_else(|| candidates.min_by_key(|m| (out[*m].len(), *m))) {
-            out.get_mut(m).expect("member present").insert(tp);
+            out.entry(m.clone()).or_default().insert(tp);
         }
     }
     out

@@ -222,8 +222,7 @@ impl Group {
         let previous = hb.instance_id.as_ref().and_then(|inst| {
             self.members.values().find(|m| m.instance_id.as_ref() == Some(inst)).map(|m| m.id.clone())
         });
-        if let Some(old_id) = previous {
-            let old = self.members.remove(&old_id).expect("found above");
+        if let Some((old_id, old)) = previous.and_then(|id| self.members.remove_entry(&id)) {
             member.assigned = old.assigned;
             member.epoch = old.epoch + 1;
             if let Some(t) = self.target.remove(&old_id) {
@@ -275,7 +274,7 @@ impl Group {
             .flat_map(|m| m.assigned.iter().chain(m.owned.iter()))
             .collect();
         let grant: Vec<Tp> = target.iter().filter(|tp| !busy.contains(tp)).cloned().collect();
-        let m = self.members.get_mut(id).expect("member present");
+        let Some(m) = self.members.get_mut(id) else { return };
         let before = m.assigned.clone();
         m.assigned.retain(|tp| target.contains(tp));
         m.assigned.extend(grant);

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::{AckLevel, GroupsConfig};
 use crate::error::{Error, Result};
+use crate::log::locks::LockExt;
 use crate::partition::{is_internal, Manager, Partition};
 use crate::shutdown::stopped;
 use assignor::Tp;
@@ -126,7 +127,7 @@ impl Coordinator {
     }
 
     fn group(&self, id: &str, create: bool) -> Option<Arc<tokio::sync::Mutex<Group>>> {
-        let mut groups = self.groups.lock().expect("groups lock");
+        let mut groups = self.groups.locked();
         if create {
             let assignor = self.config.assignor;
             Some(
@@ -141,7 +142,7 @@ impl Coordinator {
     }
 
     fn has_offsets(&self, group: &str) -> bool {
-        self.offsets.lock().expect("offsets lock").keys().any(|k| k.0 == group)
+        self.offsets.locked().keys().any(|k| k.0 == group)
     }
 
     /// The heartbeat interval to tell a member whose session is
@@ -215,7 +216,7 @@ impl Coordinator {
         let keyed: Vec<(OffsetKey, Committed)> =
             commits.into_iter().map(|((t, p), c)| ((group_id.to_string(), t, p), c)).collect();
         self.write(keyed.iter().map(|(k, c)| OffsetRecord::commit(k, c)).collect()).await?;
-        self.offsets.lock().expect("offsets lock").extend(keyed);
+        self.offsets.locked().extend(keyed);
         drop(g);
         Ok(())
     }
@@ -229,8 +230,7 @@ impl Coordinator {
     /// Committed offsets of a group (all, or only `filter`).
     pub fn fetch_offsets(&self, group_id: &str, filter: &BTreeSet<Tp>) -> Vec<(Tp, Committed)> {
         self.offsets
-            .lock()
-            .expect("offsets lock")
+            .locked()
             .iter()
             .filter(|(k, _)| k.0 == group_id)
             .map(|((_, t, p), c)| ((t.clone(), *p), c.clone()))
@@ -240,10 +240,8 @@ impl Coordinator {
 
     /// Every known group: (id, state, members).
     pub async fn list_groups(&self) -> Vec<(String, &'static str, usize)> {
-        let mut ids: BTreeSet<String> =
-            self.offsets.lock().expect("offsets lock").keys().map(|k| k.0.clone()).collect();
-        let live: Vec<_> =
-            self.groups.lock().expect("groups lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut ids: BTreeSet<String> = self.offsets.locked().keys().map(|k| k.0.clone()).collect();
+        let live: Vec<_> = self.groups.locked().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut out = BTreeMap::new();
         for (id, g) in live {
             let g = g.lock().await;
@@ -326,7 +324,10 @@ impl Coordinator {
         dry_run: bool,
     ) -> Result<Vec<(Tp, Committed)>> {
         validate_group_id(group_id)?;
-        let group = self.group(group_id, true).expect("created");
+        // (Created if missing, so always there.)
+        let Some(group) = self.group(group_id, true) else {
+            return Err(Error::GroupNotFound { group: group_id.to_string() });
+        };
         let g = group.lock().await;
         Self::require_empty(&g, "reset offsets of")?;
         let targets: BTreeSet<Tp> = if partitions.is_empty() {
@@ -364,7 +365,7 @@ impl Coordinator {
             let keyed: Vec<(OffsetKey, Committed)> =
                 out.iter().map(|((t, p), c)| ((group_id.to_string(), t.clone(), *p), c.clone())).collect();
             self.write(keyed.iter().map(|(k, c)| OffsetRecord::commit(k, c)).collect()).await?;
-            self.offsets.lock().expect("offsets lock").extend(keyed);
+            self.offsets.locked().extend(keyed);
             tracing::info!(group = group_id, partitions = out.len(), "reset offsets");
         }
         Ok(out)
@@ -376,19 +377,18 @@ impl Coordinator {
         if let Some(g) = &group {
             Self::require_empty(&*g.lock().await, "delete")?;
         }
-        let keys: Vec<OffsetKey> =
-            self.offsets.lock().expect("offsets lock").keys().filter(|k| k.0 == group_id).cloned().collect();
+        let keys: Vec<OffsetKey> = self.offsets.locked().keys().filter(|k| k.0 == group_id).cloned().collect();
         if keys.is_empty() && group.is_none() {
             return Err(Error::GroupNotFound { group: group_id.to_string() });
         }
         if !keys.is_empty() {
             self.write(keys.iter().map(OffsetRecord::delete).collect()).await?;
-            let mut table = self.offsets.lock().expect("offsets lock");
+            let mut table = self.offsets.locked();
             for k in &keys {
                 table.remove(k);
             }
         }
-        self.groups.lock().expect("groups lock").remove(group_id);
+        self.groups.locked().remove(group_id);
         tracing::info!(group = group_id, "deleted group");
         Ok(())
     }
@@ -403,7 +403,7 @@ impl Coordinator {
                 _ = stopped(&mut shutdown) => return,
             }
             let topics = self.topics();
-            let groups: Vec<_> = self.groups.lock().expect("groups lock").values().cloned().collect();
+            let groups: Vec<_> = self.groups.locked().values().cloned().collect();
             for group in groups {
                 let mut g = group.lock().await;
                 let expired = g.expire(self.now_ms(), &topics);

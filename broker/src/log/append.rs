@@ -14,6 +14,7 @@ use super::batch::{append_batch, BatchMeta, RecordSource, Stamp};
 use super::direct::{self, AlignedBuf, DirectWriter};
 use super::format::{DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES, SMALL_WRITE_BYTES};
 use super::{sync_dir, Appended, Log, LogConfig, LogError, Segment};
+use crate::log::locks::{LockExt, RwLockExt};
 
 /// Appends that have their offsets (under `Log::writer`).
 pub(super) struct Writer {
@@ -78,7 +79,7 @@ impl Log {
     /// written. Blocks the calling thread for the write.
     pub fn append<R: RecordSource>(&self, records: &[R], now_ms: i64) -> Result<Appended, LogError> {
         let (mut pending, _) = self.enqueue(records, now_ms, false, false)?;
-        self.drain_locked(&mut self.sink.lock().expect("sink lock"), false);
+        self.drain_locked(&mut self.sink.locked(), false);
         // The drain above, or one before it, wrote the batch or failed it.
         pending.done.try_recv().unwrap_or(Err(LogError::Closed))?;
         Ok(pending.appended)
@@ -100,7 +101,7 @@ impl Log {
         if start_drain {
             let drain = {
                 let log = self.clone();
-                move || log.drain_locked(&mut log.sink.lock().expect("sink lock"), true)
+                move || log.drain_locked(&mut log.sink.locked(), true)
             };
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => drop(rt.spawn_blocking(drain)),
@@ -119,7 +120,7 @@ impl Log {
         background: bool,
         sync: bool,
     ) -> Result<(Pending, bool), LogError> {
-        let mut w = self.writer.lock().expect("writer lock");
+        let mut w = self.writer.locked();
         if w.closed {
             return Err(LogError::Closed);
         }
@@ -147,7 +148,7 @@ impl Log {
     pub(super) fn drain_locked(&self, sink: &mut Sink, background: bool) {
         loop {
             let (batches, config) = {
-                let mut w = self.writer.lock().expect("writer lock");
+                let mut w = self.writer.locked();
                 if w.queue.is_empty() {
                     if background {
                         w.draining = false;
@@ -175,7 +176,7 @@ impl Log {
             // read-only and its durable waiters fail (see `Log::sync`).
             let synced = batches[..n].iter().any(|q| q.sync) && self.sync(&sink.active, next).is_ok();
             {
-                let mut w = self.writer.lock().expect("writer lock");
+                let mut w = self.writer.locked();
                 if synced {
                     w.unflushed_records = 0;
                 } else {
@@ -214,7 +215,7 @@ impl Log {
         if too_big || too_old || too_many(sink, first) || sink.active.index_room() == 0 {
             self.roll(sink, first.meta.base_offset, config)?;
             // What is queued now starts at the new segment's beginning.
-            let mut w = self.writer.lock().expect("writer lock");
+            let mut w = self.writer.locked();
             w.end_hint = batches.iter().chain(&w.queue).map(|q| q.len as u64).sum();
         }
         // The first batch always goes (a new segment takes any batch); the
@@ -260,7 +261,7 @@ impl Log {
     fn fail_from(&self, failed: impl Iterator<Item = Queued>, end: u64, e: io::Error) {
         tracing::error!(log = %self.name, error = %e, "write failed");
         let later = {
-            let mut w = self.writer.lock().expect("writer lock");
+            let mut w = self.writer.locked();
             w.next_offset = self.end_offset();
             w.end_hint = end;
             std::mem::take(&mut w.queue)
@@ -283,9 +284,9 @@ impl Log {
         let seg = Arc::new(Segment::open(&self.dir, next_offset, true, config.index, config.direct_io)?);
         sink.direct = seg.direct_writer()?;
         sync_dir(&self.dir)?;
-        self.segments.write().expect("segments lock").insert(next_offset, seg.clone());
+        self.segments.write_locked().insert(next_offset, seg.clone());
         tracing::debug!(log = %self.name, base_offset = next_offset, "rolled segment");
-        self.writer.lock().expect("writer lock").active = seg.clone();
+        self.writer.locked().active = seg.clone();
         sink.active = seg;
         sink.active_since = Instant::now();
         Ok(())

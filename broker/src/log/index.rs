@@ -111,7 +111,8 @@ impl<const E: usize> EntryFile<E> {
     }
 
     fn get(&self, i: usize) -> [u8; E] {
-        self.bytes()[i * E..(i + 1) * E].try_into().expect("E bytes")
+        let bytes = &self.bytes()[i * E..(i + 1) * E];
+        std::array::from_fn(|k| bytes[k])
     }
 
     fn push(&mut self, entry: [u8; E]) -> bool {

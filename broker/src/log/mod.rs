@@ -22,6 +22,7 @@ pub mod compact;
 pub mod direct;
 pub mod format;
 pub mod index;
+pub mod locks;
 mod pool;
 mod read;
 mod readahead;
@@ -40,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
+use crate::log::locks::{LockExt, RwLockExt};
 pub use append::Pending;
 use append::{Sink, Writer};
 use format::parse_segment_file_name;
@@ -182,12 +184,12 @@ impl Log {
             }
         }
         bases.sort_unstable();
-        if bases.is_empty() {
-            bases.push(0);
-        }
         let mut segments = BTreeMap::new();
-        let last = *bases.last().expect("at least one segment");
-        let sealed = &bases[..bases.len() - 1];
+        // An empty directory is a log with one empty segment at offset 0.
+        let (last, sealed) = match bases.split_last() {
+            Some((&last, sealed)) => (last, sealed),
+            None => (0, &[][..]),
+        };
         for (&base, seg) in sealed.iter().zip(open_sealed(dir, sealed, &config)?) {
             segments.insert(base, Arc::new(seg));
         }
@@ -196,7 +198,7 @@ impl Log {
         let direct = active.direct_writer()?;
         segments.insert(last, active.clone());
         sync_dir(dir)?;
-        let log_start = *segments.keys().next().expect("at least one segment");
+        let log_start = segments.keys().next().copied().unwrap_or(last);
         let report = OpenReport { segments: segments.len(), tail };
         let log = Log {
             dir: dir.to_path_buf(),
@@ -261,19 +263,19 @@ impl Log {
 
     /// Replaces the configuration used by later appends.
     pub fn set_config(&self, config: LogConfig) {
-        self.writer.lock().expect("writer lock").config = config;
+        self.writer.locked().config = config;
     }
 
     /// Number of segments and their total size in bytes.
     pub fn disk_usage(&self) -> (usize, u64) {
-        let segs = self.segments.read().expect("segments lock");
+        let segs = self.segments.read_locked();
         (segs.len(), segs.values().map(|s| s.size()).sum())
     }
 
     /// Closed segments (every one but the active), oldest first, and the
     /// total size of the log including the active segment.
     pub fn closed_segments(&self) -> (Vec<Arc<Segment>>, u64) {
-        let segs = self.segments.read().expect("segments lock");
+        let segs = self.segments.read_locked();
         let total = segs.values().map(|s| s.size()).sum();
         let closed = segs.values().take(segs.len() - 1).cloned().collect();
         (closed, total)
@@ -281,7 +283,7 @@ impl Log {
 
     /// Every segment, oldest first (the active one last).
     pub fn all_segments(&self) -> Vec<Arc<Segment>> {
-        self.segments.read().expect("segments lock").values().cloned().collect()
+        self.segments.read_locked().values().cloned().collect()
     }
 
     /// Deletes the `n` oldest segments (never the active one) and moves the
@@ -289,7 +291,7 @@ impl Log {
     /// deleted segment finish their read from the unlinked file.
     pub fn delete_oldest_segments(&self, n: usize) -> io::Result<Vec<Arc<Segment>>> {
         let removed: Vec<Arc<Segment>> = {
-            let mut segs = self.segments.write().expect("segments lock");
+            let mut segs = self.segments.write_locked();
             let n = n.min(segs.len() - 1);
             let keys: Vec<u64> = segs.keys().take(n).copied().collect();
             let removed = keys.iter().filter_map(|k| segs.remove(k)).collect();
@@ -310,9 +312,9 @@ impl Log {
     /// Swaps in the segment at `base` from its files on disk (after the
     /// compactor committed a cleaned copy). Readers holding the old one keep it.
     pub fn reload_segment(&self, base: u64, index: IndexConfig) -> io::Result<()> {
-        let direct_io = self.writer.lock().expect("writer lock").config.direct_io;
+        let direct_io = self.writer.locked().config.direct_io;
         let seg = Arc::new(Segment::open(&self.dir, base, false, index, direct_io)?);
-        let mut segs = self.segments.write().expect("segments lock");
+        let mut segs = self.segments.write_locked();
         if segs.contains_key(&base) {
             segs.insert(base, seg);
         }
@@ -328,8 +330,7 @@ impl Log {
         }
         self.check_writable()?;
         self.flush_wanted.notify_one();
-        let durable_or_failed =
-            rx.wait_for(|d| *d >= offset || self.sync_error.lock().expect("sync error lock").is_some());
+        let durable_or_failed = rx.wait_for(|d| *d >= offset || self.sync_error.locked().is_some());
         tokio::select! {
             r = durable_or_failed => r.map_err(|_| LogError::Closed).and_then(|d| match *d >= offset {
                 true => Ok(()),
@@ -349,7 +350,7 @@ impl Log {
     /// later fsync that succeeds proves nothing ("fsyncgate"); nothing
     /// written before it is ever acknowledged as durable.
     pub(crate) fn sync(&self, seg: &Segment, upto: u64) -> io::Result<()> {
-        let mut error = self.sync_error.lock().expect("sync error lock");
+        let mut error = self.sync_error.locked();
         if let Some(e) = &*error {
             return Err(io::Error::other(format!("read-only after a failed fsync: {e}")));
         }
@@ -375,7 +376,7 @@ impl Log {
 
     /// `ReadOnly` once an fsync failed.
     fn check_writable(&self) -> Result<(), LogError> {
-        match &*self.sync_error.lock().expect("sync error lock") {
+        match &*self.sync_error.locked() {
             Some(e) => Err(LogError::ReadOnly(e.clone())),
             None => Ok(()),
         }
@@ -395,7 +396,7 @@ impl Log {
         // Under the writer lock, the high watermark is all written to
         // `active` or to segments sealed (and fsynced) before it.
         let (seg, target, records) = {
-            let w = self.writer.lock().expect("writer lock");
+            let w = self.writer.locked();
             (w.active.clone(), self.end_offset(), w.unflushed_records)
         };
         if target <= self.durable_offset() {
@@ -406,7 +407,7 @@ impl Log {
         tokio::task::spawn_blocking(move || log.sync(&seg, target))
             .await
             .map_err(|e| LogError::Io(io::Error::other(e)))??;
-        let mut w = self.writer.lock().expect("writer lock");
+        let mut w = self.writer.locked();
         w.unflushed_records = w.unflushed_records.saturating_sub(records);
         Ok(())
     }
@@ -428,7 +429,7 @@ impl Log {
                 // Logged by `sync`; read-only from now on: nothing to flush.
                 break;
             }
-            let active = self.writer.lock().expect("writer lock").active.clone();
+            let active = self.writer.locked().active.clone();
             active.forget_tail_batch(interval);
         }
     }
@@ -436,8 +437,8 @@ impl Log {
     /// Stops appends, writes what is queued, fsyncs and seals the indexes.
     /// Reads keep working.
     pub fn close(&self) -> io::Result<()> {
-        let mut sink = self.sink.lock().expect("sink lock");
-        if std::mem::replace(&mut self.writer.lock().expect("writer lock").closed, true) {
+        let mut sink = self.sink.locked();
+        if std::mem::replace(&mut self.writer.locked().closed, true) {
             return Ok(());
         }
         self.drain_locked(&mut sink, false);

@@ -7,6 +7,7 @@
 //! most a fixed number of bytes of them; appends and reads in flight at once
 //! are few, so a few warm buffers serve them all.
 
+use crate::log::locks::LockExt;
 use std::sync::Mutex;
 
 /// A buffer a [`Pool`] can keep.
@@ -31,7 +32,7 @@ impl<T: Reusable> Pool<T> {
 
     /// An empty buffer: a warm one from the pool, or a new one.
     pub fn take(&self) -> T {
-        let mut buf = self.bufs.lock().expect("buffer pool lock").pop().unwrap_or_default();
+        let mut buf = self.bufs.locked().pop().unwrap_or_default();
         buf.clear();
         buf
     }
@@ -41,7 +42,7 @@ impl<T: Reusable> Pool<T> {
         if buf.capacity() == 0 {
             return;
         }
-        let mut bufs = self.bufs.lock().expect("buffer pool lock");
+        let mut bufs = self.bufs.locked();
         if bufs.iter().map(T::capacity).sum::<usize>() + buf.capacity() <= self.max_bytes {
             bufs.push(buf);
         }

@@ -11,6 +11,7 @@ use super::batch::{self, BatchError, BatchHeader, RecordIter};
 use super::format::BATCH_HEADER_LEN_V1;
 use super::segment::Seek;
 use super::{Log, LogError, Segment};
+use crate::log::locks::{LockExt, RwLockExt};
 
 /// A damaged stretch of a log, as a reader meets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +88,7 @@ impl Log {
             return Ok(result);
         }
         let segments: Vec<Arc<Segment>> = {
-            let segs = self.segments.read().expect("segments lock");
+            let segs = self.segments.read_locked();
             segs.range(..=offset)
                 .next_back()
                 .into_iter()
@@ -242,7 +243,7 @@ impl Log {
 
     /// Logs damage at ERROR and counts it, once per batch position.
     pub(super) fn note_damage(&self, seg: &Segment, pos: u64, error: &dyn std::fmt::Display) {
-        if self.damaged.lock().expect("damage lock").insert((seg.base_offset(), pos)) {
+        if self.damaged.locked().insert((seg.base_offset(), pos)) {
             metrics::counter!("strata_damaged_batches_total").increment(1);
             tracing::error!(partition = %self.name, segment = %seg.path().display(), position = pos, error = %error,
                 "damaged batch: not served");
@@ -251,7 +252,7 @@ impl Log {
 
     /// Damaged batches found so far (since start-up).
     pub fn damaged_batches(&self) -> usize {
-        self.damaged.lock().expect("damage lock").len()
+        self.damaged.locked().len()
     }
 
     /// The first record with timestamp >= `ts`: (offset, timestamp), or None
@@ -263,7 +264,7 @@ impl Log {
     /// As [`Log::offset_for_timestamp`], among offsets below `upto` only.
     pub fn offset_for_timestamp_upto(&self, ts: i64, upto: u64) -> Result<Option<(u64, i64)>, LogError> {
         let hw = self.end_offset().min(upto);
-        let segments: Vec<Arc<Segment>> = self.segments.read().expect("segments lock").values().cloned().collect();
+        let segments: Vec<Arc<Segment>> = self.segments.read_locked().values().cloned().collect();
         for seg in segments.iter().filter(|s| s.max_timestamp() >= ts) {
             let limit = seg.size();
             let mut pos = seg.time_search_start(ts)?;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::direct;
+use crate::log::locks::LockExt;
 
 /// Reads shorter than this do not start a read-ahead: they come from readers
 /// at or near the tail, where there is nothing ahead to read.
@@ -112,12 +113,12 @@ impl ReadAhead {
     /// from the device.
     pub fn read(&self, seg_id: u64, file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
         let key = (seg_id, pos);
-        let mut st = self.state.lock().expect("read-ahead lock");
+        let mut st = self.state.locked();
         st.in_order = st.next == Some(key);
         let mut st = self
             .ready
             .wait_while(st, |s| matches!(s.slot, Slot::Running { key: k, .. } if k == key))
-            .expect("read-ahead lock");
+            .unwrap_or_else(|p| p.into_inner());
         // Whatever the slot held is used now or never: a queued read is cancelled.
         let ahead = match st.slot.clear() {
             Slot::Done { key: k, data, .. } if k == key && data.len() >= len => Some(data.slice(..len)),
@@ -140,7 +141,7 @@ impl ReadAhead {
     pub fn read_next(self: &Arc<Self>, seg_id: u64, file: &Arc<File>, next: u64, len: usize, limit: u64) {
         let key = (seg_id, next);
         let in_order = {
-            let mut st = self.state.lock().expect("read-ahead lock");
+            let mut st = self.state.locked();
             st.next = Some(key);
             st.in_order
         };
@@ -160,7 +161,7 @@ impl ReadAhead {
     /// read's hit or miss deterministic).
     #[cfg(test)]
     pub fn wait_settled(&self) {
-        let st = self.state.lock().expect("read-ahead lock");
+        let st = self.state.locked();
         drop(self.ready.wait_while(st, |s| matches!(s.slot, Slot::Queued { .. } | Slot::Running { .. })));
     }
 
@@ -169,20 +170,20 @@ impl ReadAhead {
             HELD_BYTES.fetch_sub(len, Ordering::Relaxed);
             return;
         }
-        let mut st = self.state.lock().expect("read-ahead lock");
+        let mut st = self.state.locked();
         st.slot.clear();
         st.slot = Slot::Queued { key, reserved: len };
         drop(st);
         let job = Job { ra: Arc::downgrade(self), file: file.clone(), key, len };
         if jobs().is_none_or(|jobs| jobs.send(job).is_err()) {
-            self.state.lock().expect("read-ahead lock").slot.clear();
+            self.state.locked().slot.clear();
         }
     }
 
     /// Runs `job` if its slot still wants it; true if it left data behind.
     fn run(&self, job: &Job) -> bool {
         {
-            let mut st = self.state.lock().expect("read-ahead lock");
+            let mut st = self.state.locked();
             let Slot::Queued { key, reserved } = st.slot else { return false };
             if key != job.key {
                 return false;
@@ -191,7 +192,7 @@ impl ReadAhead {
         }
         // A failed read leaves nothing: the reader reads itself and sees the error.
         let data = direct::read(&job.file, job.key.1, job.len);
-        let mut st = self.state.lock().expect("read-ahead lock");
+        let mut st = self.state.locked();
         if let Slot::Running { key, reserved } = st.slot {
             match data {
                 Ok(data) => st.slot = Slot::Done { key, reserved, data, at: Instant::now() },
@@ -208,7 +209,7 @@ impl ReadAhead {
     /// Drops data that has waited longer than [`EXPIRE_AFTER`]; true if the
     /// slot still holds some.
     fn expire(&self) -> bool {
-        let mut st = self.state.lock().expect("read-ahead lock");
+        let mut st = self.state.locked();
         match st.slot {
             Slot::Done { at, .. } if at.elapsed() >= EXPIRE_AFTER => {
                 st.slot.clear();

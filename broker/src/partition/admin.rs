@@ -13,6 +13,7 @@ use super::{Manager, Topic, TopicInfo};
 use crate::config::{topic::check_keys, TopicSettings};
 use crate::error::{Error, Result};
 use crate::log::format::{CREATING_TOPIC_PREFIX, DELETED_TOPIC_PREFIX};
+use crate::log::locks::{LockExt, RwLockExt};
 use crate::log::sync_dir;
 
 /// A suffix that makes a staging or doomed directory's name unique.
@@ -51,8 +52,8 @@ impl Manager {
         let partitions = if partitions == 0 { self.defaults.partitions } else { partitions };
         self.check_partitions(partitions)?;
         let settings = TopicSettings::resolve(&self.defaults.settings, &configs)?;
-        let _admin = self.admin.lock().expect("admin lock");
-        if self.topics.read().expect("topics lock").contains_key(name) {
+        let _admin = self.admin.locked();
+        if self.topics.read_locked().contains_key(name) {
             return Err(Error::TopicExists { topic: name.to_string() });
         }
         self.check_descriptors(partitions)?;
@@ -88,7 +89,7 @@ impl Manager {
             }
         };
         let topic = Arc::new(Topic::new(name.to_string(), configs, settings, opened));
-        self.topics.write().expect("topics lock").insert(name.to_string(), topic.clone());
+        self.topics.write_locked().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(self.info(&topic))
     }
@@ -98,13 +99,9 @@ impl Manager {
         if self.topic(name).is_ok() {
             check_client_op(name, ClientOp::Delete)?;
         }
-        let _admin = self.admin.lock().expect("admin lock");
-        let topic = self
-            .topics
-            .write()
-            .expect("topics lock")
-            .remove(name)
-            .ok_or_else(|| Error::TopicNotFound { topic: name.to_string() })?;
+        let _admin = self.admin.locked();
+        let topic =
+            self.topics.write_locked().remove(name).ok_or_else(|| Error::TopicNotFound { topic: name.to_string() })?;
         topic.close();
         self.remove_topic_dir(name)?;
         tracing::info!(topic = name, "deleted topic");
@@ -130,7 +127,7 @@ impl Manager {
         set: BTreeMap<String, String>,
         reset: Vec<String>,
     ) -> Result<TopicInfo> {
-        let _admin = self.admin.lock().expect("admin lock");
+        let _admin = self.admin.locked();
         let topic = self.topic(name)?;
         check_client_op(name, ClientOp::AlterConfig)?;
         check_keys(&reset)?;
@@ -150,7 +147,7 @@ impl Manager {
 
     /// Grows a topic to `total` partitions.
     pub fn create_partitions(&self, name: &str, total: u32) -> Result<TopicInfo> {
-        let _admin = self.admin.lock().expect("admin lock");
+        let _admin = self.admin.locked();
         let topic = self.topic(name)?;
         check_client_op(name, ClientOp::AddPartitions)?;
         let current = topic.partition_count();

@@ -32,6 +32,7 @@ pub use topic::{Produced, Topic};
 use crate::config::{Config, RecoveryMode, TimestampType, TopicDefaults, TopicSettings, SETTINGS};
 use crate::error::{Error, Result};
 use crate::log::format::{CLEAN_SHUTDOWN_FILE, TOPICS_DIR, TOPIC_META_FILE};
+use crate::log::locks::{LockExt, RwLockExt};
 use crate::log::recovery::{self, TopicDir};
 use crate::log::{sync_dir, IndexConfig, Log, LogConfig};
 use meta::TopicMeta;
@@ -115,7 +116,7 @@ impl Manager {
             match recovery::topic_dir(&name, path.join(TOPIC_META_FILE).exists()) {
                 TopicDir::Open => {
                     let topic = manager.open_topic(&name)?;
-                    manager.topics.write().expect("topics lock").insert(name, topic);
+                    manager.topics.write_locked().insert(name, topic);
                 }
                 TopicDir::RemoveUnfinished => {
                     recovery::log_removal(&path, "an unfinished topic creation or deletion");
@@ -144,7 +145,7 @@ impl Manager {
 
     /// Every topic, by name.
     pub fn topics_snapshot(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().expect("topics lock").values().cloned().collect()
+        self.topics.read_locked().values().cloned().collect()
     }
 
     fn log_config(&self, s: &TopicSettings) -> LogConfig {
@@ -203,7 +204,7 @@ impl Manager {
     /// they need are not there (see [`fds`]): client connections get theirs
     /// first.
     fn check_descriptors(&self, partitions: u32) -> Result<()> {
-        let (Ok(limit), Ok(open)) = (fds::raise_limit(), fds::open_now()) else { return Ok(()) };
+        let (Ok(limit), Ok(open)) = (fds::limit(), fds::open_now()) else { return Ok(()) };
         let needed = u64::from(partitions) * fds::FDS_PER_PARTITION;
         let reserved = fds::reserved(limit, self.config.server.max_connections);
         let available = limit.saturating_sub(open).saturating_sub(reserved);
@@ -240,12 +241,7 @@ impl Manager {
 
     /// Looks a topic up.
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
-        self.topics
-            .read()
-            .expect("topics lock")
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::TopicNotFound { topic: name.to_string() })
+        self.topics.read_locked().get(name).cloned().ok_or_else(|| Error::TopicNotFound { topic: name.to_string() })
     }
 
     /// Looks a partition up.
@@ -255,7 +251,7 @@ impl Manager {
 
     /// Topic names and partition counts, sorted by name.
     pub fn list_topics(&self) -> Vec<(String, u32)> {
-        self.topics.read().expect("topics lock").values().map(|t| (t.name().to_string(), t.partition_count())).collect()
+        self.topics.read_locked().values().map(|t| (t.name().to_string(), t.partition_count())).collect()
     }
 
     fn info(&self, topic: &Topic) -> TopicInfo {
@@ -291,9 +287,9 @@ impl Manager {
     /// Closes every log (fsync, seal indexes) and writes the clean-shutdown
     /// marker if all of them closed cleanly.
     pub fn shutdown(&self) -> Result<()> {
-        let _admin = self.admin.lock().expect("admin lock");
+        let _admin = self.admin.locked();
         let mut first_error = None;
-        for topic in self.topics.read().expect("topics lock").values() {
+        for topic in self.topics.read_locked().values() {
             for p in topic.partitions().iter() {
                 if let Err(e) = p.close() {
                     tracing::error!(partition = p.name(), error = %e, "closing partition failed");

@@ -10,6 +10,7 @@ use crate::config::{AckLevel, TopicSettings};
 use crate::error::{Error, Result};
 use crate::log::batch::{stored_record_size, RecordSource};
 use crate::log::format::BATCH_HEADER_LEN;
+use crate::log::locks::RwLockExt;
 use crate::log::LogConfig;
 
 /// Where a produce request's records landed.
@@ -78,12 +79,12 @@ impl Topic {
 
     /// Current number of partitions.
     pub fn partition_count(&self) -> u32 {
-        self.partitions.read().expect("partitions lock").len() as u32
+        self.partitions.read_locked().len() as u32
     }
 
     /// A snapshot of the partitions.
     pub fn partitions(&self) -> Arc<Vec<Arc<Partition>>> {
-        self.partitions.read().expect("partitions lock").clone()
+        self.partitions.read_locked().clone()
     }
 
     /// One partition.
@@ -98,12 +99,12 @@ impl Topic {
 
     /// Effective settings.
     pub fn settings(&self) -> TopicSettings {
-        self.state.read().expect("state lock").settings
+        self.state.read_locked().settings
     }
 
     /// Keys set on the topic itself.
     pub fn overrides(&self) -> BTreeMap<String, String> {
-        self.state.read().expect("state lock").overrides.clone()
+        self.state.read_locked().overrides.clone()
     }
 
     pub(super) fn set_settings(
@@ -112,14 +113,14 @@ impl Topic {
         settings: TopicSettings,
         log_config: LogConfig,
     ) {
-        *self.state.write().expect("state lock") = State { overrides, settings };
+        *self.state.write_locked() = State { overrides, settings };
         for p in self.partitions().iter() {
             p.set_config(log_config);
         }
     }
 
     pub(super) fn add_partitions(&self, new: Vec<Arc<Partition>>) {
-        let mut partitions = self.partitions.write().expect("partitions lock");
+        let mut partitions = self.partitions.write_locked();
         let mut all = Vec::clone(&partitions);
         all.extend(new);
         *partitions = Arc::new(all);

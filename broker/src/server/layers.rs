@@ -284,8 +284,9 @@ impl Body for Budgeted {
         loop {
             if this.chunk.is_some() {
                 ready!(this.scan(cx))?;
-                let (chunk, _) = this.chunk.take().expect("chunk held");
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                if let Some((chunk, _)) = this.chunk.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
             }
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {

@@ -70,7 +70,7 @@ pub struct BatchHeader {
 }
 
 fn le<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
-    b[at..at + N].try_into().expect("slice of N bytes")
+    std::array::from_fn(|i| b[at + i])
 }
 
 impl BatchHeader {

@@ -20,6 +20,7 @@ use super::format::*;
 use super::index::{Indexes, OffsetIndex, TimeIndex};
 use super::readahead::ReadAhead;
 use super::recent::Recent;
+use crate::log::locks::RwLockExt;
 
 mod reindex;
 mod tail;
@@ -165,7 +166,7 @@ impl Segment {
     /// How many more index entries surely fit (each batch adds at most one
     /// to each index); 0: the segment must roll.
     pub fn index_room(&self) -> usize {
-        let ix = self.indexes.read().expect("index lock");
+        let ix = self.indexes.read_locked();
         ix.offset.room().min(ix.time.room())
     }
 
@@ -218,18 +219,18 @@ impl Segment {
     /// [`Recent::keep_large`]); takes `buf` then. Writer only.
     pub(super) fn keep_tail_batch(&self, pos: u64, buf: &mut AlignedBuf, range: std::ops::Range<usize>) {
         if self.direct {
-            self.recent.write().expect("recent lock").keep_large(pos, buf, range);
+            self.recent.write_locked().keep_large(pos, buf, range);
         }
     }
 
     /// Drops the kept large batch if it is `age` old.
     pub(super) fn forget_tail_batch(&self, age: Duration) {
-        self.recent.write().expect("recent lock").forget_large(age);
+        self.recent.write_locked().forget_large(age);
     }
 
     /// `len` bytes at `pos` if the segment keeps them in memory.
     pub(super) fn read_recent(&self, pos: u64, len: usize) -> Option<Bytes> {
-        self.recent.read().expect("recent lock").read(pos, len)
+        self.recent.read_locked().read(pos, len)
     }
 
     /// The batch header at `pos`, checked to lie whole below `limit`. The
@@ -265,7 +266,7 @@ impl Segment {
     pub fn find_batch(&self, offset: u64, limit: u64) -> io::Result<Seek> {
         let start = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
         for retry in [false, true] {
-            let Some((rel, p)) = self.indexes.read().expect("index lock").offset.lookup(start) else { break };
+            let Some((rel, p)) = self.indexes.read_locked().offset.lookup(start) else { break };
             // The hint's header is the walk's first: read once, checked there.
             match self.walk(u64::from(p), offset, limit, Some(self.base_offset + u64::from(rel)))? {
                 Some(seek) => return Ok(seek),

@@ -11,6 +11,7 @@ use super::super::format::{BATCH_HEADER_LEN_V1, INDEX_ENTRY_LEN, TIME_INDEX_ENTR
 use super::super::index::{Indexes, OffsetIndex, TimeIndex};
 use super::super::sync_dir;
 use super::{segment_paths, Segment};
+use crate::log::locks::RwLockExt;
 
 impl Segment {
     /// Why the indexes of this sealed segment cannot be trusted, if they
@@ -20,7 +21,7 @@ impl Segment {
     pub(super) fn sealed_indexes_disagree(&self) -> io::Result<Option<String>> {
         let size = self.size();
         let (offset_ok, time_ok, empty, first, last) = {
-            let ix = self.indexes.read().expect("index lock");
+            let ix = self.indexes.read_locked();
             let empty = ix.offset.is_empty() || ix.time.is_empty();
             let first = ix.offset.lookup(0);
             (ix.offset.consistent(), ix.time.consistent(), empty, first, ix.offset.last())
@@ -69,7 +70,7 @@ impl Segment {
     /// Every batch is verified first; damaged ones are passed over (readers
     /// meet them as damage).
     pub(super) fn rebuild_indexes(&self, why: &str) -> io::Result<()> {
-        let mut ix = self.indexes.write().expect("index lock");
+        let mut ix = self.indexes.write_locked();
         let size = self.size();
         let dir = self.path.parent().map(PathBuf::from).unwrap_or_default();
         let [_, index_path, time_path] = segment_paths(&dir, self.base_offset);

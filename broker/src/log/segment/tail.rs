@@ -13,6 +13,7 @@ use super::super::format::*;
 use super::super::recovery::{self, Found, TailRecovery, TailStep};
 use super::super::verify::next_valid_within;
 use super::{IndexConfig, Segment};
+use crate::log::locks::RwLockExt;
 
 impl Segment {
     /// The first batch after byte `after` that verifies whole and starts at
@@ -35,12 +36,12 @@ impl Segment {
     pub fn time_search_start(&self, ts: i64) -> io::Result<u64> {
         for retry in [false, true] {
             let (entry, at) = {
-                let ix = self.indexes.read().expect("index lock");
+                let ix = self.indexes.read_locked();
                 let entry = ix.time.last_before(ts);
                 (entry, entry.and_then(|(_, rel)| ix.offset.lookup(rel)))
             };
             let (Some((entry_ts, rel)), Some((at_rel, p))) = (entry, at) else { return Ok(0) };
-            let last = self.indexes.read().expect("index lock").time.last() == entry;
+            let last = self.indexes.read_locked().time.last() == entry;
             if at_rel != rel && last {
                 // The seal-time entry names the last offset, not a batch.
                 return Ok(u64::from(p));
@@ -73,7 +74,7 @@ impl Segment {
     ) -> io::Result<(u64, TailRecovery)> {
         let file_len = self.file.metadata()?.len();
         let mut report = TailRecovery::default();
-        let mut ix = self.indexes.write().expect("index lock");
+        let mut ix = self.indexes.write_locked();
         // Walk back from the last index entry until one points at a good batch.
         let (mut pos, mut next_offset) = loop {
             match ix.offset.last() {

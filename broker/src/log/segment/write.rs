@@ -12,6 +12,7 @@ use super::super::format::{PREALLOCATE_BYTES, PREALLOCATE_MIN_BYTES, SMALL_WRITE
 use super::super::recent::Recent;
 use super::{IndexConfig, Segment};
 use crate::failpoint;
+use crate::log::locks::{LockExt, RwLockExt};
 
 impl Segment {
     /// Appends encoded batches, in order, at the end, in one write (through
@@ -74,7 +75,7 @@ impl Segment {
         parts: impl Iterator<Item = &'a [u8]> + Clone,
         direct: &mut DirectWriter,
     ) -> io::Result<()> {
-        let mut buffered = self.buffered.lock().expect("buffered file lock");
+        let mut buffered = self.buffered.locked();
         let file = match &mut *buffered {
             Some(f) => f,
             empty => empty.insert(OpenOptions::new().write(true).open(&self.path)?),
@@ -107,10 +108,10 @@ impl Segment {
         let mut pos = start;
         for (batch, meta) in batches {
             if self.direct {
-                self.recent.write().expect("recent lock").remember(pos, batch);
+                self.recent.write_locked().remember(pos, batch);
             }
             let rel = self.rel(meta.base_offset);
-            let mut ix = self.indexes.write().expect("index lock");
+            let mut ix = self.indexes.write_locked();
             if ix.offset.is_empty() || ix.bytes_since_entry >= cfg.interval_bytes {
                 ix.offset.push(rel, pos as u32);
                 ix.bytes_since_entry = 0;
@@ -184,10 +185,10 @@ impl Segment {
             self.allocated.store(size, Ordering::Relaxed);
         }
         self.sync()?;
-        *self.buffered.lock().expect("buffered file lock") = None;
+        *self.buffered.locked() = None;
         // Sealed segments are read from the device (and read ahead).
-        *self.recent.write().expect("recent lock") = Recent::default();
-        let mut ix = self.indexes.write().expect("index lock");
+        *self.recent.write_locked() = Recent::default();
+        let mut ix = self.indexes.write_locked();
         let max_ts = self.max_timestamp();
         if let Some(last) = last_offset {
             if ix.time.last().is_none_or(|(ts, _)| ts < max_ts) && max_ts > 0 {
