@@ -82,13 +82,7 @@ async fn internal_topics_refuse_changes_and_committed_offsets_survive_restarts()
     let d = describe(&mut c, "__consumer_offsets").await;
     let policy = d.configs.iter().find(|e| e.key == "cleanup.policy").map(|e| e.value.clone());
     assert_eq!(policy.as_deref(), Some("compact"), "unchanged");
-    let offsets = c
-        .groups
-        .fetch_offsets(FetchOffsetsRequest { group_id: "g".into(), partitions: vec![] })
-        .await
-        .unwrap()
-        .into_inner()
-        .offsets;
+    let offsets = committed(&mut c, "g").await;
     assert_eq!(offsets.iter().map(|o| (o.topic.as_str(), o.offset)).collect::<Vec<_>>(), vec![("t", 0)]);
 }
 

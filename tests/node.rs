@@ -2,9 +2,12 @@
 //! produce, fetch, commit, and a clean stop — the way a second listener, or
 //! an embedding test, uses the node.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::committed;
 use strata::config::Config;
 use strata::log::format::CLEAN_SHUTDOWN_FILE;
 use strata::node::Node;
@@ -78,13 +81,7 @@ async fn a_node_in_process_produces_fetches_and_stops_cleanly() {
     let mut c = Client::connect(&addr).await.unwrap();
     let got = c.fetch("events", 1, 0, 1 << 20, Duration::ZERO).await.unwrap();
     assert_eq!(got.records.len(), 10);
-    let offsets = c
-        .groups
-        .fetch_offsets(FetchOffsetsRequest { group_id: "g".into(), partitions: vec![] })
-        .await
-        .unwrap()
-        .into_inner()
-        .offsets;
+    let offsets = committed(&mut c, "g").await;
     assert_eq!(offsets.iter().map(|o| (o.partition, o.offset)).collect::<Vec<_>>(), vec![(1, 7)]);
     drop(c);
     stop.send(()).unwrap();

@@ -258,3 +258,9 @@ pub fn serve_refuses(data_dir: &Path, args: &[&str]) -> (ExitStatus, String) {
     };
     (status, reader.join().unwrap())
 }
+
+/// A group's committed offsets.
+pub async fn committed(client: &mut Client, group: &str) -> Vec<CommittedOffset> {
+    let req = FetchOffsetsRequest { group_id: group.into(), partitions: vec![] };
+    client.groups.fetch_offsets(req).await.unwrap().into_inner().offsets
+}

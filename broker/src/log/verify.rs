@@ -152,7 +152,7 @@ pub fn scan_segment(
 }
 
 /// The first position after `after` and before `until` holding a batch
-/// that verifies whole, within `size` bytes, and starts at or after
+/// that verifies whole, ends by `until`, and starts at or after
 /// `min_offset`: where reading goes on after damage. Every byte position is
 /// tried, nearest first (neither a damaged length nor an index may be
 /// trusted to point at the next batch); chunks of zeros are passed over at

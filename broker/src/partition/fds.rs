@@ -22,14 +22,24 @@ pub fn reserved(limit: u64, max_connections: u32) -> u64 {
     FDS_RESERVED + u64::from(max_connections).min(limit / 4)
 }
 
-/// Raises the soft descriptor limit to the hard one; returns the limit now
-/// in force.
-pub fn raise_limit() -> io::Result<u64> {
+fn rlimit() -> io::Result<libc::rlimit> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(lim)
+}
+
+/// The descriptor limit in force (the soft one).
+pub fn limit() -> io::Result<u64> {
+    Ok(rlimit()?.rlim_cur)
+}
+
+/// Raises the soft descriptor limit to the hard one (once, at start);
+/// returns the limit now in force.
+pub fn raise_limit() -> io::Result<u64> {
+    let mut lim = rlimit()?;
     if lim.rlim_cur < lim.rlim_max {
         let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
         // SAFETY: setrlimit reads the struct we pass.

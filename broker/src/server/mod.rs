@@ -94,7 +94,7 @@ async fn run(
     let _ = ready.send(());
     // Connections need descriptors: never allow more than half the limit.
     let mut max_connections = config.server.max_connections as usize;
-    if let Ok(limit) = crate::partition::fds::raise_limit() {
+    if let Ok(limit) = crate::partition::fds::limit() {
         let fit = (limit / 2).max(1) as usize;
         if max_connections > fit {
             tracing::warn!(
