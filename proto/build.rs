@@ -26,7 +26,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::create_dir_all(&client_dir)?;
     fs::create_dir_all(&server_dir)?;
 
-    tonic_prost_build::configure().build_server(false).bytes(".").out_dir(&client_dir).compile_fds(fds.clone())?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .bytes(".")
+        // Requests are encoded into a buffer of their size (see codec.rs).
+        .codec_path("crate::codec::ClientCodec")
+        .out_dir(&client_dir)
+        .compile_fds(fds.clone())?;
 
     tonic_prost_build::configure()
         .build_client(false)

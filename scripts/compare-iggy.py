@@ -33,10 +33,16 @@ import tempfile
 import time
 
 WORKLOADS = {
-    # name: (record bytes, records per batch, batches, strata acks, iggy fsync)
-    "1k": (1000, 1000, 1000, "written", False),
-    "100b": (100, 1000, 2000, "written", False),
-    "fsync": (1000, 1000, 1000, "durable", True),
+    # name: (record bytes, records per batch, batches in all, strata acks, iggy fsync,
+    #        producers, partitions)
+    "1k": (1000, 1000, 1000, "written", False, 1, 1),
+    "100b": (100, 1000, 2000, "written", False, 1, 1),
+    "fsync": (1000, 1000, 1000, "durable", True, 1, 1),
+    # 8 producers, each on its own partition (Iggy: its own stream), 8 consumers.
+    "8x8": (1000, 1000, 1000, "written", False, 8, 8),
+    # 8 producers spreading batches round-robin over 1,000 partitions (Iggy:
+    # balanced producers and a group of 8 consumers), 100 records per batch.
+    "1000p": (1000, 100, 10000, "written", False, 8, 1000),
 }
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -86,7 +92,7 @@ def stop(proc):
 
 
 def run_strata(args, workload):
-    size, per_batch, batches, acks, _ = WORKLOADS[workload]
+    size, per_batch, batches, acks, _, producers, partitions = WORKLOADS[workload]
     data = tempfile.mkdtemp(prefix="cmp-strata-")
     port = free_port()
     env = dict(os.environ, STRATA_SERVER__METRICS_LISTEN="")
@@ -97,7 +103,11 @@ def run_strata(args, workload):
         wait_port(port)
         out, client_cpu = timed(
             [args.strata, "bench", "--addr", f"127.0.0.1:{port}", "--record-size", str(size),
-             "--batch-records", str(per_batch), "--batches", str(batches), "--acks", acks], env)
+             "--batch-records", str(per_batch), "--batches", str(batches), "--acks", acks,
+             "--producers", str(producers), "--partitions", str(partitions),
+             # One Subscribe stream per partition up to 64 partitions, else
+             # Fetch requests covering every partition.
+             "--consume-with", "subscribe" if partitions <= 64 else "fetch"], env)
         server_cpu = cpu_seconds(server.pid)
     finally:
         stop(server)
@@ -116,7 +126,7 @@ def run_strata(args, workload):
 
 
 def run_iggy(args, workload):
-    size, per_batch, batches, _, fsync = WORKLOADS[workload]
+    size, per_batch, batches, _, fsync, producers, partitions = WORKLOADS[workload]
     data = tempfile.mkdtemp(prefix="cmp-iggy-")
     port = free_port()
     env = dict(os.environ, IGGY_SYSTEM_PATH=os.path.join(data, "local_data"),
@@ -129,15 +139,24 @@ def run_iggy(args, workload):
     client_cpu = 0.0
     try:
         wait_port(port)
-        common = ["-m", str(size), "-P", str(per_batch), "-b", str(batches)]
+        # iggy-bench's -b counts batches per producer (and per consumer).
+        common = ["-m", str(size), "-P", str(per_batch), "-b", str(batches // producers)]
         if fsync:
             common.append("--enforce-fsync")
-        for phase, kind in (("produce", "pinned-producer"), ("consume", "pinned-consumer")):
-            out, cpu = timed([args.iggy_bench, *common, kind, "--streams", "1",
-                              "--producers" if phase == "produce" else "--consumers", "1",
+        if partitions == producers:
+            kinds = (("produce", ["pinned-producer", "--streams", str(producers), "--producers", str(producers)]),
+                     ("consume", ["pinned-consumer", "--streams", str(producers), "--consumers", str(producers)]))
+        else:
+            kinds = (("produce", ["balanced-producer", "--partitions", str(partitions),
+                                  "--producers", str(producers)]),
+                     ("consume", ["balanced-consumer-group", "--consumers", str(producers)]))
+        for phase, kind in kinds:
+            out, cpu = timed([args.iggy_bench, *common, *kind,
                               "tcp", "--server-address", f"127.0.0.1:{port}", "--nodelay"], env)
             client_cpu += cpu if phase == "produce" else 0.0
-            m = re.search(r"average throughput: ([\d.]+) MB/s.*?p99 latency: ([\d.]+) ms", out, re.S)
+            # The group summary: total throughput over all actors.
+            m = re.search(r"(?:Producers|Consumers) Results: Total throughput: ([\d.]+) MB/s.*?"
+                          r"p99 latency: ([\d.]+) ms", out, re.S)
             if not m:
                 raise RuntimeError(f"no {phase} figure in iggy-bench output:\n{out[-3000:]}")
             fig[phase] = float(m.group(1))

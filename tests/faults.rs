@@ -42,8 +42,28 @@ async fn after_a_failed_fsync_nothing_is_acknowledged_as_durable_until_restart()
 
 #[tokio::test]
 async fn a_full_disk_from_a_failpoint_is_resource_exhausted_and_writes_resume() {
+    // Buffered (the default): no preallocation, the write itself fails.
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::start_with(dir.path(), &[], &[("STRATA_FAILPOINTS", "write=enospc*2,fallocate=enospc*3")]);
+    let b = Broker::start_with(dir.path(), &[], &[("STRATA_FAILPOINTS", "write=enospc*2")]);
+    let mut c = b.client().await;
+    create_topic(&mut c, "t", 1).await;
+    for _ in 0..2 {
+        let err = c.produce("t", Some(0), records(3, "b", 10), Acks::Durable).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+        assert!(err.message().contains("No space left on device"), "{}", err.message());
+    }
+    let r = c.produce("t", Some(0), records(3, "c", 10), Acks::Durable).await.unwrap();
+    assert_eq!(r.ranges[0].base_offset, 0);
+    let values: Vec<_> = read_all(&mut c, "t", 0, 0).await.into_iter().map(|r| r.value.unwrap()).collect();
+    assert_eq!(values.len(), 3);
+    assert!(values.iter().all(|v| v.starts_with(b"c-")), "only what was acknowledged is stored");
+}
+
+#[tokio::test]
+async fn with_direct_io_a_full_disk_at_preallocation_is_resource_exhausted_and_writes_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("STRATA_FAILPOINTS", "write=enospc*2,fallocate=enospc*3"), ("STRATA_STORAGE__DIRECT_IO", "true")];
+    let b = Broker::start_with(dir.path(), &[], &env);
     let mut c = b.client().await;
     create_topic(&mut c, "t", 1).await;
     // fallocate fails for the first write's step ahead and then for what it

@@ -1,6 +1,10 @@
-//! The servers' codec: prost, with two differences that matter to a broker
-//! facing untrusted clients.
+//! The codecs: prost, with differences that matter to a broker facing
+//! untrusted clients, and to speed.
 //!
+//! - Both sides encode into a buffer reserved at the message's encoded
+//!   length ([`SizedEncoder`]): prost's own encoder lets tonic's buffer
+//!   grow by doubling, copying a 1 MB produce request or fetch reply about
+//!   once more than it writes it.
 //! - A request that does not decode is `INVALID_ARGUMENT` naming the message
 //!   and what failed (prost's codec says `INTERNAL`, as if the broker broke).
 //! - A `ProduceRequest` is scanned on the wire before it is decoded: more
@@ -17,9 +21,9 @@ use std::marker::PhantomData;
 use bytes::Buf;
 use prost::encoding::{decode_key, decode_varint, WireType};
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
-use tonic_prost::ProstEncoder;
+use tonic_prost::ProstDecoder;
 
 use crate::v1::{FetchRequest, ProduceRequest};
 
@@ -40,7 +44,51 @@ const RECORD_HEADERS_FIELD: u32 = 5;
 /// A scan of a message's wire bytes before it is decoded.
 type WireCheck = fn(&[u8]) -> Result<(), String>;
 
-/// Prost encoding; decoding as described in the module docs.
+/// Prost encoding into a buffer reserved at the message's size.
+#[derive(Debug)]
+pub struct SizedEncoder<T>(PhantomData<T>);
+
+impl<T: Message> Encoder for SizedEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.reserve(item.encoded_len());
+        item.encode_raw(buf);
+        Ok(())
+    }
+}
+
+/// The clients' codec: [`SizedEncoder`], and prost's decoding.
+#[derive(Debug, Clone)]
+pub struct ClientCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for ClientCodec<T, U> {
+    fn default() -> Self {
+        ClientCodec(PhantomData)
+    }
+}
+
+impl<T, U> Codec for ClientCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = SizedEncoder<T>;
+    type Decoder = ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        SizedEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::default()
+    }
+}
+
+/// The servers' codec: [`SizedEncoder`]; decoding as described in the module docs.
 #[derive(Debug, Clone)]
 pub struct StrataCodec<T, U>(PhantomData<(T, U)>);
 
@@ -57,11 +105,11 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = ProstEncoder<T>;
+    type Encoder = SizedEncoder<T>;
     type Decoder = StrataDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::default()
+        SizedEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {

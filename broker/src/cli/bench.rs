@@ -3,7 +3,8 @@
 //!
 //! Producers use ProduceStream with a window of requests in flight (as a real
 //! high-throughput producer would); the consumer then reads everything back
-//! with Fetch. Latency is per batch: request sent → reply received.
+//! with Subscribe streams (or Fetch). Latency is per batch: request sent →
+//! reply received (for Subscribe: the wait for each pushed message).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +52,11 @@ pub struct BenchArgs {
     /// Bytes per fetch.
     #[arg(long, default_value_t = 1 << 20)]
     fetch_bytes: u32,
+    /// How the consume phase reads: Subscribe streams (one per partition,
+    /// the broker pushing ahead of the reader) or Fetch requests (one at a
+    /// time, each waiting for the previous reply).
+    #[arg(long, value_enum, default_value = "subscribe")]
+    consume_with: ConsumeWith,
     /// Key records with this many distinct keys (0 = keyless), e.g. to load a compacted topic.
     #[arg(long, default_value_t = 0)]
     keys: usize,
@@ -68,6 +74,13 @@ pub struct BenchArgs {
     metrics: Option<String>,
     #[command(flatten)]
     connect: Connect,
+}
+
+/// The consume phase's API.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ConsumeWith {
+    Subscribe,
+    Fetch,
 }
 
 /// Throughput and latency of one phase.
@@ -269,6 +282,53 @@ async fn consume_phase(client: &mut Client, args: &BenchArgs, topic: &str, expec
     Ok(Phase { records, bytes, elapsed: start.elapsed(), latency_us: latency })
 }
 
+/// Reads every partition to its high watermark with one Subscribe stream
+/// each. Latency is per message: the wait for each pushed reply.
+async fn subscribe_phase(client: &Client, args: &BenchArgs, topic: &str) -> Result<Phase, CliError> {
+    let ends: Vec<u64> = {
+        let req = DescribeTopicRequest { name: topic.to_string() };
+        let d = client.admin.clone().describe_topic(req).await.map_err(status_error)?.into_inner();
+        d.topic.unwrap_or_default().partitions.iter().map(|p| p.high_watermark).collect()
+    };
+    let expected: u64 = ends.iter().sum();
+    let done = Arc::new(AtomicU64::new(0));
+    let _progress = Progress::start("consume", done.clone(), expected, args.record_size);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (partition, end) in ends.into_iter().enumerate() {
+        let req = SubscribeRequest {
+            topic: topic.to_string(),
+            partition: partition as u32,
+            offset: Some(0),
+            max_bytes: args.fetch_bytes,
+            skip_damaged: false,
+        };
+        let (mut client, done) = (client.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stream = client.broker.subscribe(req).await.map_err(status_error)?.into_inner();
+            let (mut next, mut bytes, mut latency) = (0u64, 0u64, histogram());
+            let mut t = Instant::now();
+            while next < end {
+                let msg = stream.next().await.ok_or("subscription ended early")?.map_err(status_error)?;
+                latency.record(t.elapsed().as_micros().max(1) as u64)?;
+                t = Instant::now();
+                let part = msg.records.unwrap_or_default();
+                bytes += part.records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64).sum::<u64>();
+                done.fetch_add(part.records.len() as u64, Ordering::Relaxed);
+                next = part.next_offset;
+            }
+            Ok::<_, CliError>((bytes, latency))
+        }));
+    }
+    let (mut bytes, mut latency) = (0u64, histogram());
+    for t in tasks {
+        let (b, l) = t.await??;
+        bytes += b;
+        latency.add(l)?;
+    }
+    Ok(Phase { records: done.load(Ordering::Relaxed), bytes, elapsed: start.elapsed(), latency_us: latency })
+}
+
 fn micros_since_epoch() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros() as u64
 }
@@ -380,7 +440,10 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         println!("{}", broker_stats::report(before, after, produced.elapsed, args.batches));
     }
     if !args.skip_consume {
-        let consumed = consume_phase(&mut client, &args, &topic, produced.records).await?;
+        let consumed = match args.consume_with {
+            ConsumeWith::Subscribe => subscribe_phase(&client, &args, &topic).await?,
+            ConsumeWith::Fetch => consume_phase(&mut client, &args, &topic, produced.records).await?,
+        };
         consumed.report("consume");
     }
     if temporary {

@@ -213,7 +213,8 @@ pub struct StorageConfig {
     /// Preallocated size of an active segment's offset index.
     pub index_max_bytes: u64,
     /// Read and write segment data with direct I/O (O_DIRECT), bypassing the
-    /// page cache, where the filesystem supports it.
+    /// page cache, where the filesystem supports it. Off by default: readers
+    /// of recent data are served from the page cache (docs/performance.md).
     pub direct_io: bool,
     /// What start-up does with damage that is not a torn tail.
     pub recovery: RecoveryMode,
@@ -239,7 +240,7 @@ impl Default for StorageConfig {
             flush_records: 0,
             index_interval_bytes: 4096,
             index_max_bytes: 10 << 20,
-            direct_io: true,
+            direct_io: false,
             recovery: RecoveryMode::Strict,
         }
     }

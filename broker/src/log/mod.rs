@@ -151,6 +151,8 @@ pub struct Log {
     /// The first fsync error, once one failed: from then on the log is
     /// read-only (no appends, no durable acknowledgement) until restart.
     sync_error: Mutex<Option<String>>,
+    /// Held for the length of an fsync: one at a time (see [`Log::sync`]).
+    syncing: Mutex<()>,
     /// (segment base, position) of every damaged batch readers met, so
     /// each is logged and counted once.
     damaged: Mutex<std::collections::BTreeSet<(u64, u64)>>,
@@ -224,6 +226,7 @@ impl Log {
             readahead: Arc::default(),
             damaged: Mutex::default(),
             sync_error: Mutex::new(None),
+            syncing: Mutex::new(()),
             #[cfg(test)]
             fail_writes: AtomicBool::new(false),
         };
@@ -343,15 +346,18 @@ impl Log {
 
     /// fsyncs `seg` and raises the durable offset to `upto` (every offset
     /// below it is written to `seg` or to segments sealed before it).
-    /// Serialised per log under the fsync error's lock, so no fsync can
-    /// succeed beside one that failed and raise the durable offset past it.
+    /// Serialised per log (`syncing`), so no fsync can succeed beside one
+    /// that failed and raise the durable offset past it. The error's own
+    /// lock is held only to read or set it: appenders check it, and must
+    /// not wait for an fsync in progress (a periodic fsync of hundreds of
+    /// megabytes of page cache stalled every append for 0.7 s).
     /// A failure makes the log read-only for good: after a failed fsync the
     /// kernel may have dropped the dirty pages it could not write, so a
     /// later fsync that succeeds proves nothing ("fsyncgate"); nothing
     /// written before it is ever acknowledged as durable.
     pub(crate) fn sync(&self, seg: &Segment, upto: u64) -> io::Result<()> {
-        let mut error = self.sync_error.locked();
-        if let Some(e) = &*error {
+        let _serial = self.syncing.locked();
+        if let Some(e) = &*self.sync_error.locked() {
             return Err(io::Error::other(format!("read-only after a failed fsync: {e}")));
         }
         let started = Instant::now();
@@ -365,8 +371,7 @@ impl Log {
             Err(e) => {
                 tracing::error!(log = %self.name, error = %e, "fsync failed: the partition is read-only until the broker restarts");
                 metrics::counter!("strata_fsync_failures_total").increment(1);
-                *error = Some(e.to_string());
-                drop(error);
+                *self.sync_error.locked() = Some(e.to_string());
                 // Wake durable waiters: they fail now.
                 self.durable.send_modify(|_| {});
                 Err(e)

@@ -34,7 +34,13 @@ impl Segment {
                 d.append(start, batches.clone().map(|(b, _)| b))?;
             }
             None => {
-                self.reserve(start + len)?;
+                // No fallocate and no early writeback here: ext4 allocates
+                // blocks of buffered writes at writeback (delayed
+                // allocation), off this thread; the writer reserving them
+                // itself (fallocate, or sync_file_range submitting the
+                // writeback) waited up to 0.8 s whenever the flusher's
+                // fsync held the device, and stalled every producer of the
+                // partition with it. A full disk still fails the write.
                 let mut pos = start;
                 for (b, _) in batches.clone() {
                     self.file.write_all_at(b, pos)?;
@@ -85,20 +91,7 @@ impl Segment {
             file.write_all_at(part, pos)?;
             pos += part.len() as u64;
         }
-        // SAFETY: a plain syscall on a file descriptor this segment owns.
-        let rc = unsafe {
-            use std::os::fd::AsRawFd;
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                start as libc::off64_t,
-                (pos - start) as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            )
-        };
-        if rc != 0 {
-            // Only a hint: the pages are written back later anyway.
-            tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range failed");
-        }
+        start_writeback(file, start, pos);
         direct.absorb(start, parts);
         Ok(())
     }
@@ -202,5 +195,23 @@ impl Segment {
         ix.time.seal()?;
         self.sealed.store(true, Ordering::Release);
         Ok(())
+    }
+}
+
+/// Starts writing back the dirty pages of `file` in `[from, to)` without
+/// waiting for them. Only a hint: the pages are written back later anyway.
+fn start_writeback(file: &std::fs::File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a file descriptor the caller owns.
+    let rc = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            from as libc::off64_t,
+            (to - from) as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range failed");
     }
 }
