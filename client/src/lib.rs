@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proto::{admin_client::AdminClient, broker_client::BrokerClient, groups_client::GroupsClient};
 pub use strata_proto::v1 as proto;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Largest reply the client accepts (a fetch returns whole batches).
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
@@ -36,22 +36,67 @@ pub fn endpoint_uri(addr: &str) -> String {
     }
 }
 
+/// TLS for a connection (PEM contents). Without a CA, the system's roots
+/// are trusted; a certificate and key make it mutual TLS.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// CA certificates the broker's certificate must chain to.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client's certificate chain (mutual TLS).
+    pub cert_pem: Option<Vec<u8>>,
+    /// Its private key.
+    pub key_pem: Option<Vec<u8>>,
+    /// The name the broker's certificate must carry (default: the host of
+    /// the address).
+    pub server_name: Option<String>,
+}
+
+/// A channel (one HTTP/2 connection) to a broker at `addr`, over TLS when
+/// `tls` is given, with the window and frame sizes Strata's replies want.
+pub async fn channel(addr: &str, tls: Option<&TlsOptions>) -> Result<Channel, tonic::transport::Error> {
+    let uri = match tls {
+        Some(_) => endpoint_uri(addr).replacen("http://", "https://", 1),
+        None => endpoint_uri(addr),
+    };
+    let mut endpoint = Endpoint::from_shared(uri)?;
+    if let Some(t) = tls {
+        let mut config = ClientTlsConfig::new();
+        config = match &t.ca_pem {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+            None => config.with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&t.cert_pem, &t.key_pem) {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &t.server_name {
+            config = config.domain_name(name);
+        }
+        endpoint = endpoint.tls_config(config)?;
+    }
+    endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        // Large windows keep a pipelined producer or a big fetch from
+        // stalling on HTTP/2 flow control.
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        // The broker sends fetch replies in frames of this size; at the
+        // HTTP/2 default of 16 KiB a 4 MiB fetch costs 256 writes, which
+        // measured as half of a fetch's time.
+        .max_frame_size(Some(1 << 20))
+        .connect()
+        .await
+}
+
 impl Client {
     /// Connects to a broker at `addr` ("127.0.0.1:7400" or "http://host:port").
     pub async fn connect(addr: &str) -> Result<Client, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(endpoint_uri(addr))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            // Large windows keep a pipelined producer or a big fetch from
-            // stalling on HTTP/2 flow control.
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(16 << 20))
-            // The broker sends fetch replies in frames of this size; at the
-            // HTTP/2 default of 16 KiB a 4 MiB fetch costs 256 writes, which
-            // measured as half of a fetch's time.
-            .max_frame_size(Some(1 << 20))
-            .connect()
-            .await?;
+        Client::connect_with(addr, None).await
+    }
+
+    /// As [`Client::connect`], over TLS when `tls` is given.
+    pub async fn connect_with(addr: &str, tls: Option<&TlsOptions>) -> Result<Client, tonic::transport::Error> {
+        let channel = channel(addr, tls).await?;
         Ok(Client::from_channel(channel))
     }
 

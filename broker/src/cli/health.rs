@@ -33,10 +33,10 @@ pub async fn run(mut args: HealthArgs) -> Result<(), CliError> {
         args.connect.addr = addr.to_string();
     }
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(strata_client::endpoint_uri(&args.connect.addr))?
-            .connect()
+        let tls = args.connect.tls()?;
+        let channel = strata_client::channel(&args.connect.addr, tls.as_ref())
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", args.connect.addr))?;
+            .map_err(|e| format!("cannot connect to {}: {e:?}", args.connect.addr))?;
         let reply = HealthClient::new(channel)
             .check(HealthCheckRequest { service: args.service.clone() })
             .await

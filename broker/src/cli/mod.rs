@@ -32,6 +32,43 @@ pub struct Connect {
     /// Broker address.
     #[arg(long, env = "STRATA_ADDR", default_value = "127.0.0.1:7400", global = true)]
     addr: String,
+    /// Connect over TLS (implied by the other --tls-* flags); without
+    /// --tls-ca the system's root certificates are trusted.
+    #[arg(long, env = "STRATA_TLS", global = true)]
+    tls: bool,
+    /// CA certificates (PEM) the broker's certificate must chain to.
+    #[arg(long, env = "STRATA_TLS_CA", value_name = "PEM_FILE", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for brokers that want mutual TLS.
+    #[arg(long, env = "STRATA_TLS_CERT", value_name = "PEM_FILE", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "STRATA_TLS_KEY", value_name = "PEM_FILE", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Name the broker's certificate must carry (default: the address's host).
+    #[arg(long, env = "STRATA_TLS_SERVER_NAME", global = true)]
+    tls_server_name: Option<String>,
+}
+
+impl Connect {
+    /// The TLS options these flags ask for, with the files read.
+    pub fn tls(&self) -> Result<Option<strata_client::TlsOptions>, CliError> {
+        let wanted = self.tls || self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some();
+        if !wanted {
+            return Ok(None);
+        }
+        let read = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, CliError> {
+            p.as_ref()
+                .map(|p| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()).into()))
+                .transpose()
+        };
+        Ok(Some(strata_client::TlsOptions {
+            ca_pem: read(&self.tls_ca)?,
+            cert_pem: read(&self.tls_cert)?,
+            key_pem: read(&self.tls_key)?,
+            server_name: self.tls_server_name.clone(),
+        }))
+    }
 }
 
 #[derive(Subcommand)]
@@ -127,7 +164,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// Connects a client, with the address in the error.
 pub async fn connect(c: &Connect) -> Result<strata_client::Client, CliError> {
-    strata_client::Client::connect(&c.addr).await.map_err(|e| format!("cannot connect to {}: {e}", c.addr).into())
+    let tls = c.tls()?;
+    strata_client::Client::connect_with(&c.addr, tls.as_ref())
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e:?}", c.addr).into())
 }
 
 /// A gRPC status as a one-line error: "NotFound: topic 'x' does not exist".

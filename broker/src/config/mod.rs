@@ -33,6 +33,62 @@ pub struct Config {
     pub groups: GroupsConfig,
     /// Logs.
     pub logging: LoggingConfig,
+    /// TLS on the gRPC listener.
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: TLS (and optionally mutual TLS) on the gRPC listener. Off while
+/// `cert_file` is empty.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM); empty = plaintext.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; set =
+    /// mutual TLS, every client must present one.
+    pub client_ca_file: PathBuf,
+    /// Where a client certificate's principal comes from: `cn` (subject
+    /// common name), `san_dns`, `san_uri` or `san_email` (the first subject
+    /// alternative name of that kind). A certificate without one is refused.
+    pub principal: PrincipalSource,
+    /// Check the files this often and use changed ones for new connections
+    /// (ms; SIGHUP checks at once). Established connections keep theirs.
+    pub reload_interval_ms: u64,
+}
+
+/// See [`TlsConfig::principal`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalSource {
+    /// Subject common name.
+    Cn,
+    /// First DNS subject alternative name.
+    SanDns,
+    /// First URI subject alternative name (e.g. a SPIFFE id).
+    SanUri,
+    /// First e-mail (rfc822) subject alternative name.
+    SanEmail,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
+            principal: PrincipalSource::Cn,
+            reload_interval_ms: 5_000,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// True when TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
 }
 
 /// `[groups]`
@@ -214,7 +270,7 @@ pub struct StorageConfig {
     pub index_max_bytes: u64,
     /// Read and write segment data with direct I/O (O_DIRECT), bypassing the
     /// page cache, where the filesystem supports it. Off by default: readers
-    /// of recent data are served from the page cache (docs/performance.md).
+    /// of recent data are served from the page cache (docs/operations.md).
     pub direct_io: bool,
     /// What start-up does with damage that is not a torn tail.
     pub recovery: RecoveryMode,
@@ -397,6 +453,14 @@ impl Config {
             ConfigError(format!("server.listen = {:?} is not an address like 127.0.0.1:7400: {e}", self.server.listen))
         })?;
         range("server.max_request_bytes", self.server.max_request_bytes, 1 << 16, 1 << 30)?;
+        let tls = &self.tls;
+        if tls.enabled() == tls.key_file.as_os_str().is_empty() {
+            return Err(ConfigError("tls.cert_file and tls.key_file must be set together".into()));
+        }
+        if !tls.enabled() && !tls.client_ca_file.as_os_str().is_empty() {
+            return Err(ConfigError("tls.client_ca_file needs tls.cert_file and tls.key_file".into()));
+        }
+        range("tls.reload_interval_ms", tls.reload_interval_ms, 100, 86_400_000)?;
         range("server.fetch_default_max_bytes", self.server.fetch_default_max_bytes, 1, self.server.max_request_bytes)?;
         range("server.fetch_max_wait_ms", self.server.fetch_max_wait_ms, 0, 3_600_000)?;
         range("server.shutdown_grace_ms", self.server.shutdown_grace_ms, 0, 3_600_000)?;

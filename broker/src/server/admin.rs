@@ -6,6 +6,7 @@ use strata_proto::server::admin_server::Admin;
 use strata_proto::v1::*;
 use tonic::{Request, Response, Status};
 
+use super::connections::ConnInfo;
 use crate::error::{Error, Result};
 use crate::partition::{Manager, TopicInfo};
 
@@ -63,6 +64,15 @@ fn describe(info: TopicInfo) -> TopicDescription {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn who_am_i(&self, req: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
+        let conn = req.extensions().get::<ConnInfo>();
+        Ok(Response::new(WhoAmIResponse {
+            principal: conn.and_then(|c| c.principal()).unwrap_or_default().to_string(),
+            tls: conn.is_some_and(|c| c.tls),
+            peer: conn.map(|c| c.peer.to_string()).unwrap_or_default(),
+        }))
+    }
+
     async fn create_topic(&self, req: Request<CreateTopicRequest>) -> Result<Response<CreateTopicResponse>, Status> {
         let r = req.into_inner();
         let configs = r.configs.into_iter().collect();

@@ -18,6 +18,11 @@
 //! - accept errors (`EMFILE`: out of file descriptors) back off instead of
 //!   spinning, and are logged at most once a second.
 //!
+//! With TLS (`[tls]`), the TLS handshake runs on the connection's first
+//! read or write, not in the accept loop, so a client that never finishes it
+//! holds up nobody else; it counts toward the handshake deadline, like a
+//! client that never sends the HTTP/2 preface.
+//!
 //! Closing is `shutdown(2)` on the socket: the HTTP/2 server sees the end of
 //! the stream and drops the connection. Nothing it had open is lost: a
 //! connection is only closed for being idle once it has had no open request
@@ -28,7 +33,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -38,6 +43,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tonic::transport::server::Connected;
 
+use super::tls::Tls;
 use crate::shutdown::stopped;
 
 /// The HTTP/2 client preface (24 bytes) and a SETTINGS frame header (9):
@@ -154,11 +160,23 @@ impl Drop for RequestGuard {
 pub struct ConnInfo {
     /// Its connection's state.
     pub state: Arc<ConnState>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The principal of the client's certificate (mutual TLS), set when the
+    /// handshake completes (before any request is read).
+    principal: Arc<OnceLock<String>>,
     id: u64,
     connections: Weak<Connections>,
 }
 
 impl ConnInfo {
+    /// The principal the client's certificate maps to, with mutual TLS.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.get().map(String::as_str)
+    }
+
     /// Closes this connection (and every request on it): for a client that
     /// holds a stream it will not read.
     pub fn close(&self, why: &'static str) {
@@ -251,7 +269,7 @@ impl Connections {
         true
     }
 
-    fn register(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) -> Conn {
+    fn register(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, tls: Option<&Arc<Tls>>) -> Conn {
         let state = Arc::new(ConnState {
             opened: Instant::now(),
             bytes_read: AtomicU64::new(0),
@@ -267,11 +285,13 @@ impl Connections {
         reg.conns.insert(id, entry);
         metrics::gauge!("strata_active_connections").set(reg.conns.len() as f64);
         drop(reg);
-        Conn {
-            _slot: Slot { id, connections: self.clone() },
-            stream,
-            info: ConnInfo { state, id, connections: Arc::downgrade(self) },
-        }
+        let io = match tls {
+            Some(tls) => Io::Handshake(Box::new(tls.acceptor().accept(stream)), tls.clone()),
+            None => Io::Plain(stream),
+        };
+        let principal = Arc::new(OnceLock::new());
+        let info = ConnInfo { state, peer, tls: tls.is_some(), principal, id, connections: Arc::downgrade(self) };
+        Conn { _slot: Slot { id, connections: self.clone() }, io, info }
     }
 
     /// Closes connections past their handshake or idle deadline; once the
@@ -322,9 +342,14 @@ impl Connections {
 }
 
 /// Accepts connections for the gRPC server under `connections`' limits.
-pub fn incoming(listener: TcpListener, connections: Arc<Connections>) -> impl Stream<Item = std::io::Result<Conn>> {
+pub fn incoming(
+    listener: TcpListener,
+    connections: Arc<Connections>,
+    tls: Option<Arc<Tls>>,
+) -> impl Stream<Item = std::io::Result<Conn>> {
     let refusals = crate::net::RateLimitedLog::default();
-    futures::stream::unfold((listener, connections, refusals), |(listener, connections, mut refusals)| async move {
+    let state = (listener, connections, refusals, tls);
+    futures::stream::unfold(state, |(listener, connections, mut refusals, tls)| async move {
         loop {
             let Some((stream, peer)) = crate::net::accept(&listener, "grpc").await else { continue };
             if !connections.admit(peer.ip()) {
@@ -335,8 +360,8 @@ pub fn incoming(listener: TcpListener, connections: Arc<Connections>) -> impl St
                 continue; // dropping the stream closes it
             }
             let _ = stream.set_nodelay(true);
-            let conn = connections.register(stream, peer);
-            return Some((Ok(conn), (listener, connections, refusals)));
+            let conn = connections.register(stream, peer, tls.as_ref());
+            return Some((Ok(conn), (listener, connections, refusals, tls)));
         }
     })
 }
@@ -360,8 +385,81 @@ pub struct Conn {
     // Dropped first (fields drop in order): the entry goes before the socket
     // closes, which is what makes `Registry::close` safe.
     _slot: Slot,
-    stream: TcpStream,
+    io: Io,
     info: ConnInfo,
+}
+
+/// A connection's byte stream: plain, in its TLS handshake, or TLS.
+enum Io {
+    Plain(TcpStream),
+    Handshake(Box<tokio_rustls::Accept<TcpStream>>, Arc<Tls>),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The handshake failed.
+    Failed,
+}
+
+impl Conn {
+    /// Drives a TLS handshake to its end; Ready(Ok) once the stream is
+    /// plain or TLS. A mutual-TLS client whose certificate names no
+    /// principal (by `tls.principal`) is refused here.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        use std::future::Future;
+        let Io::Handshake(accept, tls) = &mut self.io else {
+            return match self.io {
+                Io::Failed => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+                _ => Poll::Ready(Ok(())),
+            };
+        };
+        let stream = match Pin::new(accept.as_mut()).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(stream)) => stream,
+            Poll::Ready(Err(e)) => {
+                metrics::counter!("strata_tls_handshake_failures_total").increment(1);
+                tracing::debug!(peer = %self.info.peer, error = %e, "TLS handshake failed");
+                self.io = Io::Failed;
+                return Poll::Ready(Err(e));
+            }
+        };
+        if tls.mutual() {
+            let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+            match cert.and_then(|c| tls.principal(c)) {
+                Some(p) => {
+                    let _ = self.info.principal.set(p);
+                }
+                None => {
+                    metrics::counter!("strata_tls_handshake_failures_total").increment(1);
+                    tracing::debug!(peer = %self.info.peer, "client certificate names no principal (tls.principal)");
+                    self.io = Io::Failed;
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        "client certificate names no principal",
+                    )));
+                }
+            }
+        }
+        self.io = Io::Tls(Box::new(stream));
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Runs `$op` on the connection's stream once it is ready.
+macro_rules! on_stream {
+    ($conn:expr, $cx:expr, |$s:ident| $op:expr) => {{
+        let conn = &mut *$conn;
+        match conn.poll_ready($cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        match &mut conn.io {
+            Io::Plain($s) => $op,
+            Io::Tls(tls) => {
+                let $s = tls.as_mut();
+                $op
+            }
+            Io::Handshake(..) | Io::Failed => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }};
 }
 
 impl Connected for Conn {
@@ -375,7 +473,7 @@ impl Connected for Conn {
 impl AsyncRead for Conn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let r = on_stream!(self, cx, |s| Pin::new(s).poll_read(cx, buf));
         let n = (buf.filled().len() - before) as u64;
         if n > 0 {
             self.info.state.bytes_read.fetch_add(n, Ordering::Relaxed);
@@ -386,22 +484,24 @@ impl AsyncRead for Conn {
 
 impl AsyncWrite for Conn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        on_stream!(self, cx, |s| Pin::new(s).poll_write(cx, buf))
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        on_stream!(self, cx, |s| Pin::new(s).poll_flush(cx))
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        on_stream!(self, cx, |s| Pin::new(s).poll_shutdown(cx))
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        on_stream!(self, cx, |s| Pin::new(s).poll_write_vectored(cx, bufs))
     }
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        // Asked once, possibly before a TLS handshake: both TCP and TLS
+        // streams take vectored writes.
+        true
     }
 }

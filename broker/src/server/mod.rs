@@ -15,6 +15,7 @@ mod layers;
 mod records;
 pub mod status;
 mod subscription;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,8 +90,13 @@ async fn run(
     let admin = AdminServer::new(AdminService::new(node.manager.clone()));
     let groups = GroupsServer::new(GroupsService::new(node.coordinator.clone()));
 
+    let tls = tls::Tls::load(&config.tls).map_err(NodeError::from)?;
+    let _reloader = tls.clone().map(|t| AbortOnDrop(tokio::spawn(t.run_reloader(stop.clone()))));
     // Logged last: once this line is out, every service is ready.
-    tracing::info!("listening on {}", listener.local_addr()?);
+    match &tls {
+        Some(t) => tracing::info!(mutual = t.mutual(), "listening on {} (TLS)", listener.local_addr()?),
+        None => tracing::info!("listening on {}", listener.local_addr()?),
+    }
     let _ = ready.send(());
     // Connections need descriptors: never allow more than half the limit.
     let mut max_connections = config.server.max_connections as usize;
@@ -114,7 +120,7 @@ async fn run(
     });
     // Aborted when this returns.
     let _reaper = AbortOnDrop(tokio::spawn(connections.clone().run_reaper(stop.clone())));
-    let incoming = connections::incoming(listener, connections);
+    let incoming = connections::incoming(listener, connections, tls);
     let limits = layers::RequestLimits {
         max_request_bytes: max_message,
         budget: Arc::new(Semaphore::new(config.server.request_memory_bytes as usize)),

@@ -1,0 +1,185 @@
+//! TLS and mutual TLS on the gRPC listener, with certificates generated at
+//! test time: what a client must trust, what the broker must be shown, the
+//! principal a client certificate maps to, and rotation on disk.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Broker;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+use strata_client::proto::WhoAmIRequest;
+use strata_client::{Client, TlsOptions};
+
+/// A test CA.
+struct Ca(CertifiedIssuer<'static, KeyPair>);
+
+/// A certificate and its key, in PEM.
+struct Pem {
+    cert: String,
+    key: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        Ca(CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap())
+    }
+
+    fn pem(&self) -> String {
+        self.0.pem()
+    }
+
+    /// A leaf for `names` (DNS SANs; "127.0.0.1" becomes an IP SAN) with
+    /// subject CN `cn`; `edit` changes anything else.
+    fn issue(&self, cn: &str, names: &[&str], edit: impl FnOnce(&mut CertificateParams)) -> Pem {
+        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        edit(&mut params);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.0).unwrap();
+        Pem { cert: cert.pem(), key: key.serialize_pem() }
+    }
+}
+
+/// Writes `pem` as server.crt / server.key (and the client CA if given)
+/// under `dir`; returns the broker's environment for them.
+fn server_files(dir: &Path, pem: &Pem, client_ca: Option<&Ca>) -> Vec<(String, String)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    write_atomically(&cert, &pem.cert);
+    write_atomically(&key, &pem.key);
+    let mut env = vec![
+        ("STRATA_TLS__CERT_FILE".to_string(), cert.display().to_string()),
+        ("STRATA_TLS__KEY_FILE".to_string(), key.display().to_string()),
+        ("STRATA_TLS__RELOAD_INTERVAL_MS".to_string(), "100".to_string()),
+    ];
+    if let Some(ca) = client_ca {
+        let path = dir.join("clients-ca.crt");
+        write_atomically(&path, &ca.pem());
+        env.push(("STRATA_TLS__CLIENT_CA_FILE".to_string(), path.display().to_string()));
+    }
+    env
+}
+
+/// As an operator's deploy tool would: write beside, then rename over.
+fn write_atomically(path: &PathBuf, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn start(dir: &Path, env: &[(String, String)]) -> Broker {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Broker::start_with(dir, &[], &env)
+}
+
+fn trusting(ca: &Ca) -> TlsOptions {
+    TlsOptions { ca_pem: Some(ca.pem().into_bytes()), server_name: Some("localhost".into()), ..Default::default() }
+}
+
+fn with_identity(mut tls: TlsOptions, pem: &Pem) -> TlsOptions {
+    tls.cert_pem = Some(pem.cert.clone().into_bytes());
+    tls.key_pem = Some(pem.key.clone().into_bytes());
+    tls
+}
+
+/// Connects and asks who the broker takes the client for.
+async fn who(addr: &str, tls: Option<&TlsOptions>) -> Result<(String, bool), String> {
+    let mut c = Client::connect_with(addr, tls).await.map_err(|e| format!("connect: {e:?}"))?;
+    let r = c.admin.who_am_i(WhoAmIRequest {}).await.map_err(|s| format!("rpc: {s:?}"))?.into_inner();
+    Ok((r.principal, r.tls))
+}
+
+#[tokio::test]
+async fn plaintext_to_the_tls_port_fails_and_a_client_trusting_the_ca_gets_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("server ca");
+    let env = server_files(&dir.path().join("tls"), &ca.issue("broker", &["localhost"], |_| {}), None);
+    let b = start(&dir.path().join("data"), &env);
+    assert!(who(&b.addr, None).await.is_err(), "plaintext must not be served on a TLS port");
+    assert_eq!(who(&b.addr, Some(&trusting(&ca))).await.unwrap(), (String::new(), true));
+    // The plain client changed nothing and the broker still serves.
+    let mut c = Client::connect_with(&b.addr, Some(&trusting(&ca))).await.unwrap();
+    c.create_topic("t", 1, []).await.unwrap();
+}
+
+#[tokio::test]
+async fn clients_refuse_untrusted_expired_and_wrong_name_server_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("server ca");
+    // (case, what the client's error names), certificate.
+    let cases: [((&str, &str), Pem); 3] = [
+        (("untrusted", "UnknownIssuer"), Ca::new("another ca").issue("broker", &["localhost"], |_| {})),
+        (
+            ("expired", "Expired"),
+            ca.issue("broker", &["localhost"], |p| {
+                p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            }),
+        ),
+        (("wrong name", "NotValidForName"), ca.issue("broker", &["broker.example.org"], |_| {})),
+    ];
+    for (i, (case, pem)) in cases.iter().enumerate() {
+        let env = server_files(&dir.path().join(format!("tls{i}")), pem, None);
+        let b = start(&dir.path().join(format!("data{i}")), &env);
+        let err = who(&b.addr, Some(&trusting(&ca))).await.unwrap_err();
+        assert!(err.starts_with("connect") && err.contains(case.1), "{}: {err}", case.0);
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_wants_a_certificate_from_the_client_ca_and_maps_the_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_ca, client_ca) = (Ca::new("server ca"), Ca::new("client ca"));
+    let server = server_ca.issue("broker", &["localhost"], |_| {});
+    let env = server_files(&dir.path().join("tls"), &server, Some(&client_ca));
+    let b = start(&dir.path().join("data"), &env);
+
+    // No certificate, or one from another CA: refused.
+    assert!(who(&b.addr, Some(&trusting(&server_ca))).await.is_err());
+    let stranger = Ca::new("client ca").issue("svc-orders", &[], |_| {});
+    assert!(who(&b.addr, Some(&with_identity(trusting(&server_ca), &stranger))).await.is_err());
+
+    // From the client CA: the principal is the subject CN, exactly.
+    let orders = client_ca.issue("svc-orders", &[], |_| {});
+    let tls = with_identity(trusting(&server_ca), &orders);
+    assert_eq!(who(&b.addr, Some(&tls)).await.unwrap(), ("svc-orders".to_string(), true));
+    drop(b);
+
+    // By the first URI SAN (a SPIFFE id), and a certificate without one is refused.
+    let mut env = env;
+    env.push(("STRATA_TLS__PRINCIPAL".into(), "san_uri".into()));
+    let b = start(&dir.path().join("data"), &env);
+    let spiffe = client_ca.issue("ignored cn", &[], |p| {
+        p.subject_alt_names.push(SanType::DnsName("orders.internal".try_into().unwrap()));
+        p.subject_alt_names.push(SanType::URI("spiffe://example.org/ns/shop/sa/orders".try_into().unwrap()));
+    });
+    let tls = with_identity(trusting(&server_ca), &spiffe);
+    assert_eq!(who(&b.addr, Some(&tls)).await.unwrap().0, "spiffe://example.org/ns/shop/sa/orders");
+    assert!(who(&b.addr, Some(&with_identity(trusting(&server_ca), &orders))).await.is_err(), "no URI SAN");
+}
+
+#[tokio::test]
+async fn a_certificate_rotated_on_disk_is_used_by_new_connections_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (Ca::new("old ca"), Ca::new("new ca"));
+    let tls_dir = dir.path().join("tls");
+    let env = server_files(&tls_dir, &old_ca.issue("broker", &["localhost"], |_| {}), None);
+    let b = start(&dir.path().join("data"), &env);
+    let mut established = Client::connect_with(&b.addr, Some(&trusting(&old_ca))).await.unwrap();
+    established.create_topic("t", 1, []).await.unwrap();
+
+    server_files(&tls_dir, &new_ca.issue("broker", &["localhost"], |_| {}), None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while who(&b.addr, Some(&trusting(&new_ca))).await.is_err() {
+        assert!(Instant::now() < deadline, "the rotated certificate was never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(who(&b.addr, Some(&trusting(&old_ca))).await.is_err(), "new connections get the new certificate");
+    // The connection made before the rotation goes on.
+    established.admin.describe_topic(strata_client::proto::DescribeTopicRequest { name: "t".into() }).await.unwrap();
+}
