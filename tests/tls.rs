@@ -183,3 +183,56 @@ async fn a_certificate_rotated_on_disk_is_used_by_new_connections_without_a_rest
     // The connection made before the rotation goes on.
     established.admin.describe_topic(strata_client::proto::DescribeTopicRequest { name: "t".into() }).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_declared_writer_is_the_only_principal_that_may_produce() {
+    use strata_client::proto::{Acks, DescribeTopicRequest, ProduceRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let (server_ca, client_ca) = (Ca::new("server ca"), Ca::new("client ca"));
+    let env =
+        server_files(&dir.path().join("tls"), &server_ca.issue("broker", &["localhost"], |_| {}), Some(&client_ca));
+    let b = start(&dir.path().join("data"), &env);
+    let client = |cn: &str| with_identity(trusting(&server_ca), &client_ca.issue(cn, &[], |_| {}));
+    let mut orders = Client::connect_with(&b.addr, Some(&client("svc-orders"))).await.unwrap();
+    let mut billing = Client::connect_with(&b.addr, Some(&client("svc-billing"))).await.unwrap();
+    let configs = [("writer.principal".to_string(), "svc-orders".to_string())];
+    let topic = orders.create_topic("orders", 1, configs).await.unwrap();
+    let shown = topic.configs.iter().find(|c| c.key == "writer.principal").unwrap();
+    assert_eq!(shown.value, "svc-orders");
+
+    let record = || vec![strata_client::record(None, bytes::Bytes::from_static(b"order placed"))];
+    orders.produce("orders", Some(0), record(), Acks::Durable).await.unwrap();
+    let err = billing.produce("orders", Some(0), record(), Acks::Durable).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("\"svc-orders\"") && err.message().contains("\"svc-billing\""), "{}", err.message());
+    // ProduceStream follows the same rule, request by request.
+    let req = ProduceRequest {
+        topic: "orders".into(),
+        partition: Some(0),
+        records: record(),
+        request_id: 7,
+        ..Default::default()
+    };
+    let mut replies = billing.broker.produce_stream(futures::stream::iter([req])).await.unwrap().into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    assert_eq!(reply.error.map(|e| e.code), Some(tonic::Code::PermissionDenied as i32));
+    // Nothing of the refused writes was stored.
+    let d = orders.admin.describe_topic(DescribeTopicRequest { name: "orders".into() }).await.unwrap().into_inner();
+    assert_eq!(d.topic.unwrap().partitions[0].high_watermark, 1);
+}
+
+#[tokio::test]
+async fn without_mutual_tls_a_topic_with_a_declared_writer_refuses_every_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = b.client().await;
+    let configs = [("writer.principal".to_string(), "svc-orders".to_string())];
+    c.create_topic("orders", 1, configs).await.unwrap();
+    let records = vec![strata_client::record(None, bytes::Bytes::from_static(b"x"))];
+    let err = c.produce("orders", None, records, strata_client::proto::Acks::Written).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("anonymous"), "{}", err.message());
+    let err = c.create_topic("bad", 1, [("writer.principal".to_string(), "a\u{7}b".to_string())]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("writer.principal"), "{}", err.message());
+}

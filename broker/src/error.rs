@@ -53,6 +53,15 @@ pub enum Error {
     },
     /// Some other field of the request is invalid; the message says which.
     InvalidArgument(String),
+    /// A produce to a topic that declares another principal as its writer.
+    NotDeclaredWriter {
+        /// The topic.
+        topic: String,
+        /// Its declared writer.
+        writer: String,
+        /// Who asked (None: anonymous).
+        principal: Option<String>,
+    },
     /// A resource the broker budgets (file descriptors, memory) would be
     /// exceeded; the message names it, the numbers and what to change.
     ResourceExhausted(String),
@@ -173,6 +182,11 @@ impl fmt::Display for Error {
             }
             Error::InvalidConfig { key, reason } => write!(f, "invalid config '{key}': {reason}"),
             Error::InvalidArgument(msg) | Error::ResourceExhausted(msg) => f.write_str(msg),
+            Error::NotDeclaredWriter { topic, writer, principal } => write!(
+                f,
+                "write to topic {topic} denied: its declared writer is {writer:?} (writer.principal), not {}",
+                principal.as_deref().map_or("an anonymous client".to_string(), |p| format!("{p:?}"))
+            ),
             Error::RequestTooLarge { records, stored, limit } => write!(
                 f,
                 "produce request of {records} records would be stored as {stored} bytes, over server.max_request_bytes = {limit} (the most one fetch reply carries); send fewer records per request"

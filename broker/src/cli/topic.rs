@@ -16,6 +16,10 @@ pub enum TopicCommand {
         /// Topic setting, repeatable: --config segment.bytes=1048576
         #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_kv)]
         configs: Vec<(String, String)>,
+        /// The topic's declared writer: the only principal that may produce
+        /// to it (the writer.principal setting).
+        #[arg(long, value_name = "PRINCIPAL")]
+        writer: Option<String>,
     },
     /// List topics.
     List,
@@ -75,7 +79,8 @@ pub async fn run(cmd: TopicCommand, c: &Connect) -> Result<(), CliError> {
     let mut client = connect(c).await?;
     let admin = &mut client.admin;
     match cmd {
-        TopicCommand::Create { name, partitions, configs } => {
+        TopicCommand::Create { name, partitions, mut configs, writer } => {
+            configs.extend(writer.map(|w| ("writer.principal".to_string(), w)));
             let req = CreateTopicRequest { name, partitions, configs: configs.into_iter().collect() };
             let t = admin.create_topic(req).await.map_err(status_error)?.into_inner();
             print_description(&t.topic.unwrap_or_default());

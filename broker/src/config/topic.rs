@@ -16,6 +16,8 @@ use crate::log::format::MAX_SEGMENT_BYTES;
 const MIN_SEGMENT_BYTES: u64 = 4096;
 const MAX_MESSAGE_BYTES_LIMIT: u64 = 64 << 20;
 const I64_MAX: u64 = i64::MAX as u64;
+/// Longest principal name a setting takes.
+pub const MAX_PRINCIPAL_BYTES: usize = 255;
 
 /// What values a setting accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub enum Valid {
     UnlimitedOrPositive,
     /// One of these words.
     OneOf(&'static [&'static str]),
+    /// A principal's name, or empty for none.
+    Principal,
 }
 
 impl fmt::Display for Valid {
@@ -36,6 +40,12 @@ impl fmt::Display for Valid {
             Valid::OneOf([one]) => f.write_str(one),
             Valid::OneOf([init @ .., last]) => write!(f, "{} or {last}", init.join(", ")),
             Valid::OneOf([]) => f.write_str("nothing"),
+            Valid::Principal => {
+                write!(
+                    f,
+                    "a principal's name of at most {MAX_PRINCIPAL_BYTES} bytes without control characters, or empty"
+                )
+            }
         }
     }
 }
@@ -103,6 +113,31 @@ impl SettingValue for TimestampType {
     }
 }
 
+/// The one principal that may produce to a topic (`writer.principal`), if
+/// the topic declares one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Writer(pub String);
+
+impl Writer {
+    /// The declared writer, None when the topic declares none.
+    pub fn declared(&self) -> Option<&str> {
+        (!self.0.is_empty()).then_some(self.0.as_str())
+    }
+}
+
+impl SettingValue for Writer {
+    fn parse_setting(text: &str, valid: Valid) -> std::result::Result<Self, String> {
+        if text.len() > MAX_PRINCIPAL_BYTES || text.chars().any(char::is_control) {
+            return Err(format!("'{}' must be {valid}", text.escape_debug()));
+        }
+        Ok(Writer(text.to_string()))
+    }
+    fn show(&self) -> String {
+        self.0.clone()
+    }
+}
+
 impl SettingValue for CleanupPolicy {
     fn parse_setting(text: &str, valid: Valid) -> std::result::Result<Self, String> {
         CleanupPolicy::parse(text).ok_or_else(|| format!("'{text}' must be {valid}"))
@@ -118,7 +153,7 @@ macro_rules! topic_settings {
     ($( #[doc = $doc:literal] $field:ident: $ty:ty = $default:expr, $key:literal, $valid:expr; )*) => {
         /// A topic's effective settings. In the broker config they are the
         /// `[topics]` defaults, under the field names.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(default)]
         pub struct TopicSettings {
             $( #[doc = $doc] pub $field: $ty, )*
@@ -180,6 +215,8 @@ topic_settings! {
     /// `timestamp.type`: `CreateTime` (the producer's) or `LogAppendTime` (the broker's).
     timestamp_type: TimestampType = TimestampType::CreateTime, "timestamp.type",
         Valid::OneOf(&["CreateTime", "LogAppendTime"]);
+    /// `writer.principal`: the one principal that may produce to the topic, whatever else allows (empty = no declared writer).
+    writer_principal: Writer = Writer::default(), "writer.principal", Valid::Principal;
 }
 
 fn unknown_key(key: &str) -> Error {
@@ -266,7 +303,7 @@ impl<'de> Deserialize<'de> for CleanupPolicy {
 impl TopicSettings {
     /// Broker defaults with the topic's overrides applied.
     pub fn resolve(defaults: &TopicSettings, overrides: &BTreeMap<String, String>) -> Result<TopicSettings> {
-        let mut s = *defaults;
+        let mut s = defaults.clone();
         for (k, v) in overrides {
             s.set(k, v)?;
         }
@@ -276,7 +313,7 @@ impl TopicSettings {
     /// Checks broker-wide defaults with the same rules as per-topic values,
     /// naming the `[topics]` key.
     pub fn validate_as_defaults(&self) -> Result<()> {
-        let mut check = *self;
+        let mut check = self.clone();
         for s in SETTINGS {
             let value = self.get(s.key).unwrap_or_default();
             check.set(s.key, &value).map_err(|e| match e {
@@ -313,8 +350,9 @@ mod tests {
             (RETENTION_MS, "-2", "-1 (unlimited)"),
             (CLEANUP_POLICY, "compact,compact", "delete, compact or compact,delete"),
             ("retention.msx", "1", "valid keys are"),
+            ("writer.principal", "svc\norders", "without control characters"),
         ] {
-            let mut s = d;
+            let mut s = d.clone();
             match s.set(k, v) {
                 Err(Error::InvalidConfig { key, reason }) => {
                     assert_eq!(key, k);
@@ -324,8 +362,8 @@ mod tests {
             }
         }
         for k in SETTINGS.iter().map(|s| s.key) {
-            let s = d;
-            let mut t = s;
+            let s = d.clone();
+            let mut t = s.clone();
             t.set(k, &s.get(k).unwrap()).unwrap();
             assert_eq!(s, t, "{k} round-trips through text");
         }

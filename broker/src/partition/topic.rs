@@ -99,7 +99,12 @@ impl Topic {
 
     /// Effective settings.
     pub fn settings(&self) -> TopicSettings {
-        self.state.read_locked().settings
+        self.state.read_locked().settings.clone()
+    }
+
+    /// The principal the topic declares as its only writer, if any.
+    pub fn writer(&self) -> Option<String> {
+        self.state.read_locked().settings.writer_principal.declared().map(str::to_string)
     }
 
     /// Keys set on the topic itself.

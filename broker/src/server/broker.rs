@@ -86,13 +86,24 @@ impl BrokerService {
 
     /// Validates and appends now, in call order; returns the wait for the
     /// requested durability, so a stream can pipeline the next request.
-    fn append(&self, req: &ProduceRequest) -> Result<Produced> {
+    fn append(&self, req: &ProduceRequest, principal: Option<&str>) -> Result<Produced> {
         if req.topic.is_empty() {
             return Err(Error::InvalidArgument("produce request has no topic".into()));
         }
         let acks = self.acks(req.acks)?;
         check_client_op(&req.topic, ClientOp::Produce)?;
         let topic = self.manager.topic(&req.topic)?;
+        // The single-writer rule: a declared writer is the only principal
+        // that may produce, whatever else would allow it.
+        if let Some(writer) = topic.writer() {
+            if principal != Some(writer.as_str()) {
+                return Err(Error::NotDeclaredWriter {
+                    topic: req.topic.clone(),
+                    writer,
+                    principal: principal.map(str::to_string),
+                });
+            }
+        }
         let produced = topic.produce(req.partition, &req.records, self.manager.now_ms(), acks, self.max_reply_bytes)?;
         let bytes: usize = req
             .records
@@ -249,11 +260,17 @@ fn stream_error(e: Error) -> strata_proto::v1::Error {
     strata_proto::v1::Error { code: s.code() as i32, message: s.message().to_string() }
 }
 
+/// The principal of the connection a request came on (mutual TLS).
+fn principal<T>(req: &Request<T>) -> Option<String> {
+    req.extensions().get::<ConnInfo>().and_then(|c| c.principal()).map(str::to_string)
+}
+
 #[tonic::async_trait]
 impl Broker for BrokerService {
     async fn produce(&self, req: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
+        let principal = principal(&req);
         let req = req.into_inner();
-        let produced = self.append(&req)?;
+        let produced = self.append(&req, principal.as_deref())?;
         let (request_id, omit) = (req.request_id, req.omit_record_positions);
         // The records' buffers go back before the wait for durability.
         drop(req);
@@ -267,6 +284,7 @@ impl Broker for BrokerService {
         &self,
         req: Request<Streaming<ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let principal = principal(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
         let svc = self.clone();
@@ -284,7 +302,7 @@ impl Broker for BrokerService {
                     msg = inbound.message(), if reading && pending.len() < MAX_IN_FLIGHT => match msg {
                         Ok(Some(req)) => {
                             let (id, omit) = (req.request_id, req.omit_record_positions);
-                            let appended = svc.append(&req);
+                            let appended = svc.append(&req, principal.as_deref());
                             // The records' buffers go back now.
                             drop(req);
                             pending.push_back(async move {
