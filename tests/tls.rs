@@ -236,3 +236,106 @@ async fn without_mutual_tls_a_topic_with_a_declared_writer_refuses_every_produce
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("writer.principal"), "{}", err.message());
 }
+
+/// What each principal gets from each RPC with `auth.enabled`: anonymous
+/// UNAUTHENTICATED, a principal without ACLs PERMISSION_DENIED, a super
+/// user through; health and WhoAmI for all.
+#[tokio::test]
+async fn with_auth_enabled_every_rpc_answers_by_principal() {
+    use strata_client::proto::*;
+    use tonic::Code;
+    let dir = tempfile::tempdir().unwrap();
+    let (server_ca, client_ca) = (Ca::new("server ca"), Ca::new("client ca"));
+    let mut env =
+        server_files(&dir.path().join("tls"), &server_ca.issue("broker", &["localhost"], |_| {}), Some(&client_ca));
+    env.push(("STRATA_AUTH__ENABLED".into(), "true".into()));
+    env.push(("STRATA_AUTH__SUPER_USERS".into(), "[\"admin\"]".into()));
+    let b = start(&dir.path().join("data"), &env);
+    let client = |cn: &str| with_identity(trusting(&server_ca), &client_ca.issue(cn, &[], |_| {}));
+    let mut admin = Client::connect_with(&b.addr, Some(&client("admin"))).await.unwrap();
+    admin.create_topic("t", 1, []).await.unwrap();
+
+    /// One call of each kind; Ok(()) or the status code.
+    async fn calls(c: &mut Client) -> Vec<(&'static str, Result<(), Code>)> {
+        let code = |r: Result<(), tonic::Status>| r.map_err(|s| s.code());
+        let rec = vec![strata_client::record(None, bytes::Bytes::from_static(b"x"))];
+        let fetch = FetchRequest {
+            partitions: vec![FetchPartition {
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1024,
+                skip_damaged: false,
+            }],
+            max_wait_ms: 0,
+            min_bytes: 0,
+            max_bytes: 0,
+        };
+        vec![
+            ("Produce", code(c.produce("t", Some(0), rec, Acks::Written).await.map(|_| ()))),
+            ("Fetch", code(c.broker.fetch(fetch).await.map(|_| ()))),
+            (
+                "ListOffsets",
+                code(
+                    c.broker
+                        .list_offsets(ListOffsetsRequest {
+                            topic: "t".into(),
+                            partition: 0,
+                            spec: Some(list_offsets_request::Spec::Latest(true)),
+                        })
+                        .await
+                        .map(|_| ()),
+                ),
+            ),
+            ("ListTopics", code(c.admin.list_topics(ListTopicsRequest::default()).await.map(|_| ()))),
+            (
+                "DescribeTopic",
+                code(c.admin.describe_topic(DescribeTopicRequest { name: "t".into() }).await.map(|_| ())),
+            ),
+            (
+                "AlterTopicConfig",
+                code(
+                    c.admin
+                        .alter_topic_config(AlterTopicConfigRequest {
+                            name: "t".into(),
+                            set: [("retention.ms".to_string(), "-1".to_string())].into(),
+                            reset: vec![],
+                        })
+                        .await
+                        .map(|_| ()),
+                ),
+            ),
+            ("CreateTopic", code(c.create_topic("u", 1, []).await.map(|_| ()))),
+            ("ListGroups", code(c.groups.list_groups(ListGroupsRequest::default()).await.map(|_| ()))),
+            ("WhoAmI", code(c.admin.who_am_i(WhoAmIRequest {}).await.map(|_| ()))),
+        ]
+    }
+    let health = |addr: String, tls: Option<TlsOptions>| async move {
+        let ch = strata_client::channel(&addr, tls.as_ref()).await.unwrap();
+        let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+        tonic_health::pb::health_client::HealthClient::new(ch).check(req).await.map(|_| ()).map_err(|s| s.code())
+    };
+    // Anonymous: a client with no certificate cannot even connect under
+    // mutual TLS, so this cell is a plaintext broker with auth enabled.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = Broker::start_with(plain_dir.path(), &[], &[("STRATA_AUTH__ENABLED", "true")]);
+    let mut anonymous = plain.client().await;
+    for (rpc, got) in calls(&mut anonymous).await {
+        let want = if rpc == "WhoAmI" { Ok(()) } else { Err(Code::Unauthenticated) };
+        assert_eq!(got, want, "anonymous {rpc}");
+    }
+    assert_eq!(health(plain.addr.clone(), None).await, Ok(()), "health is public");
+
+    let mut nobody = Client::connect_with(&b.addr, Some(&client("svc-nobody"))).await.unwrap();
+    for (rpc, got) in calls(&mut nobody).await {
+        let want = if rpc == "WhoAmI" { Ok(()) } else { Err(Code::PermissionDenied) };
+        assert_eq!(got, want, "principal without ACLs, {rpc}");
+    }
+    assert_eq!(health(b.addr.clone(), Some(client("svc-nobody"))).await, Ok(()));
+    for (rpc, got) in calls(&mut admin).await {
+        assert_eq!(got, Ok(()), "super user, {rpc}");
+    }
+    // The denied calls changed nothing: one record (the super user's), topic u by the super user only.
+    let d = admin.admin.describe_topic(DescribeTopicRequest { name: "t".into() }).await.unwrap().into_inner();
+    assert_eq!(d.topic.unwrap().partitions[0].high_watermark, 1);
+}

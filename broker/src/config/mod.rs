@@ -35,6 +35,19 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// TLS on the gRPC listener.
     pub tls: TlsConfig,
+    /// Authorization.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: authorization of every RPC by the caller's principal.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Check every RPC: only public ones (health, reflection, WhoAmI) and
+    /// super users pass; the rest is denied.
+    pub enabled: bool,
+    /// Principals allowed every operation on every resource.
+    pub super_users: Vec<String>,
 }
 
 /// `[tls]`: TLS (and optionally mutual TLS) on the gRPC listener. Off while

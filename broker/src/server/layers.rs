@@ -1,5 +1,6 @@
 //! What wraps every RPC, around the tonic services: per-RPC metrics, the
-//! connection's open-request count, and the request memory budget.
+//! connection's open-request count, authorization (`authz.rs`), and the
+//! request memory budget.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
+use super::authz::Authorizer;
 use super::connections::{ConnInfo, ConnState, RequestGuard};
 
 /// Limits every request shares (`server.*` keys).
@@ -34,13 +36,15 @@ pub struct RequestLimits {
 pub struct RpcLayer {
     /// The limits.
     pub limits: RequestLimits,
+    /// Who may call what.
+    pub authorizer: Arc<Authorizer>,
 }
 
 impl<S> tower::Layer<S> for RpcLayer {
     type Service = Rpc<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Rpc { inner, limits: self.limits.clone() }
+        Rpc { inner, limits: self.limits.clone(), authorizer: self.authorizer.clone() }
     }
 }
 
@@ -49,14 +53,16 @@ impl<S> tower::Layer<S> for RpcLayer {
 pub struct Rpc<S> {
     inner: S,
     limits: RequestLimits,
+    authorizer: Arc<Authorizer>,
 }
 
-impl<S, RB> tower::Service<http::Request<tonic::body::Body>> for Rpc<S>
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Rpc<S>
 where
-    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<RB>>,
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
-    type Response = http::Response<Tracked<RB>>;
+    type Response = http::Response<Tracked<tonic::body::Body>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
@@ -67,10 +73,19 @@ where
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let method = req.uri().path().to_string();
         let start = Instant::now();
-        let guard = req.extensions().get::<ConnInfo>().map(|c| c.state.begin_request());
+        let conn = req.extensions().get::<ConnInfo>();
+        let guard = conn.map(|c| c.state.begin_request());
+        let allowed = self.authorizer.check(&method, conn.and_then(|c| c.principal()));
+        if let Err(status) = &allowed {
+            super::authz::log_denial(&method, conn, status);
+        }
         let limits = self.limits.clone();
         let req = req.map(|body| tonic::body::Body::new(Budgeted::new(body, limits)));
-        let fut = self.inner.call(req);
+        // A denied request never reaches its service (nothing of it is read).
+        let fut = match allowed {
+            Ok(()) => futures::future::Either::Left(self.inner.call(req)),
+            Err(status) => futures::future::Either::Right(std::future::ready(Ok(status.into_http()))),
+        };
         Box::pin(async move {
             let result = fut.await;
             let code = match &result {

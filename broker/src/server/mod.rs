@@ -7,6 +7,7 @@
 //! storage afterwards.
 
 mod admin;
+mod authz;
 mod broker;
 mod connections;
 mod groups;
@@ -140,7 +141,10 @@ async fn run(
             .max_concurrent_streams(config.server.max_concurrent_streams)
             // The client's HTTP/2 header block: gRPC needs a few hundred bytes.
             .http2_max_header_list_size(Some(H2_MAX_HEADER_LIST))
-            .layer(layers::RpcLayer { limits })
+            .layer(layers::RpcLayer {
+                limits,
+                authorizer: Arc::new(authz::Authorizer::new(config.auth.enabled, &config.auth.super_users)),
+            })
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
