@@ -36,7 +36,7 @@ pub async fn run(mut args: HealthArgs) -> Result<(), CliError> {
         let tls = args.connect.tls()?;
         let channel = strata_client::channel(&args.connect.addr, tls.as_ref())
             .await
-            .map_err(|e| format!("cannot connect to {}: {e:?}", args.connect.addr))?;
+            .map_err(|e| format!("cannot connect to {}: {}", args.connect.addr, super::error_chain(&e)))?;
         let reply = HealthClient::new(channel)
             .check(HealthCheckRequest { service: args.service.clone() })
             .await

@@ -167,7 +167,21 @@ pub async fn connect(c: &Connect) -> Result<strata_client::Client, CliError> {
     let tls = c.tls()?;
     strata_client::Client::connect_with(&c.addr, tls.as_ref())
         .await
-        .map_err(|e| format!("cannot connect to {}: {e:?}", c.addr).into())
+        .map_err(|e| format!("cannot connect to {}: {}", c.addr, error_chain(&e)).into())
+}
+
+/// An error and its sources on one line ("transport error: ... : invalid
+/// peer certificate: UnknownIssuer"): tonic's transport errors say what
+/// went wrong only in their sources.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// A gRPC status as a one-line error: "NotFound: topic 'x' does not exist".

@@ -148,8 +148,9 @@ impl Authorizer {
     }
 }
 
-/// Logs a denial: at most one line a second, with the principal,
-/// operation, resource kind and peer address of the last one.
+/// Logs a denial: at most one line a second (the first denial of that
+/// second, with its principal, RPC and peer, and how many were not logged
+/// since the last line), and counts every one.
 pub fn log_denial(path: &str, conn: Option<&super::connections::ConnInfo>, status: &Status) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_SECOND: AtomicU64 = AtomicU64::new(0);

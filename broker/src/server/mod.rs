@@ -92,6 +92,9 @@ async fn run(
     let groups = GroupsServer::new(GroupsService::new(node.coordinator.clone()));
 
     let tls = tls::Tls::load(&config.tls).map_err(NodeError::from)?;
+    if config.auth.enabled && (tls.is_none() || !tls.as_ref().is_some_and(|t| t.mutual())) {
+        tracing::warn!("auth.enabled without mutual TLS (tls.client_ca_file): no client has a principal, so every RPC but the public ones is UNAUTHENTICATED");
+    }
     let _reloader = tls.clone().map(|t| AbortOnDrop(tokio::spawn(t.run_reloader(stop.clone()))));
     // Logged last: once this line is out, every service is ready.
     match &tls {

@@ -63,24 +63,22 @@ impl Tls {
     }
 
     /// Reloads the files if any changed since they were loaded (or if
-    /// `force`); returns whether a new configuration is in use.
-    pub fn reload(&self, force: bool) -> bool {
+    /// `force`).
+    pub fn reload(&self, force: bool) {
         let now = stamps(&self.files);
         if !force && *self.loaded.locked() == now {
-            return false;
+            return;
         }
         match build(&self.files) {
             Ok(server) => {
                 *self.current.write_locked() = Arc::new(server);
                 *self.loaded.locked() = now;
                 tracing::info!(cert = %self.files.cert_file.display(), "TLS files reloaded: new connections use them");
-                true
             }
             Err(e) => {
                 // Not retried until a file changes again.
                 *self.loaded.locked() = now;
                 tracing::error!(error = %e, "TLS files changed but do not load; keeping the ones in use");
-                false
             }
         }
     }

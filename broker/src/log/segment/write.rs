@@ -41,6 +41,9 @@ impl Segment {
                 // writeback) waited up to 0.8 s whenever the flusher's
                 // fsync held the device, and stalled every producer of the
                 // partition with it. A full disk still fails the write.
+                // What a write that fails half-way leaves past `size` is
+                // cut at seal time, as preallocated space is.
+                self.allocated.fetch_max(start + len, Ordering::Relaxed);
                 let mut pos = start;
                 for (b, _) in batches.clone() {
                     self.file.write_all_at(b, pos)?;
