@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .bytes(".")
         // Requests are encoded into a buffer of their size (see codec.rs).
-        .codec_path("crate::codec::ClientCodec")
+        .codec_path("crate::codec::StrataCodec")
         .out_dir(&client_dir)
         .compile_fds(fds.clone())?;
 

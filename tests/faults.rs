@@ -40,13 +40,9 @@ async fn after_a_failed_fsync_nothing_is_acknowledged_as_durable_until_restart()
     assert_eq!(all.len() as u64, r.ranges[0].base_offset + 3);
 }
 
-#[tokio::test]
-async fn a_full_disk_from_a_failpoint_is_resource_exhausted_and_writes_resume() {
-    // Buffered (the default): no preallocation, the write itself fails.
-    let dir = tempfile::tempdir().unwrap();
-    let b = Broker::start_with(dir.path(), &[], &[("STRATA_FAILPOINTS", "write=enospc*2")]);
-    let mut c = b.client().await;
-    create_topic(&mut c, "t", 1).await;
+/// Two produces fail with a full disk (`write=enospc*2`); then space is
+/// back and writes resume at the offsets the failed ones left free.
+async fn writes_fail_twice_then_resume_at_the_freed_offsets(c: &mut strata_client::Client) {
     for _ in 0..2 {
         let err = c.produce("t", Some(0), records(3, "b", 10), Acks::Durable).await.unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
@@ -54,9 +50,19 @@ async fn a_full_disk_from_a_failpoint_is_resource_exhausted_and_writes_resume() 
     }
     let r = c.produce("t", Some(0), records(3, "c", 10), Acks::Durable).await.unwrap();
     assert_eq!(r.ranges[0].base_offset, 0);
-    let values: Vec<_> = read_all(&mut c, "t", 0, 0).await.into_iter().map(|r| r.value.unwrap()).collect();
+    let values: Vec<_> = read_all(c, "t", 0, 0).await.into_iter().map(|r| r.value.unwrap()).collect();
     assert_eq!(values.len(), 3);
     assert!(values.iter().all(|v| v.starts_with(b"c-")), "only what was acknowledged is stored");
+}
+
+#[tokio::test]
+async fn a_full_disk_from_a_failpoint_is_resource_exhausted_and_writes_resume() {
+    // Buffered (the default): no preallocation, the write itself fails.
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_with(dir.path(), &[], &[("STRATA_FAILPOINTS", "write=enospc*2")]);
+    let mut c = b.client().await;
+    create_topic(&mut c, "t", 1).await;
+    writes_fail_twice_then_resume_at_the_freed_offsets(&mut c).await;
 }
 
 #[tokio::test]
@@ -74,17 +80,7 @@ async fn with_direct_io_a_full_disk_at_preallocation_is_resource_exhausted_and_w
     // The third fallocate failure is only the step ahead: the batch fits,
     // so preallocation does not report the disk full; the write itself
     // then fails twice.
-    for _ in 0..2 {
-        let err = c.produce("t", Some(0), records(3, "b", 10), Acks::Durable).await.unwrap_err();
-        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-        assert!(err.message().contains("No space left on device"), "{}", err.message());
-    }
-    // Space is back: writes resume at the offsets the failed ones left free.
-    let r = c.produce("t", Some(0), records(3, "c", 10), Acks::Durable).await.unwrap();
-    assert_eq!(r.ranges[0].base_offset, 0);
-    let values: Vec<_> = read_all(&mut c, "t", 0, 0).await.into_iter().map(|r| r.value.unwrap()).collect();
-    assert_eq!(values.len(), 3);
-    assert!(values.iter().all(|v| v.starts_with(b"c-")), "only what was acknowledged is stored");
+    writes_fail_twice_then_resume_at_the_freed_offsets(&mut c).await;
 }
 
 #[tokio::test]

@@ -23,7 +23,6 @@ use prost::encoding::{decode_key, decode_varint, WireType};
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
-use tonic_prost::ProstDecoder;
 
 use crate::v1::{FetchRequest, ProduceRequest};
 
@@ -59,36 +58,9 @@ impl<T: Message> Encoder for SizedEncoder<T> {
     }
 }
 
-/// The clients' codec: [`SizedEncoder`], and prost's decoding.
-#[derive(Debug, Clone)]
-pub struct ClientCodec<T, U>(PhantomData<(T, U)>);
-
-impl<T, U> Default for ClientCodec<T, U> {
-    fn default() -> Self {
-        ClientCodec(PhantomData)
-    }
-}
-
-impl<T, U> Codec for ClientCodec<T, U>
-where
-    T: Message + Send + 'static,
-    U: Message + Default + Send + 'static,
-{
-    type Encode = T;
-    type Decode = U;
-    type Encoder = SizedEncoder<T>;
-    type Decoder = ProstDecoder<U>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        SizedEncoder(PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::default()
-    }
-}
-
-/// The servers' codec: [`SizedEncoder`]; decoding as described in the module docs.
+/// The codec of servers and clients: [`SizedEncoder`]; decoding as
+/// described in the module docs (the scans apply to requests only, so a
+/// client decodes replies as prost does, with a clearer error).
 #[derive(Debug, Clone)]
 pub struct StrataCodec<T, U>(PhantomData<(T, U)>);
 
