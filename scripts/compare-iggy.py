@@ -3,14 +3,14 @@
 
 Usage:
     scripts/compare-iggy.py --iggy-server PATH --iggy-bench PATH [--strata target/release/strata]
-                            [--rounds 5] [--workloads 1k,100b,fsync]
+                            [--rounds 5] [--workloads 1k,100b,fsync,8x8,1000p]
 
 Each round runs every workload once on each broker, alternating which goes
 first, with a fresh server and a fresh data directory per run (loopback,
 Iggy over TCP with --nodelay). Per workload and broker it prints the median
 and range of produce and consume throughput and produce p99 per batch, the
 Strata / Iggy ratio of the medians, and CPU seconds per GB produced for the
-client and the server.
+client (produce and consume together, on both sides) and the server.
 
 What each side acknowledges (so read the ratios knowing it): Iggy without
 --enforce-fsync replies once a batch is in its memory / the page cache;
@@ -153,7 +153,8 @@ def run_iggy(args, workload):
         for phase, kind in kinds:
             out, cpu = timed([args.iggy_bench, *common, *kind,
                               "tcp", "--server-address", f"127.0.0.1:{port}", "--nodelay"], env)
-            client_cpu += cpu if phase == "produce" else 0.0
+            # Both phases, as strata bench does both in one process.
+            client_cpu += cpu
             # The group summary: total throughput over all actors.
             m = re.search(r"(?:Producers|Consumers) Results: Total throughput: ([\d.]+) MB/s.*?"
                           r"p99 latency: ([\d.]+) ms", out, re.S)
