@@ -102,9 +102,12 @@ impl Topic {
         self.state.read_locked().settings.clone()
     }
 
-    /// The principal the topic declares as its only writer, if any.
-    pub fn writer(&self) -> Option<String> {
-        self.state.read_locked().settings.writer_principal.declared().map(str::to_string)
+    /// The topic's declared writer if `principal` (None: anonymous) is not
+    /// it; None if it may produce (no declared writer, or it is the one).
+    pub fn other_writer(&self, principal: Option<&str>) -> Option<String> {
+        let state = self.state.read_locked();
+        let writer = state.settings.writer_principal.declared()?;
+        (principal != Some(writer)).then(|| writer.to_string())
     }
 
     /// Keys set on the topic itself.

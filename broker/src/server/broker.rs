@@ -95,14 +95,12 @@ impl BrokerService {
         let topic = self.manager.topic(&req.topic)?;
         // The single-writer rule: a declared writer is the only principal
         // that may produce, whatever else would allow it.
-        if let Some(writer) = topic.writer() {
-            if principal != Some(writer.as_str()) {
-                return Err(Error::NotDeclaredWriter {
-                    topic: req.topic.clone(),
-                    writer,
-                    principal: principal.map(str::to_string),
-                });
-            }
+        if let Some(writer) = topic.other_writer(principal) {
+            return Err(Error::NotDeclaredWriter {
+                topic: req.topic.clone(),
+                writer,
+                principal: principal.map(str::to_string),
+            });
         }
         let produced = topic.produce(req.partition, &req.records, self.manager.now_ms(), acks, self.max_reply_bytes)?;
         let bytes: usize = req
