@@ -3,11 +3,12 @@
 
 Usage:
     scripts/compare-iggy.py --iggy-server PATH --iggy-bench PATH [--strata target/release/strata]
-                            [--rounds 5] [--workloads 1k,100b,fsync,8x8,1000p]
+                            [--rounds 5] [--workloads 1k,100b,fsync,8x8,1000p] [--in-flight 1]
 
 Each round runs every workload once on each broker, alternating which goes
 first, with a fresh server and a fresh data directory per run (loopback,
-Iggy over TCP with --nodelay). Per workload and broker it prints the median
+Iggy over TCP with --nodelay; each producer has one batch outstanding on
+both sides, as iggy-bench's do, unless --in-flight says otherwise). Per workload and broker it prints the median
 and range of produce and consume throughput and produce p99 per batch, the
 Strata / Iggy ratio of the medians, and CPU seconds per GB produced for the
 client (produce and consume together, on both sides) and the server.
@@ -105,6 +106,9 @@ def run_strata(args, workload):
             [args.strata, "bench", "--addr", f"127.0.0.1:{port}", "--record-size", str(size),
              "--batch-records", str(per_batch), "--batches", str(batches), "--acks", acks,
              "--producers", str(producers), "--partitions", str(partitions),
+             # iggy-bench producers await each batch before sending the
+             # next: by default Strata's do too, so latencies compare.
+             "--in-flight", str(args.in_flight),
              # One Subscribe stream per partition up to 64 partitions, else
              # Fetch requests covering every partition.
              "--consume-with", "subscribe" if partitions <= 64 else "fetch"], env)
@@ -182,6 +186,8 @@ def main():
     p.add_argument("--iggy-server", required=True)
     p.add_argument("--iggy-bench", required=True)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--in-flight", type=int, default=1,
+                   help="strata bench produce requests in flight per producer (iggy-bench: 1)")
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     args = p.parse_args()
     workloads = args.workloads.split(",")

@@ -165,6 +165,14 @@ impl Segment {
         }
     }
 
+    /// Starts writing back what was appended, without waiting (flusher
+    /// only: see `Log::run_flusher`).
+    pub fn start_writeback(&self) {
+        if !self.direct {
+            start_writeback(&self.file, 0, self.size.load(Ordering::Relaxed));
+        }
+    }
+
     /// fsyncs the log data (indexes are rebuilt from it if lost).
     pub fn sync(&self) -> io::Result<()> {
         failpoint::io("fsync")?;
