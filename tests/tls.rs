@@ -185,6 +185,30 @@ async fn a_certificate_rotated_on_disk_is_used_by_new_connections_without_a_rest
 }
 
 #[tokio::test]
+async fn a_damaged_certificate_on_disk_is_refused_and_the_one_in_use_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (Ca::new("old ca"), Ca::new("new ca"));
+    let tls_dir = dir.path().join("tls");
+    let env = server_files(&tls_dir, &old_ca.issue("broker", &["localhost"], |_| {}), None);
+    let b = start(&dir.path().join("data"), &env);
+    assert!(who(&b.addr, Some(&trusting(&old_ca))).await.is_ok());
+
+    // A deploy that went wrong half-way: the certificate file is garbage.
+    write_atomically(&tls_dir.join("server.crt"), "-----BEGIN CERTIFICATE-----\nnot base64\n");
+    b.log_lines_once(|l| l.contains("do not load"));
+    assert!(who(&b.addr, Some(&trusting(&old_ca))).await.is_ok(), "the certificate in use is kept");
+    assert!(who(&b.addr, None).await.is_err(), "and the listener stays TLS");
+
+    // A good pair later is picked up as usual.
+    server_files(&tls_dir, &new_ca.issue("broker", &["localhost"], |_| {}), None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while who(&b.addr, Some(&trusting(&new_ca))).await.is_err() {
+        assert!(Instant::now() < deadline, "the repaired certificate was never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_declared_writer_is_the_only_principal_that_may_produce() {
     use strata_client::proto::{Acks, DescribeTopicRequest, ProduceRequest};
     let dir = tempfile::tempdir().unwrap();
