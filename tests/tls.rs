@@ -163,6 +163,16 @@ async fn mutual_tls_wants_a_certificate_from_the_client_ca_and_maps_the_principa
     assert!(who(&b.addr, Some(&with_identity(trusting(&server_ca), &orders))).await.is_err(), "no URI SAN");
 }
 
+/// Waits until a client trusting `ca` gets in (the broker checks its files
+/// every 100 ms in these tests); panics after 20 s.
+async fn served_eventually(addr: &str, ca: &Ca, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while who(addr, Some(&trusting(ca))).await.is_err() {
+        assert!(Instant::now() < deadline, "{what} was never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_certificate_rotated_on_disk_is_used_by_new_connections_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -174,11 +184,7 @@ async fn a_certificate_rotated_on_disk_is_used_by_new_connections_without_a_rest
     established.create_topic("t", 1, []).await.unwrap();
 
     server_files(&tls_dir, &new_ca.issue("broker", &["localhost"], |_| {}), None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while who(&b.addr, Some(&trusting(&new_ca))).await.is_err() {
-        assert!(Instant::now() < deadline, "the rotated certificate was never served");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_eventually(&b.addr, &new_ca, "the rotated certificate").await;
     assert!(who(&b.addr, Some(&trusting(&old_ca))).await.is_err(), "new connections get the new certificate");
     // The connection made before the rotation goes on.
     established.admin.describe_topic(strata_client::proto::DescribeTopicRequest { name: "t".into() }).await.unwrap();
@@ -201,11 +207,7 @@ async fn a_damaged_certificate_on_disk_is_refused_and_the_one_in_use_kept() {
 
     // A good pair later is picked up as usual.
     server_files(&tls_dir, &new_ca.issue("broker", &["localhost"], |_| {}), None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while who(&b.addr, Some(&trusting(&new_ca))).await.is_err() {
-        assert!(Instant::now() < deadline, "the repaired certificate was never served");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_eventually(&b.addr, &new_ca, "the repaired certificate").await;
 }
 
 #[tokio::test]
