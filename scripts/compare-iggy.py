@@ -8,8 +8,9 @@ Usage:
 Each round runs every workload once on each broker, alternating which goes
 first, with a fresh server and a fresh data directory per run (loopback,
 Iggy over TCP with --nodelay; each producer has one batch outstanding on
-both sides, as iggy-bench's do, unless --in-flight says otherwise). Per workload and broker it prints the median
-and range of produce and consume throughput and produce p99 per batch, the
+both sides, as iggy-bench's do, unless --in-flight says otherwise). Per
+workload and broker it prints the median and range of produce and consume
+throughput and produce p99 per batch, the
 Strata / Iggy ratio of the medians, and CPU seconds per GB produced for the
 client (produce and consume together, on both sides) and the server.
 

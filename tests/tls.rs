@@ -173,13 +173,30 @@ async fn served_eventually(addr: &str, ca: &Ca, what: &str) {
     }
 }
 
+/// A TLS broker whose certificate (from `old_ca`) sits in `tls_dir`, to be
+/// replaced by one from `new_ca`.
+struct Rotation {
+    _dir: tempfile::TempDir,
+    tls_dir: PathBuf,
+    old_ca: Ca,
+    new_ca: Ca,
+    b: Broker,
+}
+
+impl Rotation {
+    fn start() -> Rotation {
+        let dir = tempfile::tempdir().unwrap();
+        let (old_ca, new_ca) = (Ca::new("old ca"), Ca::new("new ca"));
+        let tls_dir = dir.path().join("tls");
+        let env = server_files(&tls_dir, &old_ca.issue("broker", &["localhost"], |_| {}), None);
+        let b = start(&dir.path().join("data"), &env);
+        Rotation { _dir: dir, tls_dir, old_ca, new_ca, b }
+    }
+}
+
 #[tokio::test]
 async fn a_certificate_rotated_on_disk_is_used_by_new_connections_without_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let (old_ca, new_ca) = (Ca::new("old ca"), Ca::new("new ca"));
-    let tls_dir = dir.path().join("tls");
-    let env = server_files(&tls_dir, &old_ca.issue("broker", &["localhost"], |_| {}), None);
-    let b = start(&dir.path().join("data"), &env);
+    let Rotation { _dir, tls_dir, old_ca, new_ca, b } = Rotation::start();
     let mut established = Client::connect_with(&b.addr, Some(&trusting(&old_ca))).await.unwrap();
     established.create_topic("t", 1, []).await.unwrap();
 
@@ -192,11 +209,7 @@ async fn a_certificate_rotated_on_disk_is_used_by_new_connections_without_a_rest
 
 #[tokio::test]
 async fn a_damaged_certificate_on_disk_is_refused_and_the_one_in_use_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let (old_ca, new_ca) = (Ca::new("old ca"), Ca::new("new ca"));
-    let tls_dir = dir.path().join("tls");
-    let env = server_files(&tls_dir, &old_ca.issue("broker", &["localhost"], |_| {}), None);
-    let b = start(&dir.path().join("data"), &env);
+    let Rotation { _dir, tls_dir, old_ca, new_ca, b } = Rotation::start();
     assert!(who(&b.addr, Some(&trusting(&old_ca))).await.is_ok());
 
     // A deploy that went wrong half-way: the certificate file is garbage.

@@ -434,7 +434,8 @@ impl Log {
         // its 0.5 s, and with 8 partitions fsyncing together, every write.
         let mut writeback = tokio::time::interval((interval / WRITEBACKS_PER_FLUSH).max(MIN_WRITEBACK_EVERY));
         writeback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // (segment id, size) at the last writeback: an idle log starts none.
+        // (segment id, bytes) written back so far: an idle log starts
+        // none, and each writeback covers only what was appended since.
         let mut written_back = (0, 0);
         while !self.closed.load(Ordering::Acquire) {
             tokio::select! {
@@ -442,11 +443,12 @@ impl Log {
                 _ = tick.tick() => {}
                 _ = writeback.tick() => {
                     let seg = self.writer.locked().active.clone();
-                    let now = (seg.id(), seg.size());
-                    if now != written_back {
-                        written_back = now;
+                    let from = if seg.id() == written_back.0 { written_back.1 } else { 0 };
+                    let to = seg.size();
+                    if to > from {
+                        written_back = (seg.id(), to);
                         // A hint: if the task fails, the fsync writes it all.
-                        let _ = tokio::task::spawn_blocking(move || seg.start_writeback()).await;
+                        let _ = tokio::task::spawn_blocking(move || seg.start_writeback(from, to)).await;
                     }
                     continue;
                 }

@@ -165,11 +165,11 @@ impl Segment {
         }
     }
 
-    /// Starts writing back what was appended, without waiting (flusher
-    /// only: see `Log::run_flusher`).
-    pub fn start_writeback(&self) {
+    /// Starts writing back appended bytes `[from, to)`, without waiting
+    /// (flusher only: see `Log::run_flusher`).
+    pub fn start_writeback(&self, from: u64, to: u64) {
         if !self.direct {
-            start_writeback(&self.file, 0, self.size.load(Ordering::Relaxed));
+            start_writeback(&self.file, from, to);
         }
     }
 
