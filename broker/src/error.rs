@@ -62,6 +62,8 @@ pub enum Error {
         /// Who asked (None: anonymous).
         principal: Option<String>,
     },
+    /// Not allowed whoever asks (the message says why).
+    PermissionDenied(String),
     /// A resource the broker budgets (file descriptors, memory) would be
     /// exceeded; the message names it, the numbers and what to change.
     ResourceExhausted(String),
@@ -181,7 +183,7 @@ impl fmt::Display for Error {
                 write!(f, "invalid partition count {requested}: must be between {min} and {max}")
             }
             Error::InvalidConfig { key, reason } => write!(f, "invalid config '{key}': {reason}"),
-            Error::InvalidArgument(msg) | Error::ResourceExhausted(msg) => f.write_str(msg),
+            Error::InvalidArgument(msg) | Error::ResourceExhausted(msg) | Error::PermissionDenied(msg) => f.write_str(msg),
             Error::NotDeclaredWriter { topic, writer, principal } => write!(
                 f,
                 "write to topic {topic} denied: its declared writer is {writer:?} (writer.principal), not {}",

@@ -36,6 +36,7 @@ pub mod net;
 pub mod node;
 pub mod partition;
 pub mod retention;
+pub mod security;
 pub mod server;
 pub mod shutdown;
 

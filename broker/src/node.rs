@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::partition::Manager;
+use crate::security::Security;
 
 /// An error that stopped the node.
 pub type NodeError = Box<dyn std::error::Error + Send + Sync>;
@@ -39,6 +40,8 @@ pub struct NodeHandle {
     pub manager: Arc<Manager>,
     /// Consumer groups.
     pub coordinator: Arc<Coordinator>,
+    /// ACLs, API tokens, super users.
+    pub security: Arc<Security>,
 }
 
 /// A listener's serving future.
@@ -80,6 +83,10 @@ impl Node {
             let (m, c) = (manager.clone(), config.groups.clone());
             Arc::new(tokio::task::spawn_blocking(move || Coordinator::open(m, c)).await??)
         };
+        let security = {
+            let (m, c) = (manager.clone(), config.auth.clone());
+            Arc::new(tokio::task::spawn_blocking(move || Security::open(&m, &c)).await??)
+        };
         let (tasks_stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![
             ("group reaper", tokio::spawn(coordinator.clone().run_reaper(stop_rx.clone()))),
@@ -95,7 +102,7 @@ impl Node {
             let serve = crate::metrics::serve(listener, manager.clone(), coordinator.clone(), stop_rx);
             tasks.push(("metrics", tokio::spawn(serve)));
         }
-        let handle = NodeHandle { config: Arc::new(config), manager, coordinator };
+        let handle = NodeHandle { config: Arc::new(config), manager, coordinator, security };
         Ok(Node { handle, tasks_stop, tasks })
     }
 

@@ -11,20 +11,57 @@ use std::time::Duration;
 use bytes::Bytes;
 use proto::{admin_client::AdminClient, broker_client::BrokerClient, groups_client::GroupsClient};
 pub use strata_proto::v1 as proto;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Largest reply the client accepts (a fetch returns whole batches).
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
+/// A channel that adds the client's credentials to every request.
+pub type Transport = InterceptedService<Channel, Credentials>;
+
 /// Connected clients of the Broker and Admin services, sharing one HTTP/2 connection.
 #[derive(Clone)]
 pub struct Client {
     /// Produce, fetch, subscribe, list offsets.
-    pub broker: BrokerClient<Channel>,
-    /// Topic lifecycle.
-    pub admin: AdminClient<Channel>,
+    pub broker: BrokerClient<Transport>,
+    /// Topics, identity, ACLs, API tokens.
+    pub admin: AdminClient<Transport>,
     /// Consumer groups.
-    pub groups: GroupsClient<Channel>,
+    pub groups: GroupsClient<Transport>,
+}
+
+/// Credentials sent with every request: an API token as
+/// `authorization: Bearer <token>` (with mutual TLS, the certificate is
+/// the other credential, given in [`TlsOptions`]).
+#[derive(Clone, Default)]
+pub struct Credentials {
+    bearer: Option<MetadataValue<Ascii>>,
+}
+
+impl Credentials {
+    /// None.
+    pub fn none() -> Credentials {
+        Credentials::default()
+    }
+
+    /// An API token (`strata_<id>_<secret>`, or the broker's bootstrap token).
+    pub fn token(token: &str) -> Result<Credentials, String> {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| "an API token must be printable ASCII without line breaks".to_string())?;
+        Ok(Credentials { bearer: Some(value) })
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.bearer {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
 }
 
 /// Turns "host:port" into "http://host:port" (an URI is kept as it is).
@@ -97,17 +134,18 @@ impl Client {
     /// As [`Client::connect`], over TLS when `tls` is given.
     pub async fn connect_with(addr: &str, tls: Option<&TlsOptions>) -> Result<Client, tonic::transport::Error> {
         let channel = channel(addr, tls).await?;
-        Ok(Client::from_channel(channel))
+        Ok(Client::from_channel(channel, Credentials::none()))
     }
 
-    /// Wraps an existing channel.
-    pub fn from_channel(channel: Channel) -> Client {
+    /// Wraps an existing channel; `credentials` go with every request.
+    pub fn from_channel(channel: Channel, credentials: Credentials) -> Client {
+        let t = InterceptedService::new(channel, credentials);
         Client {
-            broker: BrokerClient::new(channel.clone())
+            broker: BrokerClient::new(t.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            admin: AdminClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
-            groups: GroupsClient::new(channel),
+            admin: AdminClient::new(t.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            groups: GroupsClient::new(t),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Command line: `serve` runs the broker; the other commands are clients.
 
 mod abuse;
+mod acl;
 mod bench;
 mod broker_stats;
 mod consume;
@@ -8,6 +9,7 @@ mod group;
 mod health;
 mod produce;
 mod serve;
+mod token;
 mod topic;
 mod verify;
 
@@ -48,6 +50,10 @@ pub struct Connect {
     /// Name the broker's certificate must carry (default: the address's host).
     #[arg(long, env = "STRATA_TLS_SERVER_NAME", global = true)]
     tls_server_name: Option<String>,
+    /// API token sent with every request (prefer the variable: a flag
+    /// shows in the process list).
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
 }
 
 impl Connect {
@@ -79,6 +85,20 @@ enum Command {
     Topic {
         #[command(subcommand)]
         command: topic::TopicCommand,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Add, list and remove ACLs.
+    Acl {
+        #[command(subcommand)]
+        command: acl::AclCommand,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Create, list and revoke API tokens.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
         #[command(flatten)]
         connect: Connect,
     },
@@ -147,6 +167,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(args) => serve::run(args).await,
         Command::Topic { command, connect } => topic::run(command, &connect).await,
         Command::Group { command, connect } => group::run(command, &connect).await,
+        Command::Acl { command, connect } => acl::run(command, &connect).await,
+        Command::Token { command, connect } => token::run(command, &connect).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Bench(args) => bench::run(args).await,
@@ -165,9 +187,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 /// Connects a client, with the address in the error.
 pub async fn connect(c: &Connect) -> Result<strata_client::Client, CliError> {
     let tls = c.tls()?;
-    strata_client::Client::connect_with(&c.addr, tls.as_ref())
+    let credentials = match &c.token {
+        Some(t) => strata_client::Credentials::token(t)?,
+        None => strata_client::Credentials::none(),
+    };
+    let channel = strata_client::channel(&c.addr, tls.as_ref())
         .await
-        .map_err(|e| format!("cannot connect to {}: {}", c.addr, error_chain(&e)).into())
+        .map_err(|e| format!("cannot connect to {}: {}", c.addr, error_chain(&e)))?;
+    Ok(strata_client::Client::from_channel(channel, credentials))
 }
 
 /// An error and its sources on one line ("transport error: ... : invalid

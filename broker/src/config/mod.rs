@@ -39,15 +39,34 @@ pub struct Config {
     pub auth: AuthConfig,
 }
 
-/// `[auth]`: authorization of every RPC by the caller's principal.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// `[auth]`: authentication (mutual TLS, API tokens) and authorization of
+/// every RPC by the caller's principal and the ACLs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Check every RPC: only public ones (health, reflection, WhoAmI) and
-    /// super users pass; the rest is denied.
+    /// Check every RPC: public ones (health, reflection, WhoAmI) pass,
+    /// super users pass, anyone else needs an ACL that allows it.
     pub enabled: bool,
     /// Principals allowed every operation on every resource.
     pub super_users: Vec<String>,
+    /// A token (at least 32 characters) that authenticates as
+    /// `bootstrap_principal`, a super user: the first credential of a new
+    /// broker, to create ACLs and API tokens with. Empty = none. Best set
+    /// from the environment (`STRATA_AUTH__BOOTSTRAP_TOKEN`).
+    pub bootstrap_token: String,
+    /// The principal `bootstrap_token` stands for.
+    pub bootstrap_principal: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            super_users: Vec::new(),
+            bootstrap_token: String::new(),
+            bootstrap_principal: "admin".into(),
+        }
+    }
 }
 
 /// `[tls]`: TLS (and optionally mutual TLS) on the gRPC listener. Off while
@@ -474,6 +493,16 @@ impl Config {
             return Err(ConfigError("tls.client_ca_file needs tls.cert_file and tls.key_file".into()));
         }
         range("tls.reload_interval_ms", tls.reload_interval_ms, 100, 86_400_000)?;
+        let auth = &self.auth;
+        if !auth.bootstrap_token.is_empty() && auth.bootstrap_token.len() < 32 {
+            return Err(ConfigError(format!(
+                "auth.bootstrap_token is {} characters: use at least 32 random ones (or \"\" for none)",
+                auth.bootstrap_token.len()
+            )));
+        }
+        if auth.bootstrap_principal.is_empty() {
+            return Err(ConfigError("auth.bootstrap_principal must not be empty".into()));
+        }
         range("server.fetch_default_max_bytes", self.server.fetch_default_max_bytes, 1, self.server.max_request_bytes)?;
         range("server.fetch_max_wait_ms", self.server.fetch_max_wait_ms, 0, 3_600_000)?;
         range("server.shutdown_grace_ms", self.server.shutdown_grace_ms, 0, 3_600_000)?;
@@ -528,9 +557,14 @@ impl Config {
         Ok(())
     }
 
-    /// The configuration as TOML, for the start-up log line.
+    /// The configuration as TOML, for the start-up log line, with secrets
+    /// (`auth.bootstrap_token`) shown as "<set>".
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+        let mut shown = self.clone();
+        if !shown.auth.bootstrap_token.is_empty() {
+            shown.auth.bootstrap_token = "<set>".into();
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("<unprintable: {e}>"))
     }
 }
 

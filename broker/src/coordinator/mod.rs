@@ -20,11 +20,12 @@ use tokio::sync::watch;
 use crate::config::{AckLevel, GroupsConfig};
 use crate::error::{Error, Result};
 use crate::log::locks::LockExt;
+use crate::partition::internal::{open_keyed_topic, KeyedRecord};
 use crate::partition::{is_internal, Manager, Partition};
 use crate::shutdown::stopped;
 use assignor::Tp;
 use group::{Group, GroupError, Heartbeat, HeartbeatReply};
-use offsets::{Committed, OffsetKey, OffsetRecord, OFFSETS_TOPIC};
+use offsets::{commit_record, delete_record, Committed, OffsetKey, OFFSETS_TOPIC};
 
 /// A group as `DescribeGroup` shows it.
 #[derive(Debug, Clone)]
@@ -91,19 +92,7 @@ impl Coordinator {
     /// Opens the offsets topic (creating it on first start) and rebuilds
     /// the committed-offsets table from it.
     pub fn open(manager: Arc<Manager>, config: GroupsConfig) -> Result<Coordinator> {
-        let topic = match manager.topic(OFFSETS_TOPIC) {
-            Ok(t) => t,
-            Err(Error::TopicNotFound { .. }) => {
-                let configs = BTreeMap::from([
-                    ("cleanup.policy".to_string(), "compact".to_string()),
-                    ("segment.bytes".to_string(), (64u64 << 20).to_string()),
-                ]);
-                manager.create_internal_topic(OFFSETS_TOPIC, 1, configs)?;
-                manager.topic(OFFSETS_TOPIC)?
-            }
-            Err(e) => return Err(e),
-        };
-        let log = topic.partition(0)?;
+        let log = open_keyed_topic(&manager, OFFSETS_TOPIC)?;
         let table = offsets::replay(&log)?;
         let groups: BTreeSet<&String> = table.keys().map(|k| &k.0).collect();
         tracing::info!(groups = groups.len(), offsets = table.len(), "loaded committed offsets");
@@ -215,7 +204,7 @@ impl Coordinator {
         g.check_commit(member_id, epoch, commits.iter().map(|(tp, _)| tp))?;
         let keyed: Vec<(OffsetKey, Committed)> =
             commits.into_iter().map(|((t, p), c)| ((group_id.to_string(), t, p), c)).collect();
-        self.write(keyed.iter().map(|(k, c)| OffsetRecord::commit(k, c)).collect()).await?;
+        self.write(keyed.iter().map(|(k, c)| commit_record(k, c)).collect()).await?;
         self.offsets.locked().extend(keyed);
         drop(g);
         Ok(())
@@ -223,7 +212,7 @@ impl Coordinator {
 
     /// Appends to the offsets topic and waits for fsync (the write happens
     /// on a blocking thread, not on this async worker).
-    async fn write(&self, records: Vec<OffsetRecord>) -> Result<()> {
+    async fn write(&self, records: Vec<KeyedRecord>) -> Result<()> {
         self.log.append(&records, self.manager.now_ms(), AckLevel::Durable)?.acknowledged().await.map(|_| ())
     }
 
@@ -364,7 +353,7 @@ impl Coordinator {
         if !dry_run {
             let keyed: Vec<(OffsetKey, Committed)> =
                 out.iter().map(|((t, p), c)| ((group_id.to_string(), t.clone(), *p), c.clone())).collect();
-            self.write(keyed.iter().map(|(k, c)| OffsetRecord::commit(k, c)).collect()).await?;
+            self.write(keyed.iter().map(|(k, c)| commit_record(k, c)).collect()).await?;
             self.offsets.locked().extend(keyed);
             tracing::info!(group = group_id, partitions = out.len(), "reset offsets");
         }
@@ -382,7 +371,7 @@ impl Coordinator {
             return Err(Error::GroupNotFound { group: group_id.to_string() });
         }
         if !keys.is_empty() {
-            self.write(keys.iter().map(OffsetRecord::delete).collect()).await?;
+            self.write(keys.iter().map(delete_record).collect()).await?;
             let mut table = self.offsets.locked();
             for k in &keys {
                 table.remove(k);

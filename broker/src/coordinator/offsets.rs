@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::Result;
-use crate::log::batch::{RecordIter, RecordSource};
+use crate::partition::internal::{replay_keyed, KeyedRecord};
 use crate::partition::Partition;
 
 /// The internal topic holding committed offsets.
@@ -27,39 +27,16 @@ pub struct Committed {
     pub metadata: String,
 }
 
-/// One change to the table, as a record of the offsets topic.
-pub struct OffsetRecord {
-    key: Vec<u8>,
-    value: Option<Vec<u8>>,
+/// A commit, as a record of the offsets topic.
+pub fn commit_record(key: &OffsetKey, c: &Committed) -> KeyedRecord {
+    let mut value = c.offset.to_le_bytes().to_vec();
+    value.extend_from_slice(c.metadata.as_bytes());
+    KeyedRecord::set(encode_key(key), value)
 }
 
-impl OffsetRecord {
-    /// A commit.
-    pub fn commit(key: &OffsetKey, c: &Committed) -> OffsetRecord {
-        let mut value = c.offset.to_le_bytes().to_vec();
-        value.extend_from_slice(c.metadata.as_bytes());
-        OffsetRecord { key: encode_key(key), value: Some(value) }
-    }
-
-    /// A deletion (tombstone).
-    pub fn delete(key: &OffsetKey) -> OffsetRecord {
-        OffsetRecord { key: encode_key(key), value: None }
-    }
-}
-
-impl RecordSource for OffsetRecord {
-    fn timestamp_ms(&self) -> i64 {
-        0
-    }
-    fn key(&self) -> Option<&[u8]> {
-        Some(&self.key)
-    }
-    fn value(&self) -> Option<&[u8]> {
-        self.value.as_deref()
-    }
-    fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        std::iter::empty()
-    }
+/// A deletion (tombstone).
+pub fn delete_record(key: &OffsetKey) -> KeyedRecord {
+    KeyedRecord::delete(encode_key(key))
 }
 
 fn encode_key((group, topic, partition): &OffsetKey) -> Vec<u8> {
@@ -82,20 +59,13 @@ fn decode_value(b: &[u8]) -> Option<Committed> {
 /// Rebuilds the table by replaying the offsets log from its start.
 pub fn replay(log: &Partition) -> Result<BTreeMap<OffsetKey, Committed>> {
     let mut table = BTreeMap::new();
-    let mut offset = log.log_start();
-    while offset < log.high_watermark() {
-        let r = log.read(offset, 4 << 20, usize::MAX, false)?;
-        for chunk in &r.chunks {
-            for rec in RecordIter::new(chunk) {
-                let Some(key) = rec.key.and_then(decode_key) else { continue };
-                match rec.value.and_then(decode_value) {
-                    Some(c) => table.insert(key, c),
-                    None => table.remove(&key),
-                };
-            }
-        }
-        offset = r.next_offset;
-    }
+    replay_keyed(log, |key, value| {
+        let Some(key) = decode_key(key) else { return };
+        match value.and_then(decode_value) {
+            Some(c) => table.insert(key, c),
+            None => table.remove(&key),
+        };
+    })?;
     Ok(table)
 }
 
@@ -121,8 +91,8 @@ mod tests {
         let k1: OffsetKey = ("g".into(), "t".into(), 0);
         let k2: OffsetKey = ("g".into(), "t".into(), 1);
         let c = |o: u64| Committed { offset: o, metadata: format!("m{o}") };
-        log.append(&[OffsetRecord::commit(&k1, &c(5)), OffsetRecord::commit(&k2, &c(7))], 1).unwrap();
-        log.append(&[OffsetRecord::commit(&k1, &c(9)), OffsetRecord::delete(&k2)], 1).unwrap();
+        log.append(&[commit_record(&k1, &c(5)), commit_record(&k2, &c(7))], 1).unwrap();
+        log.append(&[commit_record(&k1, &c(9)), delete_record(&k2)], 1).unwrap();
         let table = replay(&Partition::new("o", 0, std::sync::Arc::new(log))).unwrap();
         assert_eq!(table, BTreeMap::from([(k1, c(9))]));
         assert_eq!(decode_key(b"a\0b\0x"), None);

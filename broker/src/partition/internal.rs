@@ -1,19 +1,30 @@
 //! Topic names, and the one rule for internal topics.
 //!
 //! Topics whose names start with `__` are the broker's own (committed
-//! offsets today; users, ACLs and producer state later). Their correctness
+//! offsets, ACLs and API tokens; producer state later). Their correctness
 //! depends on their settings — `__consumer_offsets` must stay compacted and
 //! keep every latest commit — so clients may read and describe them, but not
 //! create, delete, produce to, reconfigure or grow them. Consumer groups do
-//! not subscribe to them.
+//! not subscribe to them. [`AUTH_TOPIC`] holds credentials (token hashes):
+//! no client may read its records at all. With `auth.enabled` no ACL
+//! matches an internal topic, so only super users reach them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::log::batch::{RecordIter, RecordSource};
+
+use super::{Manager, Partition};
 
 /// Longest topic name (as Kafka).
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
 /// Names of internal topics start with this.
 pub const INTERNAL_PREFIX: &str = "__";
+
+/// The internal topic of ACLs and API tokens (see `security`).
+pub const AUTH_TOPIC: &str = "__strata_auth";
 
 /// True for the broker's own topics.
 pub fn is_internal(name: &str) -> bool {
@@ -34,14 +45,19 @@ pub enum ClientOp {
     AlterConfig,
     /// CreatePartitions.
     AddPartitions,
+    /// Fetch or Subscribe.
+    Read,
 }
 
 /// The internal-topic rule: refuses every [`ClientOp`] on an internal topic.
 pub fn check_client_op(name: &str, op: ClientOp) -> Result<()> {
-    if !is_internal(name) {
+    if !is_internal(name) || (op == ClientOp::Read && name != AUTH_TOPIC) {
         return Ok(());
     }
     Err(match op {
+        ClientOp::Read => Error::PermissionDenied(format!(
+            "topic '{name}' holds the broker's credentials: no client may read its records"
+        )),
         ClientOp::Create => Error::InvalidTopicName {
             name: name.into(),
             reason: format!("names starting with '{INTERNAL_PREFIX}' are reserved for internal topics"),
@@ -75,6 +91,77 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Opens partition 0 of the internal, compacted topic `name`, creating it
+/// on first start. The broker keeps its own state (committed offsets, ACLs
+/// and tokens) in such topics as keyed events: the latest record of a key
+/// is its value, a tombstone deletes it.
+pub fn open_keyed_topic(manager: &Manager, name: &str) -> Result<Arc<Partition>> {
+    let topic = match manager.topic(name) {
+        Ok(t) => t,
+        Err(Error::TopicNotFound { .. }) => {
+            let configs = BTreeMap::from([
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                ("segment.bytes".to_string(), (64u64 << 20).to_string()),
+            ]);
+            manager.create_internal_topic(name, 1, configs)?;
+            manager.topic(name)?
+        }
+        Err(e) => return Err(e),
+    };
+    topic.partition(0)
+}
+
+/// One change to a keyed internal topic.
+pub struct KeyedRecord {
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+}
+
+impl KeyedRecord {
+    /// Sets `key` to `value`.
+    pub fn set(key: Vec<u8>, value: Vec<u8>) -> KeyedRecord {
+        KeyedRecord { key, value: Some(value) }
+    }
+
+    /// Deletes `key` (a tombstone).
+    pub fn delete(key: Vec<u8>) -> KeyedRecord {
+        KeyedRecord { key, value: None }
+    }
+}
+
+impl RecordSource for KeyedRecord {
+    fn timestamp_ms(&self) -> i64 {
+        0
+    }
+    fn key(&self) -> Option<&[u8]> {
+        Some(&self.key)
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+    fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        std::iter::empty()
+    }
+}
+
+/// Replays a keyed internal topic from its start: `apply(key, value)` for
+/// every keyed record in order (value None: a tombstone).
+pub fn replay_keyed(log: &Partition, mut apply: impl FnMut(&[u8], Option<&[u8]>)) -> Result<()> {
+    let mut offset = log.log_start();
+    while offset < log.high_watermark() {
+        let r = log.read(offset, 4 << 20, usize::MAX, false)?;
+        for chunk in &r.chunks {
+            for rec in RecordIter::new(chunk) {
+                if let Some(key) = rec.key {
+                    apply(key, rec.value);
+                }
+            }
+        }
+        offset = r.next_offset;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +191,7 @@ mod tests {
             assert!(check_client_op("__consumer_offsets", op).is_err(), "{op:?}");
             check_client_op("orders", op).unwrap();
         }
+        check_client_op("__consumer_offsets", ClientOp::Read).unwrap();
+        assert!(check_client_op(AUTH_TOPIC, ClientOp::Read).is_err());
     }
 }

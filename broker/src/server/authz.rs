@@ -1,80 +1,70 @@
 //! Authorization: the one table that gives every RPC of every service the
-//! operation it performs and on what kind of resource, and the check the
-//! RPC layer makes with it.
+//! operation it performs and on what kind of resource, the authentication
+//! of each request, and the [`Caller`] its handler checks names against.
 //!
-//! With `auth.enabled`, a request is allowed only if its RPC is public
-//! (health, reflection, `WhoAmI`), or its caller has a principal (mutual
-//! TLS) that is a super user (`auth.super_users`). No matching rule means
-//! deny: there are no ACLs yet, so every other principal is denied. A
-//! caller without a principal gets UNAUTHENTICATED; one with a principal
-//! PERMISSION_DENIED naming the operation and the kind of resource (not a
-//! resource's name, which the caller may not be allowed to learn). A test
-//! walks the services' descriptors and fails if an RPC has no row here.
+//! For each request the RPC layer calls [`Authorizer::admit`]: it finds the
+//! principal (an API token in `authorization: Bearer <token>`, else the
+//! client certificate's with mutual TLS), refuses a bad token with
+//! UNAUTHENTICATED, and, with `auth.enabled`, a caller without a principal
+//! on any RPC that is not public. Cluster rules are checked there; topic
+//! and group rules need the names in the request, so the handler checks
+//! each name it acts on with [`Caller::may`] before it looks the resource
+//! up — a denial names the operation and the resource but never says
+//! whether it exists. List RPCs show only what the caller may describe.
+//! A test walks the services' descriptors and fails if an RPC has no row.
 
-use std::collections::HashSet;
-use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use tonic::Status;
 
-/// What an RPC does, as an ACL would name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// Read records, offsets or a group's progress.
-    Read,
-    /// Append records.
-    Write,
-    /// Create a topic.
-    Create,
-    /// Delete a topic or a group.
-    Delete,
-    /// Change a topic's settings or partitions, or a group's offsets.
-    Alter,
-    /// See that a resource exists and how it is set up.
-    Describe,
-}
-
-/// What kind of resource an RPC acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
-    /// A topic.
-    Topic,
-    /// A consumer group.
-    Group,
-    /// The broker as a whole (listing, creating).
-    Cluster,
-}
+use super::connections::ConnInfo;
+use crate::error::Error;
+use crate::security::acl::{self, Operation, ResourceType, CLUSTER};
+use crate::security::{Security, TokenRefused};
 
 /// Who may call an RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     /// Anyone, authenticated or not (probes, discovery, identity).
     Public,
-    /// Callers allowed `Operation` on the `Resource` the request names.
-    Needs(Operation, Resource),
+    /// Callers allowed `Operation` on the resource of that type the request
+    /// names (the cluster: checked before the handler runs).
+    Needs(Operation, ResourceType),
+    /// Any authenticated caller; the reply lists only the resources of the
+    /// type it may describe.
+    Lists(ResourceType),
 }
 
 use Operation::*;
-use Resource::*;
+use ResourceType::*;
 use Rule::*;
 
-/// Every RPC's rule, by its gRPC path.
+/// Every RPC's rule, by its gRPC path. Heartbeat and CommitOffsets also
+/// need read on each topic they name (checked by their handlers).
 pub const RULES: &[(&str, Rule)] = &[
     ("/strata.v1.Broker/Produce", Needs(Write, Topic)),
     ("/strata.v1.Broker/ProduceStream", Needs(Write, Topic)),
     ("/strata.v1.Broker/Fetch", Needs(Read, Topic)),
     ("/strata.v1.Broker/Subscribe", Needs(Read, Topic)),
     ("/strata.v1.Broker/ListOffsets", Needs(Describe, Topic)),
-    ("/strata.v1.Admin/CreateTopic", Needs(Create, Cluster)),
+    ("/strata.v1.Admin/CreateTopic", Needs(Create, Topic)),
     ("/strata.v1.Admin/DeleteTopic", Needs(Delete, Topic)),
-    ("/strata.v1.Admin/ListTopics", Needs(Describe, Cluster)),
+    ("/strata.v1.Admin/ListTopics", Lists(Topic)),
     ("/strata.v1.Admin/DescribeTopic", Needs(Describe, Topic)),
     ("/strata.v1.Admin/AlterTopicConfig", Needs(Alter, Topic)),
     ("/strata.v1.Admin/CreatePartitions", Needs(Alter, Topic)),
     ("/strata.v1.Admin/WhoAmI", Public),
+    ("/strata.v1.Admin/CreateAcl", Needs(Alter, Cluster)),
+    ("/strata.v1.Admin/ListAcls", Needs(Describe, Cluster)),
+    ("/strata.v1.Admin/DeleteAcl", Needs(Alter, Cluster)),
+    ("/strata.v1.Admin/CreateToken", Needs(Alter, Cluster)),
+    ("/strata.v1.Admin/ListTokens", Needs(Describe, Cluster)),
+    ("/strata.v1.Admin/RevokeToken", Needs(Alter, Cluster)),
     ("/strata.v1.Groups/Heartbeat", Needs(Read, Group)),
     ("/strata.v1.Groups/CommitOffsets", Needs(Read, Group)),
     ("/strata.v1.Groups/FetchOffsets", Needs(Describe, Group)),
-    ("/strata.v1.Groups/ListGroups", Needs(Describe, Cluster)),
+    ("/strata.v1.Groups/ListGroups", Lists(Group)),
     ("/strata.v1.Groups/DescribeGroup", Needs(Describe, Group)),
     ("/strata.v1.Groups/ResetOffsets", Needs(Alter, Group)),
     ("/strata.v1.Groups/DeleteGroup", Needs(Delete, Group)),
@@ -84,66 +74,160 @@ pub const RULES: &[(&str, Rule)] = &[
     ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Public),
 ];
 
-/// The rule for `path`; None for a path no service has (tonic answers
-/// those UNIMPLEMENTED).
-pub fn rule(path: &str) -> Option<Rule> {
-    RULES.iter().find(|(p, _)| *p == path).map(|(_, r)| *r)
+/// The rule for `path` and the path as the table spells it; None for a
+/// path no service has (tonic answers those UNIMPLEMENTED).
+pub fn rule(path: &str) -> Option<(&'static str, Rule)> {
+    RULES.iter().find(|(p, _)| *p == path).copied()
 }
 
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Read => "read",
-            Write => "write",
-            Create => "create",
-            Delete => "delete",
-            Alter => "alter",
-            Describe => "describe",
-        })
-    }
-}
-
-impl fmt::Display for Resource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Topic => "topic",
-            Group => "group",
-            Cluster => "cluster",
-        })
-    }
-}
-
-/// `auth.*`: whether authorization is on, and who may do everything.
-#[derive(Debug, Clone, Default)]
+/// Authenticates requests and admits them to their services.
+#[derive(Clone)]
 pub struct Authorizer {
-    enabled: bool,
-    super_users: HashSet<String>,
+    security: Arc<Security>,
 }
 
 impl Authorizer {
-    /// From `auth.enabled` and `auth.super_users`.
-    pub fn new(enabled: bool, super_users: &[String]) -> Self {
-        Authorizer { enabled, super_users: super_users.iter().cloned().collect() }
+    /// Over the node's security state.
+    pub fn new(security: Arc<Security>) -> Self {
+        Authorizer { security }
     }
 
-    /// Whether `principal` (None: anonymous) may call `path`.
-    pub fn check(&self, path: &str, principal: Option<&str>) -> Result<(), Status> {
-        if !self.enabled {
+    /// The caller of a request to `path`, or why it may not call it.
+    pub fn admit(&self, path: &str, headers: &http::HeaderMap, conn: Option<&ConnInfo>) -> Result<Caller, Status> {
+        let peer = conn.map(|c| c.peer);
+        let Some((path, rule)) = rule(path) else {
+            // Unknown paths: tonic says UNIMPLEMENTED, revealing nothing.
+            return Ok(Caller { principal: None, peer, checks: Checks::Off });
+        };
+        let principal = match bearer(headers) {
+            // Probes and WhoAmI answer whatever the credentials: a probe
+            // must not fail because a token expired.
+            Some(Err(_)) if rule == Public => None,
+            Some(Err(why)) => return Err(Status::unauthenticated(why)),
+            Some(Ok(token)) => match self.security.authenticate_token(token) {
+                Ok(p) => Some(Arc::<str>::from(p)),
+                Err(_) if rule == Public => None,
+                Err(why) => return Err(Status::unauthenticated(why.to_string())),
+            },
+            None => conn.and_then(|c| c.principal()).map(Arc::<str>::from),
+        };
+        let off = Caller { principal: principal.clone(), peer, checks: Checks::Off };
+        if !self.security.enabled() || rule == Public {
+            return Ok(off);
+        }
+        let Some(p) = principal else {
+            return Err(Status::unauthenticated(format!(
+                "{path} needs an authenticated principal (an API token as \"authorization: Bearer <token>\", or a client certificate with mutual TLS): the broker has auth.enabled"
+            )));
+        };
+        if self.security.is_super_user(&p) {
+            return Ok(off);
+        }
+        let caller =
+            Caller { principal: Some(p), peer, checks: Checks::On { security: self.security.clone(), rule, path } };
+        if let Needs(operation, Cluster) = rule {
+            caller.may_do(operation, Cluster, CLUSTER).map_err(Status::from)?;
+        }
+        Ok(caller)
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` header, if there is one.
+fn bearer(headers: &http::HeaderMap) -> Option<Result<&str, String>> {
+    let value = headers.get(http::header::AUTHORIZATION)?;
+    let parsed = value.to_str().ok().and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    Some(
+        parsed
+            .ok_or_else(|| format!("the authorization header must be \"Bearer <token>\": {}", TokenRefused::Malformed)),
+    )
+}
+
+/// Who made a request, as its handler sees it: its principal, and the
+/// checks still to make on the names it acts on. The RPC layer puts one in
+/// every admitted request's extensions.
+#[derive(Clone)]
+pub struct Caller {
+    principal: Option<Arc<str>>,
+    peer: Option<SocketAddr>,
+    checks: Checks,
+}
+
+#[derive(Clone)]
+enum Checks {
+    /// Authorization off, a public RPC, or a super user.
+    Off,
+    /// A request that did not come through the RPC layer: nothing allowed.
+    Deny,
+    /// Each resource needs an ACL that allows it.
+    On { security: Arc<Security>, rule: Rule, path: &'static str },
+}
+
+impl Caller {
+    /// The caller of `req` (put there by the RPC layer).
+    pub fn of<T>(req: &tonic::Request<T>) -> Caller {
+        // Only a request that did not come through the RPC layer lacks one:
+        // deny it everything rather than allow it anything.
+        req.extensions().get::<Caller>().cloned().unwrap_or(Caller {
+            principal: None,
+            peer: None,
+            checks: Checks::Deny,
+        })
+    }
+
+    /// The authenticated principal, if any.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+
+    /// Whether the caller may do its RPC's operation on `name` (a resource
+    /// of the RPC's type): PERMISSION_DENIED naming both if not.
+    pub fn may(&self, name: &str) -> Result<(), Error> {
+        match &self.checks {
+            Checks::Off => Ok(()),
+            Checks::On { rule: Needs(operation, resource_type), .. } => self.may_do(*operation, *resource_type, name),
+            Checks::On { rule: Lists(resource_type), .. } => self.may_do(Describe, *resource_type, name),
+            Checks::Deny | Checks::On { rule: Public, .. } => self.may_do(All, Cluster, name),
+        }
+    }
+
+    /// Whether the caller may do `operation` on the resource `name` of type
+    /// `resource_type`.
+    pub fn may_do(&self, operation: Operation, resource_type: ResourceType, name: &str) -> Result<(), Error> {
+        let path = match &self.checks {
+            Checks::Off => return Ok(()),
+            Checks::On { path, .. } => path,
+            Checks::Deny => "(outside the RPC layer)",
+        };
+        if self.allows(operation, resource_type, name) {
             return Ok(());
         }
-        let (operation, resource) = match rule(path) {
-            // Unknown paths: tonic says UNIMPLEMENTED, revealing nothing.
-            None | Some(Public) => return Ok(()),
-            Some(Needs(operation, resource)) => (operation, resource),
-        };
-        match principal {
-            None => Err(Status::unauthenticated(format!(
-                "{path} needs an authenticated principal (a client certificate: the broker has auth.enabled)"
-            ))),
-            Some(p) if self.super_users.contains(p) => Ok(()),
-            Some(p) => Err(Status::permission_denied(format!(
-                "principal {p:?} may not {operation} on this {resource} ({path}): no ACL allows it"
-            ))),
+        let principal = self.principal.as_deref().unwrap_or("");
+        let e = Error::PermissionDenied(format!(
+            "principal {principal:?} may not {operation} {resource_type} {name:?}: no ACL allows it, or one denies it"
+        ));
+        log_denial(path, principal, self.peer, &e.to_string(), "PermissionDenied");
+        Err(e)
+    }
+
+    /// Whether the caller may describe `name` (for filtering lists).
+    pub fn can_describe(&self, resource_type: ResourceType, name: &str) -> bool {
+        self.allows(Describe, resource_type, name)
+    }
+
+    fn allows(&self, operation: Operation, resource_type: ResourceType, resource_name: &str) -> bool {
+        match &self.checks {
+            Checks::Off => true,
+            Checks::Deny => false,
+            Checks::On { security, .. } => security.allowed(&acl::Request {
+                principal: self.principal.as_deref().unwrap_or(""),
+                host: self.peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip()),
+                operation,
+                resource_type,
+                resource_name,
+            }),
         }
     }
 }
@@ -151,11 +235,11 @@ impl Authorizer {
 /// Logs a denial: at most one line a second (the first denial of that
 /// second, with its principal, RPC and peer, and how many were not logged
 /// since the last line), and counts every one.
-pub fn log_denial(path: &str, conn: Option<&super::connections::ConnInfo>, status: &Status) {
+pub fn log_denial(path: &str, principal: &str, peer: Option<SocketAddr>, message: &str, code: &'static str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
     static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    metrics::counter!("strata_authorization_denied_total", "code" => format!("{:?}", status.code())).increment(1);
+    metrics::counter!("strata_authorization_denied_total", "code" => code).increment(1);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     if LAST_SECOND.swap(now, Ordering::Relaxed) == now {
         SUPPRESSED.fetch_add(1, Ordering::Relaxed);
@@ -163,11 +247,11 @@ pub fn log_denial(path: &str, conn: Option<&super::connections::ConnInfo>, statu
     }
     tracing::warn!(
         rpc = path,
-        principal = conn.and_then(|c| c.principal()).unwrap_or("(anonymous)"),
-        peer = %conn.map(|c| c.peer.to_string()).unwrap_or_default(),
-        code = ?status.code(),
+        principal = if principal.is_empty() { "(anonymous)" } else { principal },
+        peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+        code,
         denied_since_last_line = SUPPRESSED.swap(0, Ordering::Relaxed),
-        "request denied: {}", status.message()
+        "request denied: {message}"
     );
 }
 
@@ -209,19 +293,5 @@ mod tests {
         for (p, _) in RULES {
             assert!(methods.iter().any(|m| m == p), "RULES names {p}, which no service serves");
         }
-    }
-
-    #[test]
-    fn default_deny_super_users_and_public_rpcs() {
-        let a = Authorizer::new(true, &["admin".to_string()]);
-        let produce = "/strata.v1.Broker/Produce";
-        assert_eq!(a.check(produce, None).unwrap_err().code(), tonic::Code::Unauthenticated);
-        let denied = a.check(produce, Some("svc")).unwrap_err();
-        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-        assert!(denied.message().contains("write on this topic"), "{}", denied.message());
-        assert!(a.check(produce, Some("admin")).is_ok());
-        assert!(a.check("/grpc.health.v1.Health/Check", None).is_ok());
-        assert!(a.check("/strata.v1.Admin/WhoAmI", None).is_ok());
-        assert!(Authorizer::new(false, &[]).check(produce, None).is_ok());
     }
 }

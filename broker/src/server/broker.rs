@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::authz::Caller;
 use super::connections::ConnInfo;
 use super::layers::HeldMemory;
 use super::status::to_status;
@@ -86,10 +87,12 @@ impl BrokerService {
 
     /// Validates and appends now, in call order; returns the wait for the
     /// requested durability, so a stream can pipeline the next request.
-    fn append(&self, req: &ProduceRequest, principal: Option<&str>) -> Result<Produced> {
+    fn append(&self, req: &ProduceRequest, caller: &Caller) -> Result<Produced> {
         if req.topic.is_empty() {
             return Err(Error::InvalidArgument("produce request has no topic".into()));
         }
+        caller.may(&req.topic)?;
+        let principal = caller.principal();
         let acks = self.acks(req.acks)?;
         check_client_op(&req.topic, ClientOp::Produce)?;
         let topic = self.manager.topic(&req.topic)?;
@@ -258,17 +261,12 @@ fn stream_error(e: Error) -> strata_proto::v1::Error {
     strata_proto::v1::Error { code: s.code() as i32, message: s.message().to_string() }
 }
 
-/// The principal of the connection a request came on (mutual TLS).
-fn principal<T>(req: &Request<T>) -> Option<String> {
-    req.extensions().get::<ConnInfo>().and_then(|c| c.principal()).map(str::to_string)
-}
-
 #[tonic::async_trait]
 impl Broker for BrokerService {
     async fn produce(&self, req: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
-        let principal = principal(&req);
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        let produced = self.append(&req, principal.as_deref())?;
+        let produced = self.append(&req, &caller)?;
         let (request_id, omit) = (req.request_id, req.omit_record_positions);
         // The records' buffers go back before the wait for durability.
         drop(req);
@@ -282,7 +280,7 @@ impl Broker for BrokerService {
         &self,
         req: Request<Streaming<ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
-        let principal = principal(&req);
+        let caller = Caller::of(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
         let svc = self.clone();
@@ -300,7 +298,7 @@ impl Broker for BrokerService {
                     msg = inbound.message(), if reading && pending.len() < MAX_IN_FLIGHT => match msg {
                         Ok(Some(req)) => {
                             let (id, omit) = (req.request_id, req.omit_record_positions);
-                            let appended = svc.append(&req, principal.as_deref());
+                            let appended = svc.append(&req, &caller);
                             // The records' buffers go back now.
                             drop(req);
                             pending.push_back(async move {
@@ -335,9 +333,14 @@ impl Broker for BrokerService {
     }
 
     async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<raw::FetchResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         if req.partitions.is_empty() {
             return Err(Error::InvalidArgument("fetch request names no partitions".into()).into());
+        }
+        for p in &req.partitions {
+            caller.may(&p.topic)?;
+            check_client_op(&p.topic, ClientOp::Read)?;
         }
         let logs = req.partitions.iter().map(|p| self.log(&p.topic, p.partition)).collect::<Result<Vec<_>>>()?;
         let total_max = self.max_bytes(req.max_bytes);
@@ -384,7 +387,10 @@ impl Broker for BrokerService {
 
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let conn = req.extensions().get::<ConnInfo>().cloned();
+        let caller = Caller::of(&req);
         let req = req.into_inner();
+        caller.may(&req.topic)?;
+        check_client_op(&req.topic, ClientOp::Read)?;
         let log = self.log(&req.topic, req.partition)?;
         let mut offset = req.offset.unwrap_or_else(|| log.high_watermark());
         let max_bytes = self.max_bytes(req.max_bytes);
@@ -461,7 +467,9 @@ impl Broker for BrokerService {
     }
 
     async fn list_offsets(&self, req: Request<ListOffsetsRequest>) -> Result<Response<ListOffsetsResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
+        caller.may(&req.topic)?;
         let log = self.log(&req.topic, req.partition)?;
         let (log_start, hw) = (log.log_start(), log.high_watermark());
         let (offset, timestamp_ms) = match req.spec {

@@ -12,6 +12,9 @@ use crate::coordinator::group::{Heartbeat, Subscription};
 use crate::coordinator::offsets::Committed;
 use crate::coordinator::{Coordinator, ResetTo};
 use crate::error::Error;
+use crate::security::acl::{Operation, ResourceType};
+
+use super::authz::Caller;
 
 /// The Groups service.
 pub struct GroupsService {
@@ -35,7 +38,12 @@ fn committed(offsets: Vec<(Tp, Committed)>) -> Vec<CommittedOffset> {
 #[tonic::async_trait]
 impl Groups for GroupsService {
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let caller = Caller::of(&req);
         let r = req.into_inner();
+        caller.may(&r.group_id)?;
+        for t in &r.topics {
+            caller.may_do(Operation::Read, ResourceType::Topic, t)?;
+        }
         let subscription = match (r.topics.is_empty(), r.topic_pattern.is_empty()) {
             (true, true) => None,
             (false, true) => Some(Subscription::Topics(r.topics.into_iter().collect())),
@@ -65,7 +73,12 @@ impl Groups for GroupsService {
         &self,
         req: Request<CommitOffsetsRequest>,
     ) -> Result<Response<CommitOffsetsResponse>, Status> {
+        let caller = Caller::of(&req);
         let r = req.into_inner();
+        caller.may(&r.group_id)?;
+        for o in &r.offsets {
+            caller.may_do(Operation::Read, ResourceType::Topic, &o.topic)?;
+        }
         let commits = r
             .offsets
             .into_iter()
@@ -76,17 +89,21 @@ impl Groups for GroupsService {
     }
 
     async fn fetch_offsets(&self, req: Request<FetchOffsetsRequest>) -> Result<Response<FetchOffsetsResponse>, Status> {
+        let caller = Caller::of(&req);
         let r = req.into_inner();
+        caller.may(&r.group_id)?;
         let offsets = self.coordinator.fetch_offsets(&r.group_id, &tp_set(r.partitions));
         Ok(Response::new(FetchOffsetsResponse { offsets: committed(offsets) }))
     }
 
-    async fn list_groups(&self, _req: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+    async fn list_groups(&self, req: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+        let caller = Caller::of(&req);
         let groups = self
             .coordinator
             .list_groups()
             .await
             .into_iter()
+            .filter(|(group_id, _, _)| caller.can_describe(ResourceType::Group, group_id))
             .map(|(group_id, state, members)| GroupSummary { group_id, state: state.into(), members: members as u32 })
             .collect();
         Ok(Response::new(ListGroupsResponse { groups }))
@@ -96,7 +113,9 @@ impl Groups for GroupsService {
         &self,
         req: Request<DescribeGroupRequest>,
     ) -> Result<Response<DescribeGroupResponse>, Status> {
+        let caller = Caller::of(&req);
         let group_id = req.into_inner().group_id;
+        caller.may(&group_id)?;
         let info = self.coordinator.describe(&group_id).await?;
         let members = info
             .members
@@ -140,7 +159,9 @@ impl Groups for GroupsService {
     }
 
     async fn reset_offsets(&self, req: Request<ResetOffsetsRequest>) -> Result<Response<ResetOffsetsResponse>, Status> {
+        let caller = Caller::of(&req);
         let r = req.into_inner();
+        caller.may(&r.group_id)?;
         let to = match r.to {
             Some(reset_offsets_request::To::Earliest(_)) => ResetTo::Earliest,
             Some(reset_offsets_request::To::Latest(_)) => ResetTo::Latest,
@@ -158,7 +179,10 @@ impl Groups for GroupsService {
     }
 
     async fn delete_group(&self, req: Request<DeleteGroupRequest>) -> Result<Response<DeleteGroupResponse>, Status> {
-        self.coordinator.delete_group(&req.into_inner().group_id).await?;
+        let caller = Caller::of(&req);
+        let group_id = req.into_inner().group_id;
+        caller.may(&group_id)?;
+        self.coordinator.delete_group(&group_id).await?;
         Ok(Response::new(DeleteGroupResponse {}))
     }
 }

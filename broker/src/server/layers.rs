@@ -75,15 +75,21 @@ where
         let start = Instant::now();
         let conn = req.extensions().get::<ConnInfo>();
         let guard = conn.map(|c| c.state.begin_request());
-        let allowed = self.authorizer.check(&method, conn.and_then(|c| c.principal()));
-        if let Err(status) = &allowed {
-            super::authz::log_denial(&method, conn, status);
+        let admitted = self.authorizer.admit(&method, req.headers(), conn);
+        if let Err(status) = &admitted {
+            if status.code() == tonic::Code::Unauthenticated {
+                let (principal, peer) = (conn.and_then(|c| c.principal()).unwrap_or(""), conn.map(|c| c.peer));
+                super::authz::log_denial(&method, principal, peer, status.message(), "Unauthenticated");
+            }
         }
         let limits = self.limits.clone();
-        let req = req.map(|body| tonic::body::Body::new(Budgeted::new(body, limits)));
-        // A denied request never reaches its service (nothing of it is read).
-        let fut = match allowed {
-            Ok(()) => futures::future::Either::Left(self.inner.call(req)),
+        let mut req = req.map(|body| tonic::body::Body::new(Budgeted::new(body, limits)));
+        // A refused request never reaches its service (nothing of it is read).
+        let fut = match admitted {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                futures::future::Either::Left(self.inner.call(req))
+            }
             Err(status) => futures::future::Either::Right(std::future::ready(Ok(status.into_http()))),
         };
         Box::pin(async move {

@@ -88,12 +88,12 @@ async fn run(
         // for, plus one whole batch (which may exceed what was asked, but is
         // itself at most max_request_bytes), plus per-partition framing.
         .max_encoding_message_size(max_message * 2 + (4 << 20));
-    let admin = AdminServer::new(AdminService::new(node.manager.clone()));
+    let admin = AdminServer::new(AdminService::new(node.manager.clone(), node.security.clone()));
     let groups = GroupsServer::new(GroupsService::new(node.coordinator.clone()));
 
     let tls = tls::Tls::load(&config.tls).map_err(NodeError::from)?;
-    if config.auth.enabled && (tls.is_none() || !tls.as_ref().is_some_and(|t| t.mutual())) {
-        tracing::warn!("auth.enabled without mutual TLS (tls.client_ca_file): no client has a principal, so every RPC but the public ones is UNAUTHENTICATED");
+    if config.auth.enabled && tls.is_none() {
+        tracing::warn!("auth.enabled without TLS: API tokens cross the network in clear; configure [tls] unless the listener is on loopback");
     }
     let _reloader = tls.clone().map(|t| AbortOnDrop(tokio::spawn(t.run_reloader(stop.clone()))));
     // Logged last: once this line is out, every service is ready.
@@ -144,10 +144,7 @@ async fn run(
             .max_concurrent_streams(config.server.max_concurrent_streams)
             // The client's HTTP/2 header block: gRPC needs a few hundred bytes.
             .http2_max_header_list_size(Some(H2_MAX_HEADER_LIST))
-            .layer(layers::RpcLayer {
-                limits,
-                authorizer: Arc::new(authz::Authorizer::new(config.auth.enabled, &config.auth.super_users)),
-            })
+            .layer(layers::RpcLayer { limits, authorizer: Arc::new(authz::Authorizer::new(node.security.clone())) })
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

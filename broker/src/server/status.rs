@@ -21,7 +21,7 @@ pub fn to_status(e: Error) -> Status {
         Error::DataLoss { .. } => Code::DataLoss,
         Error::Unavailable(_) => Code::Unavailable,
         Error::ResourceExhausted(_) => Code::ResourceExhausted,
-        Error::NotDeclaredWriter { .. } => Code::PermissionDenied,
+        Error::NotDeclaredWriter { .. } | Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::Storage { source, .. }
             if source.kind() == std::io::ErrorKind::StorageFull
                 || matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
