@@ -167,9 +167,10 @@ fn readme_block(marker: &str) -> Vec<Step> {
     steps
 }
 
-/// Runs `steps` with `strata` on the PATH, against `addr`; each must
-/// succeed and print what the README shows (in any order where `unordered`).
-fn run_readme_steps(steps: &[Step], addr: &str, bin_dir: &std::path::Path, unordered: bool) {
+/// Runs `steps` with `strata` on the PATH, against `addr`, in `bin_dir`
+/// with `env`; each must succeed and print what the README shows (in any
+/// order where `unordered`).
+fn run_readme_steps(steps: &[Step], addr: &str, bin_dir: &std::path::Path, unordered: bool, env: &[(&str, &str)]) {
     for step in steps {
         // Commands that follow a stream until Ctrl-C get a couple of seconds.
         let follow = step.command.contains("--follow");
@@ -179,6 +180,8 @@ fn run_readme_steps(steps: &[Step], addr: &str, bin_dir: &std::path::Path, unord
             .args(["-c", &script])
             .env("PATH", path)
             .env("STRATA_ADDR", addr)
+            .envs(env.iter().copied())
+            .current_dir(bin_dir)
             .output()
             .unwrap();
         let ok = out.status.success() || (follow && out.status.code() == Some(124));
@@ -206,16 +209,27 @@ async fn the_readme_examples_print_what_the_readme_shows() {
 
     let walk = readme_block("## Five-minute walk-through");
     assert!(walk.len() >= 10 && walk.iter().any(|s| !s.shown.is_empty()), "the walk-through was not parsed");
-    run_readme_steps(&walk, &b.addr, bin_dir.path(), false);
+    run_readme_steps(&walk, &b.addr, bin_dir.path(), false, &[]);
 
     let entity = readme_block("Materialising a table from an entity topic");
-    run_readme_steps(&entity, &b.addr, bin_dir.path(), true);
+    run_readme_steps(&entity, &b.addr, bin_dir.path(), true, &[]);
 
     // The consumer-group commands need a topic to consume.
     let mut c = b.client().await;
     create_topic(&mut c, "orders", 3).await;
     let groups = readme_block("partitions incrementally, so members keep consuming");
-    run_readme_steps(&groups, &b.addr, bin_dir.path(), false);
+    run_readme_steps(&groups, &b.addr, bin_dir.path(), false, &[]);
+
+    // The secured walk-through, against a broker with auth on.
+    let token = "readme-bootstrap-token-0123456789abcdef";
+    let secured_dir = tempfile::tempdir().unwrap();
+    let secured = Broker::start_with(
+        secured_dir.path(),
+        &[],
+        &[("STRATA_AUTH__ENABLED", "true"), ("STRATA_AUTH__BOOTSTRAP_TOKEN", token)],
+    );
+    let steps = readme_block("A secured broker, with `STRATA_TOKEN`");
+    run_readme_steps(&steps, &secured.addr, bin_dir.path(), false, &[("STRATA_TOKEN", token)]);
 }
 
 #[test]
