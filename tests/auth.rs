@@ -1,4 +1,4 @@
-//! Authentication (API tokens, the bootstrap token) and authorization
+//! Authentication (API tokens, passwords, the bootstrap token) and authorization
 //! (ACLs) over the real broker, plaintext on loopback: every RPC for every
 //! kind of caller, deny over allow, prefixes, the declared writer, the
 //! internal topics, and ACLs and tokens across kill -9.
@@ -133,6 +133,11 @@ async fn every_rpc(c: &mut Client, i: usize, token_to_revoke: &str) -> Vec<(&'st
     out.push(("ListTokens", code(c.admin.list_tokens(ListTokensRequest::default()).await.map(|_| ()))));
     let revoke = RevokeTokenRequest { token_id: token_to_revoke.into() };
     out.push(("RevokeToken", code(c.admin.revoke_token(revoke).await.map(|_| ()))));
+    let user = SetUserRequest { username: format!("user-{i}"), password: "a long password".into() };
+    out.push(("SetUser", code(c.admin.set_user(user).await.map(|_| ()))));
+    out.push(("ListUsers", code(c.admin.list_users(ListUsersRequest {}).await.map(|_| ()))));
+    let gone = DeleteUserRequest { username: format!("user-{i}") };
+    out.push(("DeleteUser", code(c.admin.delete_user(gone).await.map(|_| ()))));
     let commit = CommitOffsetsRequest {
         group_id: g.clone(),
         member_id: String::new(),
@@ -423,4 +428,50 @@ async fn acls_and_tokens_survive_kill_9() {
     let acls = admin.admin.list_acls(ListAclsRequest { principal: "svc".into(), ..Default::default() }).await.unwrap();
     assert_eq!(acls.into_inner().acls.len(), 1);
     assert_eq!(admin.admin.list_tokens(ListTokensRequest::default()).await.unwrap().into_inner().tokens.len(), 1);
+}
+
+/// Users with passwords: the right one passes, a wrong one or an unknown
+/// user is UNAUTHENTICATED (the same answer), a changed password replaces
+/// the old, and all of it survives kill -9.
+#[tokio::test]
+async fn passwords_authenticate_and_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path());
+    let mut admin = client(&b.addr, Some(BOOTSTRAP)).await;
+    add_acl(&mut admin, acl("alice", AclOperation::Describe, ResourceType::Cluster, false, "cluster", false)).await;
+    let set = |pw: &str| SetUserRequest { username: "alice".into(), password: pw.into() };
+    assert!(admin.admin.set_user(set("first password")).await.unwrap().into_inner().created);
+    let short = admin.admin.set_user(set("short")).await.unwrap_err();
+    assert_eq!(short.code(), Code::InvalidArgument);
+    assert!(short.message().contains("8-1024"), "{}", short.message());
+    let as_user = |addr: String, user: &'static str, pw: &'static str| async move {
+        let channel = strata_client::channel(&addr, None).await.unwrap();
+        Client::from_channel(channel, Credentials::password(user, pw).unwrap())
+    };
+    let mut alice = as_user(b.addr.clone(), "alice", "first password").await;
+    alice.admin.list_users(ListUsersRequest {}).await.unwrap();
+    assert_eq!(alice.admin.who_am_i(WhoAmIRequest {}).await.unwrap().into_inner().principal, "alice");
+    for (user, pw) in [("alice", "wrong password"), ("mallory", "first password"), ("alice", "")] {
+        let mut c = as_user(b.addr.clone(), user, pw).await;
+        let err = c.admin.list_users(ListUsersRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{user}/{pw}: {err:?}");
+        assert!(err.message().contains("unknown user or wrong password"), "{}", err.message());
+    }
+    assert!(!admin.admin.set_user(set("second password")).await.unwrap().into_inner().created);
+    let err = alice.admin.list_users(ListUsersRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "the old password no longer works");
+    let users = admin.admin.list_users(ListUsersRequest {}).await.unwrap().into_inner().usernames;
+    assert_eq!(users, ["alice"]);
+    drop((admin, alice));
+    b.kill9();
+
+    let b = start(dir.path());
+    let mut alice = as_user(b.addr.clone(), "alice", "second password").await;
+    assert_eq!(alice.admin.list_users(ListUsersRequest {}).await.unwrap().into_inner().usernames, ["alice"]);
+    let mut old = as_user(b.addr.clone(), "alice", "first password").await;
+    assert_eq!(old.admin.list_users(ListUsersRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut admin = client(&b.addr, Some(BOOTSTRAP)).await;
+    let del = DeleteUserRequest { username: "alice".into() };
+    assert!(admin.admin.delete_user(del).await.unwrap().into_inner().deleted);
+    assert_eq!(alice.admin.list_users(ListUsersRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
 }

@@ -33,8 +33,10 @@ pub struct Client {
 }
 
 /// Credentials sent with every request: an API token as
-/// `authorization: Bearer <token>` (with mutual TLS, the certificate is
-/// the other credential, given in [`TlsOptions`]).
+/// `authorization: Bearer <token>`, or a username and password as
+/// `authorization: Basic <base64 user:password>` (use TLS: they travel in
+/// every request). With mutual TLS the certificate is a credential too,
+/// given in [`TlsOptions`].
 #[derive(Clone, Default)]
 pub struct Credentials {
     bearer: Option<MetadataValue<Ascii>>,
@@ -51,6 +53,14 @@ impl Credentials {
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| "an API token must be printable ASCII without line breaks".to_string())?;
+        Ok(Credentials { bearer: Some(value) })
+    }
+
+    /// A user and password.
+    pub fn password(user: &str, password: &str) -> Result<Credentials, String> {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let value = format!("Basic {encoded}").parse().map_err(|_| "unencodable credentials".to_string())?;
         Ok(Credentials { bearer: Some(value) })
     }
 }

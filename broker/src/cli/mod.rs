@@ -11,6 +11,7 @@ mod produce;
 mod serve;
 mod token;
 mod topic;
+mod user;
 mod verify;
 
 use std::path::PathBuf;
@@ -52,8 +53,14 @@ pub struct Connect {
     tls_server_name: Option<String>,
     /// API token sent with every request (prefer the variable: a flag
     /// shows in the process list).
-    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true, global = true)]
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true, global = true, conflicts_with = "user")]
     token: Option<String>,
+    /// User to authenticate as (with --password or STRATA_PASSWORD).
+    #[arg(long, env = "STRATA_USER", global = true, requires = "password")]
+    user: Option<String>,
+    /// The user's password (prefer the variable).
+    #[arg(long, env = "STRATA_PASSWORD", hide_env_values = true, global = true)]
+    password: Option<String>,
 }
 
 impl Connect {
@@ -99,6 +106,13 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: token::TokenCommand,
+        #[command(flatten)]
+        connect: Connect,
+    },
+    /// Set passwords of, list and delete users.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
         #[command(flatten)]
         connect: Connect,
     },
@@ -169,6 +183,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Group { command, connect } => group::run(command, &connect).await,
         Command::Acl { command, connect } => acl::run(command, &connect).await,
         Command::Token { command, connect } => token::run(command, &connect).await,
+        Command::User { command, connect } => user::run(command, &connect).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Bench(args) => bench::run(args).await,
@@ -187,9 +202,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 /// Connects a client, with the address in the error.
 pub async fn connect(c: &Connect) -> Result<strata_client::Client, CliError> {
     let tls = c.tls()?;
-    let credentials = match &c.token {
-        Some(t) => strata_client::Credentials::token(t)?,
-        None => strata_client::Credentials::none(),
+    let credentials = match (&c.token, &c.user, &c.password) {
+        (Some(t), _, _) => strata_client::Credentials::token(t)?,
+        (None, Some(u), Some(p)) => strata_client::Credentials::password(u, p)?,
+        _ => strata_client::Credentials::none(),
     };
     let channel = strata_client::channel(&c.addr, tls.as_ref())
         .await

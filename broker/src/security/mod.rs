@@ -1,19 +1,22 @@
 //! Who a caller is and what it may do: ACLs ([`acl`]), API tokens
-//! ([`token`]), super users and the bootstrap token (`[auth]` config).
+//! ([`token`]), users with passwords ([`password`]), super users and the
+//! bootstrap token (`[auth]` config).
 //!
 //! ACLs and tokens are events in the internal compacted topic
 //! `__strata_auth` (one partition), written with fsync before a change is
 //! acknowledged and replayed at start-up, as committed offsets are: a
 //! restart keeps them, and replication will carry them like any topic.
 //! Keys: `acl \0 principal \0 host \0 operation \0 resource type \0
-//! pattern \0 resource name \0 permission` (value: one byte, 1), and
-//! `token \0 id` (value: see [`encode_token`]); removal is a tombstone.
+//! pattern \0 resource name \0 permission` (value: one byte, 1),
+//! `token \0 id` (value: see [`encode_token`]) and `user \0 name` (value:
+//! see [`encode_user`]); removal is a tombstone.
 //!
 //! No ordinary principal reaches `__strata_auth`: it matches no ACL (an
 //! internal topic), and its records are refused to everyone, super users
 //! included (see `partition::internal`).
 
 pub mod acl;
+pub mod password;
 pub mod token;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -26,6 +29,7 @@ use crate::log::locks::RwLockExt;
 use crate::partition::internal::{open_keyed_topic, replay_keyed, KeyedRecord};
 use crate::partition::{Manager, Partition};
 use acl::{Acl, Operation, PatternType, Permission, ResourceType};
+use password::Hashed;
 use token::SecretHash;
 
 pub use crate::partition::internal::AUTH_TOPIC;
@@ -35,6 +39,9 @@ pub const MAX_ACLS: usize = 10_000;
 
 /// Most API tokens a broker keeps.
 pub const MAX_TOKENS: usize = 10_000;
+
+/// Most users a broker keeps.
+pub const MAX_USERS: usize = 10_000;
 
 /// An API token as stored: never its secret, only the secret's hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,23 +58,26 @@ pub struct Token {
     pub expires_at_ms: i64,
 }
 
-/// Why a token was refused (all UNAUTHENTICATED to the caller).
+/// Why credentials were refused (all UNAUTHENTICATED to the caller).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenRefused {
+pub enum Refused {
     /// Not shaped like a Strata token.
-    Malformed,
+    MalformedToken,
     /// No such token: never issued, or revoked.
-    Unknown,
+    UnknownToken,
     /// Past its expiry.
-    Expired,
+    ExpiredToken,
+    /// No such user, or not its password (the caller is not told which).
+    BadPassword,
 }
 
-impl std::fmt::Display for TokenRefused {
+impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            TokenRefused::Malformed => "the bearer token is not a Strata API token (strata_<id>_<secret>)",
-            TokenRefused::Unknown => "the API token is unknown or revoked",
-            TokenRefused::Expired => "the API token has expired",
+            Refused::MalformedToken => "the bearer token is not a Strata API token (strata_<id>_<secret>)",
+            Refused::UnknownToken => "the API token is unknown or revoked",
+            Refused::ExpiredToken => "the API token has expired",
+            Refused::BadPassword => "unknown user or wrong password",
         })
     }
 }
@@ -100,6 +110,7 @@ pub struct Security {
     /// Swapped whole on each change (changes are rare, checks constant).
     acls: RwLock<Arc<AclIndex>>,
     tokens: RwLock<BTreeMap<String, Token>>,
+    users: RwLock<BTreeMap<String, Arc<Hashed>>>,
     /// One change at a time: append, then apply, in log order.
     writing: tokio::sync::Mutex<()>,
 }
@@ -110,6 +121,7 @@ impl Security {
         let log = open_keyed_topic(manager, AUTH_TOPIC)?;
         let mut acls = BTreeSet::new();
         let mut tokens = BTreeMap::new();
+        let mut users = BTreeMap::new();
         replay_keyed(&log, |key, value| match decode_key(key) {
             Some(Key::Acl(a)) => {
                 match value {
@@ -125,11 +137,24 @@ impl Security {
                     tokens.remove(&id);
                 }
             },
+            Some(Key::User(name)) => match value.and_then(decode_user) {
+                Some(h) => {
+                    users.insert(name, Arc::new(h));
+                }
+                None => {
+                    users.remove(&name);
+                }
+            },
             None => {
                 tracing::warn!(key = ?String::from_utf8_lossy(key), "{AUTH_TOPIC}: skipping a record of unknown key")
             }
         })?;
-        tracing::info!(acls = acls.len(), tokens = tokens.len(), "loaded ACLs and API tokens");
+        tracing::info!(
+            acls = acls.len(),
+            tokens = tokens.len(),
+            users = users.len(),
+            "loaded ACLs, API tokens and users"
+        );
         let mut super_users: HashSet<String> = config.super_users.iter().cloned().collect();
         let bootstrap = (!config.bootstrap_token.is_empty()).then(|| {
             super_users.insert(config.bootstrap_principal.clone());
@@ -142,6 +167,7 @@ impl Security {
             log,
             acls: RwLock::new(Arc::new(AclIndex::rebuild(acls))),
             tokens: RwLock::new(tokens),
+            users: RwLock::new(users),
             writing: tokio::sync::Mutex::new(()),
         })
     }
@@ -152,19 +178,76 @@ impl Security {
     }
 
     /// The principal a bearer token stands for.
-    pub fn authenticate_token(&self, presented: &str) -> std::result::Result<String, TokenRefused> {
+    pub fn authenticate_token(&self, presented: &str) -> std::result::Result<String, Refused> {
         if let Some((hash, principal)) = &self.bootstrap {
             if token::same(hash, &token::hash(presented)) {
                 return Ok(principal.clone());
             }
         }
-        let (id, secret) = token::parse(presented).ok_or(TokenRefused::Malformed)?;
+        let (id, secret) = token::parse(presented).ok_or(Refused::MalformedToken)?;
         let tokens = self.tokens.read_locked();
-        let t = tokens.get(id).filter(|t| token::same(&t.hash, &token::hash(secret))).ok_or(TokenRefused::Unknown)?;
+        let t = tokens.get(id).filter(|t| token::same(&t.hash, &token::hash(secret))).ok_or(Refused::UnknownToken)?;
         if t.expires_at_ms != 0 && now_ms() >= t.expires_at_ms {
-            return Err(TokenRefused::Expired);
+            return Err(Refused::ExpiredToken);
         }
         Ok(t.principal.clone())
+    }
+
+    /// The principal (the user's name) of a username and password.
+    pub fn authenticate_password(&self, user: &str, password: &str) -> std::result::Result<String, Refused> {
+        // Not under the lock: a derivation takes milliseconds.
+        let hashed = self.users.read_locked().get(user).cloned();
+        match hashed {
+            Some(h) if h.verify(password) => Ok(user.to_string()),
+            Some(_) => Err(Refused::BadPassword),
+            None => {
+                password::waste_time(password);
+                Err(Refused::BadPassword)
+            }
+        }
+    }
+
+    /// Sets `user`'s password; true if the user is new.
+    pub async fn set_user(&self, user: &str, password: &str) -> Result<bool> {
+        if user.is_empty() || user.len() > acl::MAX_ACL_FIELD_BYTES || user.chars().any(|c| c.is_control() || c == ':')
+        {
+            return Err(Error::InvalidArgument(format!(
+                "username {user:?} must be 1-{} bytes without control characters or ':'",
+                acl::MAX_ACL_FIELD_BYTES
+            )));
+        }
+        let hashed = {
+            let password = password.to_string();
+            tokio::task::spawn_blocking(move || Hashed::new(&password))
+                .await
+                .map_err(|e| Error::Internal(format!("hashing task failed: {e}")))??
+        };
+        let _w = self.writing.lock().await;
+        let new = !self.users.read_locked().contains_key(user);
+        if new && self.users.read_locked().len() >= MAX_USERS {
+            return Err(Error::ResourceExhausted(format!(
+                "the broker keeps at most {MAX_USERS} users; delete some first"
+            )));
+        }
+        self.write(KeyedRecord::set(user_key(user), encode_user(&hashed))).await?;
+        self.users.write_locked().insert(user.to_string(), Arc::new(hashed));
+        Ok(new)
+    }
+
+    /// Deletes a user; false if there was none of that name.
+    pub async fn delete_user(&self, user: &str) -> Result<bool> {
+        let _w = self.writing.lock().await;
+        if !self.users.read_locked().contains_key(user) {
+            return Ok(false);
+        }
+        self.write(KeyedRecord::delete(user_key(user))).await?;
+        self.users.write_locked().remove(user);
+        Ok(true)
+    }
+
+    /// Every user's name.
+    pub fn list_users(&self) -> Vec<String> {
+        self.users.read_locked().keys().cloned().collect()
     }
 
     /// True for the principals allowed everything.
@@ -286,6 +369,29 @@ fn now_ms() -> i64 {
 enum Key {
     Acl(Acl),
     Token(String),
+    User(String),
+}
+
+fn user_key(name: &str) -> Vec<u8> {
+    format!("user\0{name}").into_bytes()
+}
+
+/// A user's value: version byte 1, PBKDF2 rounds (u32 little-endian), the
+/// 16-byte salt, the 32-byte derived key.
+fn encode_user(h: &Hashed) -> Vec<u8> {
+    let mut v = vec![1u8];
+    v.extend_from_slice(&h.iterations.to_le_bytes());
+    v.extend_from_slice(&h.salt);
+    v.extend_from_slice(&h.hash);
+    v
+}
+
+fn decode_user(v: &[u8]) -> Option<Hashed> {
+    if v.len() != 53 || v[0] != 1 {
+        return None;
+    }
+    let iterations = u32::from_le_bytes(v[1..5].try_into().ok()?);
+    Some(Hashed::from_parts(iterations, v[5..21].try_into().ok()?, v[21..53].try_into().ok()?))
 }
 
 fn acl_key(a: &Acl) -> Vec<u8> {
@@ -313,6 +419,7 @@ fn decode_key(b: &[u8]) -> Option<Key> {
     let f: Vec<&str> = s.split('\0').collect();
     match f.as_slice() {
         ["token", id] => Some(Key::Token(id.to_string())),
+        ["user", name] => Some(Key::User(name.to_string())),
         ["acl", principal, host, op, rt, pattern, name, permission] => Some(Key::Acl(Acl {
             principal: principal.to_string(),
             host: host.to_string(),
@@ -401,6 +508,11 @@ mod tests {
         assert!(matches!(decode_key(&token_key(&t.id)), Some(Key::Token(id)) if id == t.id));
         assert_eq!(decode_token(&t.id, &encode_token(&t)), Some(t));
         assert!(decode_key(b"acl\0only").is_none());
+        let h = Hashed::new("password1").unwrap();
+        assert!(matches!(decode_key(&user_key("bob")), Some(Key::User(n)) if n == "bob"));
+        let back = decode_user(&encode_user(&h)).unwrap();
+        assert_eq!(back, h);
+        assert!(back.verify("password1"));
         assert!(decode_token("x", &[1, 2]).is_none());
     }
 }

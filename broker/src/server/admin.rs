@@ -262,4 +262,19 @@ impl Admin for AdminService {
         let revoked = self.security.revoke_token(&req.into_inner().token_id).await?;
         Ok(Response::new(RevokeTokenResponse { revoked }))
     }
+
+    async fn set_user(&self, req: Request<SetUserRequest>) -> Result<Response<SetUserResponse>, Status> {
+        let r = req.into_inner();
+        let created = self.security.set_user(&r.username, &r.password).await?;
+        Ok(Response::new(SetUserResponse { created }))
+    }
+
+    async fn delete_user(&self, req: Request<DeleteUserRequest>) -> Result<Response<DeleteUserResponse>, Status> {
+        let deleted = self.security.delete_user(&req.into_inner().username).await?;
+        Ok(Response::new(DeleteUserResponse { deleted }))
+    }
+
+    async fn list_users(&self, _req: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        Ok(Response::new(ListUsersResponse { usernames: self.security.list_users() }))
+    }
 }

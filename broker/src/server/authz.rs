@@ -3,8 +3,9 @@
 //! of each request, and the [`Caller`] its handler checks names against.
 //!
 //! For each request the RPC layer calls [`Authorizer::admit`]: it finds the
-//! principal (an API token in `authorization: Bearer <token>`, else the
-//! client certificate's with mutual TLS), refuses a bad token with
+//! principal (an API token in `authorization: Bearer <token>`, a user in
+//! `authorization: Basic <base64 user:password>`, else the client
+//! certificate's with mutual TLS), refuses bad credentials with
 //! UNAUTHENTICATED, and, with `auth.enabled`, a caller without a principal
 //! on any RPC that is not public. Cluster rules are checked there; topic
 //! and group rules need the names in the request, so the handler checks
@@ -21,7 +22,7 @@ use tonic::Status;
 use super::connections::ConnInfo;
 use crate::error::Error;
 use crate::security::acl::{self, Operation, ResourceType, CLUSTER};
-use crate::security::{Security, TokenRefused};
+use crate::security::{Refused, Security};
 
 /// Who may call an RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,9 @@ pub const RULES: &[(&str, Rule)] = &[
     ("/strata.v1.Admin/CreateToken", Needs(Alter, Cluster)),
     ("/strata.v1.Admin/ListTokens", Needs(Describe, Cluster)),
     ("/strata.v1.Admin/RevokeToken", Needs(Alter, Cluster)),
+    ("/strata.v1.Admin/SetUser", Needs(Alter, Cluster)),
+    ("/strata.v1.Admin/DeleteUser", Needs(Alter, Cluster)),
+    ("/strata.v1.Admin/ListUsers", Needs(Describe, Cluster)),
     ("/strata.v1.Groups/Heartbeat", Needs(Read, Group)),
     ("/strata.v1.Groups/CommitOffsets", Needs(Read, Group)),
     ("/strata.v1.Groups/FetchOffsets", Needs(Describe, Group)),
@@ -99,16 +103,20 @@ impl Authorizer {
             // Unknown paths: tonic says UNIMPLEMENTED, revealing nothing.
             return Ok(Caller { principal: None, peer, checks: Checks::Off });
         };
-        let principal = match bearer(headers) {
+        let authenticated = match credentials(headers) {
+            Some(Ok(Presented::Token(token))) => Some(self.security.authenticate_token(token)),
+            Some(Ok(Presented::Password(user, password))) => {
+                Some(self.security.authenticate_password(&user, &password))
+            }
+            Some(Err(why)) => Some(Err(why)),
+            None => None,
+        };
+        let principal = match authenticated {
+            Some(Ok(p)) => Some(Arc::<str>::from(p)),
             // Probes and WhoAmI answer whatever the credentials: a probe
             // must not fail because a token expired.
             Some(Err(_)) if rule == Public => None,
-            Some(Err(why)) => return Err(Status::unauthenticated(why)),
-            Some(Ok(token)) => match self.security.authenticate_token(token) {
-                Ok(p) => Some(Arc::<str>::from(p)),
-                Err(_) if rule == Public => None,
-                Err(why) => return Err(Status::unauthenticated(why.to_string())),
-            },
+            Some(Err(why)) => return Err(Status::unauthenticated(why.to_string())),
             None => conn.and_then(|c| c.principal()).map(Arc::<str>::from),
         };
         let off = Caller { principal: principal.clone(), peer, checks: Checks::Off };
@@ -117,7 +125,7 @@ impl Authorizer {
         }
         let Some(p) = principal else {
             return Err(Status::unauthenticated(format!(
-                "{path} needs an authenticated principal (an API token as \"authorization: Bearer <token>\", or a client certificate with mutual TLS): the broker has auth.enabled"
+                "{path} needs an authenticated principal (an API token as \"authorization: Bearer <token>\", a user and password as \"authorization: Basic <base64 user:password>\", or a client certificate with mutual TLS): the broker has auth.enabled"
             )));
         };
         if self.security.is_super_user(&p) {
@@ -132,17 +140,34 @@ impl Authorizer {
     }
 }
 
-/// The token of an `authorization: Bearer <token>` header, if there is one.
-fn bearer(headers: &http::HeaderMap) -> Option<Result<&str, String>> {
+/// Credentials in an `authorization` header.
+enum Presented<'a> {
+    /// `Bearer <token>`.
+    Token(&'a str),
+    /// `Basic base64(user:password)`.
+    Password(String, String),
+}
+
+/// The credentials of the request's `authorization` header, if it has one.
+fn credentials(headers: &http::HeaderMap) -> Option<Result<Presented<'_>, Refused>> {
+    use base64::Engine;
     let value = headers.get(http::header::AUTHORIZATION)?;
-    let parsed = value.to_str().ok().and_then(|v| {
-        let (scheme, token) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
-    Some(
-        parsed
-            .ok_or_else(|| format!("the authorization header must be \"Bearer <token>\": {}", TokenRefused::Malformed)),
-    )
+    let Some((scheme, rest)) = value.to_str().ok().and_then(|v| v.split_once(' ')) else {
+        return Some(Err(Refused::MalformedToken));
+    };
+    let rest = rest.trim();
+    Some(if scheme.eq_ignore_ascii_case("bearer") {
+        Ok(Presented::Token(rest))
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.split_once(':').map(|(u, p)| Presented::Password(u.to_string(), p.to_string())))
+            .ok_or(Refused::BadPassword)
+    } else {
+        Err(Refused::MalformedToken)
+    })
 }
 
 /// Who made a request, as its handler sees it: its principal, and the
