@@ -475,3 +475,52 @@ async fn passwords_authenticate_and_survive_kill_9() {
     assert!(admin.admin.delete_user(del).await.unwrap().into_inner().deleted);
     assert_eq!(alice.admin.list_users(ListUsersRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
 }
+
+/// A principal limited to 10 MB/s of produce is held to it (±20 % over
+/// 10 s) and told it was throttled, while another producing at the same
+/// time is never throttled. Prints both rates (the README quotes them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_quota_holds_one_principal_and_not_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_with(
+        dir.path(),
+        &[],
+        &[("STRATA_QUOTAS__PRINCIPALS", "{ slow = { produce_bytes_per_sec = 10000000 } }")],
+    );
+    let mut admin = client(&b.addr, None).await;
+    admin.create_topic("q", 2, []).await.unwrap();
+    let slow = token_for(&mut admin, "slow", 0).await.token;
+    let fast = token_for(&mut admin, "fast", 0).await.token;
+    let run = |token: String, partition: u32| {
+        let addr = b.addr.clone();
+        tokio::spawn(async move {
+            let mut c = client(&addr, Some(&token)).await;
+            let value = bytes::Bytes::from(vec![b'x'; 1000]);
+            let start = std::time::Instant::now();
+            let (mut bytes, mut throttled, mut replies) = (0u64, Vec::new(), 0u64);
+            while start.elapsed() < Duration::from_secs(10) {
+                let records = (0..100).map(|_| strata_client::record(None, value.clone())).collect();
+                let r = c.produce("q", Some(partition), records, Acks::Written).await.unwrap();
+                bytes += 100 * 1000;
+                replies += 1;
+                if r.throttle_time_ms > 0 {
+                    throttled.push(r.throttle_time_ms);
+                }
+            }
+            (bytes as f64 / start.elapsed().as_secs_f64(), throttled, replies)
+        })
+    };
+    let (s, f) = (run(slow, 0), run(fast, 1));
+    let (slow_rate, slow_throttled, _) = s.await.unwrap();
+    let (fast_rate, fast_throttled, fast_replies) = f.await.unwrap();
+    println!(
+        "slow: {:.2} MB/s, throttled {} times; fast: {:.2} MB/s",
+        slow_rate / 1e6,
+        slow_throttled.len(),
+        fast_rate / 1e6
+    );
+    assert!((8e6..=12e6).contains(&slow_rate), "slow produced {:.2} MB/s, quota 10 MB/s", slow_rate / 1e6);
+    assert!(!slow_throttled.is_empty(), "the slow principal was never told it was throttled");
+    assert!(fast_throttled.is_empty(), "the fast principal was throttled: {fast_throttled:?}");
+    assert!(fast_replies > 0);
+}

@@ -236,7 +236,7 @@ async fn the_readme_examples_print_what_the_readme_shows() {
 fn every_config_key_the_docs_name_exists() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let config: toml::Table = std::fs::read_to_string(format!("{root}/config/strata.toml")).unwrap().parse().unwrap();
-    let sections = ["server", "storage", "topics", "cleaner", "groups", "logging", "tls", "auth"];
+    let sections = ["server", "storage", "topics", "cleaner", "groups", "logging", "tls", "auth", "quotas"];
     let mut files = vec!["README.md".to_string(), "config/strata.toml".to_string()];
     for dir in ["docs", "proto/strata/v1"] {
         for e in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {

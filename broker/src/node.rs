@@ -84,8 +84,8 @@ impl Node {
             Arc::new(tokio::task::spawn_blocking(move || Coordinator::open(m, c)).await??)
         };
         let security = {
-            let (m, c) = (manager.clone(), config.auth.clone());
-            Arc::new(tokio::task::spawn_blocking(move || Security::open(&m, &c)).await??)
+            let (m, a, q) = (manager.clone(), config.auth.clone(), config.quotas.clone());
+            Arc::new(tokio::task::spawn_blocking(move || Security::open(&m, &a, &q)).await??)
         };
         let (tasks_stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![

@@ -94,12 +94,17 @@ impl PartitionRecords {
 pub struct FetchResponse {
     /// One entry per requested partition.
     pub partitions: Vec<PartitionRecords>,
+    /// Milliseconds the request was held back for quotas.
+    pub throttle_time_ms: u32,
 }
 
 impl prost::Message for FetchResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         for p in &self.partitions {
             p.encode_as_field(1, buf);
+        }
+        if self.throttle_time_ms != 0 {
+            encoding::uint32::encode(2, &self.throttle_time_ms, buf);
         }
     }
 
@@ -115,11 +120,16 @@ impl prost::Message for FetchResponse {
     }
 
     fn encoded_len(&self) -> usize {
-        self.partitions.iter().map(|p| p.field_len(1)).sum()
+        let throttle = match self.throttle_time_ms {
+            0 => 0,
+            t => encoding::uint32::encoded_len(2, &t),
+        };
+        self.partitions.iter().map(|p| p.field_len(1)).sum::<usize>() + throttle
     }
 
     fn clear(&mut self) {
         self.partitions.clear();
+        self.throttle_time_ms = 0;
     }
 }
 
@@ -192,6 +202,7 @@ mod tests {
                 },
                 PartitionRecords { topic: "u".into(), ..Default::default() },
             ],
+            throttle_time_ms: 250,
         };
         let bytes = raw.encode_to_vec();
         assert_eq!(bytes.len(), raw.encoded_len());
@@ -202,6 +213,7 @@ mod tests {
         assert_eq!(p.next_offset, 10);
         assert_eq!(p.records, records);
         assert!(decoded.partitions[1].records.is_empty());
+        assert_eq!(decoded.throttle_time_ms, 250);
 
         let sub = SubscribeResponse { records: raw.partitions[0].clone() };
         let decoded = v1::SubscribeResponse::decode(sub.encode_to_vec().as_slice()).unwrap();

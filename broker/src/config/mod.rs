@@ -8,6 +8,7 @@
 //! otherwise. Unknown keys, from a file or the environment, are errors that
 //! name the key. config/strata.toml documents every key.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,39 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Authorization.
     pub auth: AuthConfig,
+    /// Rate quotas per principal.
+    pub quotas: QuotasConfig,
+}
+
+/// `[quotas]`: byte and request rates per principal, enforced by holding
+/// requests back (throttling), and the connection rate per IP. 0 =
+/// unlimited. `[quotas.principals.NAME]` overrides any of the three rates
+/// for one principal; clients without a principal are limited per IP.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotasConfig {
+    /// Record bytes (keys and values) per second a principal may produce.
+    pub produce_bytes_per_sec: u64,
+    /// Record bytes per second a principal may fetch or be pushed.
+    pub fetch_bytes_per_sec: u64,
+    /// Requests (and produce-stream messages) per second of a principal.
+    pub requests_per_sec: u64,
+    /// New connections per second from one IP address; more are closed.
+    pub connections_per_sec_per_ip: u64,
+    /// Per-principal overrides of the three rates.
+    pub principals: BTreeMap<String, QuotaOverride>,
+}
+
+/// One principal's rates; an absent key takes the `[quotas]` default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaOverride {
+    /// See [`QuotasConfig::produce_bytes_per_sec`].
+    pub produce_bytes_per_sec: Option<u64>,
+    /// See [`QuotasConfig::fetch_bytes_per_sec`].
+    pub fetch_bytes_per_sec: Option<u64>,
+    /// See [`QuotasConfig::requests_per_sec`].
+    pub requests_per_sec: Option<u64>,
 }
 
 /// `[auth]`: authentication (mutual TLS, API tokens) and authorization of

@@ -17,13 +17,14 @@
 
 pub mod acl;
 pub mod password;
+pub mod quota;
 pub mod token;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{AckLevel, AuthConfig};
+use crate::config::{AckLevel, AuthConfig, QuotasConfig};
 use crate::error::{Error, Result};
 use crate::log::locks::RwLockExt;
 use crate::partition::internal::{open_keyed_topic, replay_keyed, KeyedRecord};
@@ -113,11 +114,13 @@ pub struct Security {
     users: RwLock<BTreeMap<String, Arc<Hashed>>>,
     /// One change at a time: append, then apply, in log order.
     writing: tokio::sync::Mutex<()>,
+    /// Rate quotas by principal.
+    pub quotas: quota::Quotas,
 }
 
 impl Security {
     /// Opens `__strata_auth` (creating it on first start) and replays it.
-    pub fn open(manager: &Manager, config: &AuthConfig) -> Result<Security> {
+    pub fn open(manager: &Manager, config: &AuthConfig, quotas: &QuotasConfig) -> Result<Security> {
         let log = open_keyed_topic(manager, AUTH_TOPIC)?;
         let mut acls = BTreeSet::new();
         let mut tokens = BTreeMap::new();
@@ -169,6 +172,7 @@ impl Security {
             tokens: RwLock::new(tokens),
             users: RwLock::new(users),
             writing: tokio::sync::Mutex::new(()),
+            quotas: quota::Quotas::new(quotas.clone()),
         })
     }
 

@@ -16,13 +16,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::Status;
 
 use super::connections::ConnInfo;
 use crate::error::Error;
 use crate::security::acl::{self, Operation, ResourceType, CLUSTER};
-use crate::security::{Refused, Security};
+use crate::security::{quota, Refused, Security};
 
 /// Who may call an RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +102,13 @@ impl Authorizer {
         let peer = conn.map(|c| c.peer);
         let Some((path, rule)) = rule(path) else {
             // Unknown paths: tonic says UNIMPLEMENTED, revealing nothing.
-            return Ok(Caller { principal: None, peer, checks: Checks::Off });
+            return Ok(Caller {
+                principal: None,
+                peer,
+                checks: Checks::Off,
+                security: None,
+                throttled: Duration::ZERO,
+            });
         };
         let authenticated = match credentials(headers) {
             Some(Ok(Presented::Token(token))) => Some(self.security.authenticate_token(token)),
@@ -119,10 +126,35 @@ impl Authorizer {
             Some(Err(why)) => return Err(Status::unauthenticated(why.to_string())),
             None => conn.and_then(|c| c.principal()).map(Arc::<str>::from),
         };
-        let off = Caller { principal: principal.clone(), peer, checks: Checks::Off };
-        if !self.security.enabled() || rule == Public {
+        let security = Some(self.security.clone());
+        let off = Caller {
+            principal: principal.clone(),
+            peer,
+            checks: Checks::Off,
+            security: security.clone(),
+            throttled: Duration::ZERO,
+        };
+        if rule == Public {
             return Ok(off);
         }
+        let mut caller = self.authorize(path, rule, principal, peer, off)?;
+        caller.throttled = caller.charge(quota::Kind::Requests, 1);
+        Ok(caller)
+    }
+
+    /// The caller of a non-public RPC, or why it may not call it.
+    fn authorize(
+        &self,
+        path: &'static str,
+        rule: Rule,
+        principal: Option<Arc<str>>,
+        peer: Option<SocketAddr>,
+        off: Caller,
+    ) -> Result<Caller, Status> {
+        if !self.security.enabled() {
+            return Ok(off);
+        }
+        let security = off.security.clone();
         let Some(p) = principal else {
             return Err(Status::unauthenticated(format!(
                 "{path} needs an authenticated principal (an API token as \"authorization: Bearer <token>\", a user and password as \"authorization: Basic <base64 user:password>\", or a client certificate with mutual TLS): the broker has auth.enabled"
@@ -132,7 +164,7 @@ impl Authorizer {
             return Ok(off);
         }
         let caller =
-            Caller { principal: Some(p), peer, checks: Checks::On { security: self.security.clone(), rule, path } };
+            Caller { principal: Some(p), peer, checks: Checks::On { rule, path }, security, throttled: Duration::ZERO };
         if let Needs(operation, Cluster) = rule {
             caller.may_do(operation, Cluster, CLUSTER).map_err(Status::from)?;
         }
@@ -178,6 +210,10 @@ pub struct Caller {
     principal: Option<Arc<str>>,
     peer: Option<SocketAddr>,
     checks: Checks,
+    /// For quotas (None only outside the RPC layer).
+    security: Option<Arc<Security>>,
+    /// How long the RPC layer held the request for the request-rate quota.
+    pub throttled: Duration,
 }
 
 #[derive(Clone)]
@@ -187,7 +223,7 @@ enum Checks {
     /// A request that did not come through the RPC layer: nothing allowed.
     Deny,
     /// Each resource needs an ACL that allows it.
-    On { security: Arc<Security>, rule: Rule, path: &'static str },
+    On { rule: Rule, path: &'static str },
 }
 
 impl Caller {
@@ -199,6 +235,8 @@ impl Caller {
             principal: None,
             peer: None,
             checks: Checks::Deny,
+            security: None,
+            throttled: Duration::ZERO,
         })
     }
 
@@ -246,14 +284,38 @@ impl Caller {
         match &self.checks {
             Checks::Off => true,
             Checks::Deny => false,
-            Checks::On { security, .. } => security.allowed(&acl::Request {
-                principal: self.principal.as_deref().unwrap_or(""),
-                host: self.peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip()),
-                operation,
-                resource_type,
-                resource_name,
+            Checks::On { .. } => self.security.as_ref().is_some_and(|security| {
+                security.allowed(&acl::Request {
+                    principal: self.principal.as_deref().unwrap_or(""),
+                    host: self.peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip()),
+                    operation,
+                    resource_type,
+                    resource_name,
+                })
             }),
         }
+    }
+
+    /// Charges `cost` of `kind` to the caller's quota (its principal's, or
+    /// its IP's without one); returns how long to hold it back.
+    pub fn charge(&self, kind: quota::Kind, cost: u64) -> Duration {
+        let Some(security) = &self.security else { return Duration::ZERO };
+        let who = match (&self.principal, self.peer) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(peer)) => format!("ip:{}", peer.ip()),
+            (None, None) => String::new(),
+        };
+        let wait = security.quotas.charge(&who, kind, cost, std::time::Instant::now());
+        if !wait.is_zero() {
+            let kind = match kind {
+                quota::Kind::ProduceBytes => "produce_bytes",
+                quota::Kind::FetchBytes => "fetch_bytes",
+                quota::Kind::Requests => "requests",
+            };
+            metrics::counter!("strata_quota_throttled_total", "kind" => kind).increment(1);
+            metrics::counter!("strata_quota_throttle_ms_total", "kind" => kind).increment(wait.as_millis() as u64);
+        }
+        wait
     }
 }
 

@@ -23,6 +23,7 @@ use crate::config::AckLevel;
 use crate::error::{Error, Result};
 use crate::node::NodeHandle;
 use crate::partition::{check_client_op, ClientOp, Manager, Partition, Produced};
+use crate::security::quota::Kind;
 use crate::shutdown::stopped;
 
 /// Requests a ProduceStream may have in flight (appended, awaiting fsync).
@@ -106,11 +107,7 @@ impl BrokerService {
             });
         }
         let produced = topic.produce(req.partition, &req.records, self.manager.now_ms(), acks, self.max_reply_bytes)?;
-        let bytes: usize = req
-            .records
-            .iter()
-            .map(|r| r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()))
-            .sum();
+        let bytes = record_bytes(req);
         let labels = [("topic", req.topic.clone())];
         metrics::counter!("strata_records_in_total", &labels).increment(req.records.len() as u64);
         metrics::counter!("strata_bytes_in_total", &labels).increment(bytes as u64);
@@ -119,7 +116,12 @@ impl BrokerService {
 
     /// Waits for `produced` to be acknowledged at the level it asked for and
     /// builds the reply; `omit_positions` leaves out the per-record positions.
-    async fn acknowledge(request_id: u64, produced: Produced, omit_positions: bool) -> Result<ProduceResponse> {
+    async fn acknowledge(
+        request_id: u64,
+        produced: Produced,
+        omit_positions: bool,
+        throttled: Duration,
+    ) -> Result<ProduceResponse> {
         let ranges = produced
             .ranges()
             .map(|(partition, base_offset, record_count)| PartitionRange { partition, base_offset, record_count })
@@ -131,7 +133,7 @@ impl BrokerService {
         for appending in produced.appended {
             appending.acknowledged().await?;
         }
-        Ok(ProduceResponse { request_id, positions, ranges, error: None })
+        Ok(ProduceResponse { request_id, positions, ranges, error: None, throttle_time_ms: millis(throttled) })
     }
 
     /// A reader's `max_bytes`: the default for 0, and never more than one
@@ -256,6 +258,27 @@ impl Drop for ActiveSubscription {
     }
 }
 
+/// Key and value bytes of a produce request's records (what metrics count
+/// and produce quotas charge).
+fn record_bytes(req: &ProduceRequest) -> usize {
+    req.records.iter().map(|r| r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())).sum()
+}
+
+/// A throttle time for a reply field.
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
+/// Holds a request back for `wait` (quotas), unless the broker stops first.
+async fn hold(wait: Duration, shutdown: &mut watch::Receiver<bool>) {
+    if !wait.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped(shutdown) => {}
+        }
+    }
+}
+
 fn stream_error(e: Error) -> strata_proto::v1::Error {
     let s = to_status(e);
     strata_proto::v1::Error { code: s.code() as i32, message: s.message().to_string() }
@@ -266,11 +289,13 @@ impl Broker for BrokerService {
     async fn produce(&self, req: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
         let caller = Caller::of(&req);
         let req = req.into_inner();
+        let wait = caller.charge(Kind::ProduceBytes, record_bytes(&req) as u64);
+        hold(wait, &mut self.shutdown.clone()).await;
         let produced = self.append(&req, &caller)?;
         let (request_id, omit) = (req.request_id, req.omit_record_positions);
         // The records' buffers go back before the wait for durability.
         drop(req);
-        let reply = Self::acknowledge(request_id, produced, omit).await?;
+        let reply = Self::acknowledge(request_id, produced, omit, caller.throttled + wait).await?;
         Ok(Response::new(reply))
     }
 
@@ -290,23 +315,33 @@ impl Broker for BrokerService {
             // wait for a shared fsync) complete in order behind them.
             let mut pending = FuturesOrdered::new();
             let mut reading = true;
+            let mut first = true;
             // A request that did not decode ends the stream with its status,
             // after the replies to the requests before it.
             let mut broken: Option<Status> = None;
+            // Quotas hold back the reading of the next request.
+            let mut resume_at = Instant::now();
             loop {
+                let held = Instant::now() < resume_at;
                 tokio::select! {
-                    msg = inbound.message(), if reading && pending.len() < MAX_IN_FLIGHT => match msg {
+                    msg = inbound.message(), if reading && !held && pending.len() < MAX_IN_FLIGHT => match msg {
                         Ok(Some(req)) => {
                             let (id, omit) = (req.request_id, req.omit_record_positions);
+                            // The first request's rate was charged by the RPC layer.
+                            let requests = if first { Duration::ZERO } else { caller.charge(Kind::Requests, 1) };
+                            let wait = requests.max(caller.charge(Kind::ProduceBytes, record_bytes(&req) as u64));
+                            let throttled = if first { caller.throttled + wait } else { wait };
+                            first = false;
+                            resume_at = Instant::now() + wait;
                             let appended = svc.append(&req, &caller);
                             // The records' buffers go back now.
                             drop(req);
                             pending.push_back(async move {
                                 let reply = match appended {
-                                    Ok(produced) => Self::acknowledge(id, produced, omit).await,
+                                    Ok(produced) => Self::acknowledge(id, produced, omit, throttled).await,
                                     Err(e) => Err(e),
                                 };
-                                reply.unwrap_or_else(|e| ProduceResponse { request_id: id, positions: Vec::new(), ranges: Vec::new(), error: Some(stream_error(e)) })
+                                reply.unwrap_or_else(|e| ProduceResponse { request_id: id, positions: Vec::new(), ranges: Vec::new(), error: Some(stream_error(e)), throttle_time_ms: millis(throttled) })
                             });
                         }
                         Ok(None) => reading = false,
@@ -321,6 +356,7 @@ impl Broker for BrokerService {
                             return;
                         }
                     },
+                    _ = tokio::time::sleep_until(resume_at), if reading && held => {}
                     _ = stopped(&mut shutdown), if reading => reading = false,
                     else => break,
                 }
@@ -342,6 +378,10 @@ impl Broker for BrokerService {
             caller.may(&p.topic)?;
             check_client_op(&p.topic, ClientOp::Read)?;
         }
+        // Held back while the caller's earlier fetches are over its quota;
+        // this one's bytes are charged once read.
+        let wait = caller.charge(Kind::FetchBytes, 0);
+        hold(wait, &mut self.shutdown.clone()).await;
         let logs = req.partitions.iter().map(|p| self.log(&p.topic, p.partition)).collect::<Result<Vec<_>>>()?;
         let total_max = self.max_bytes(req.max_bytes);
         let max_wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(self.fetch_max_wait);
@@ -368,6 +408,8 @@ impl Broker for BrokerService {
                 // (see `layers::HeldMemory`).
                 let held: usize = reply.partitions.iter().map(raw::PartitionRecords::records_len).sum();
                 drop(memory.split(memory.num_permits() - held.min(memory.num_permits())));
+                caller.charge(Kind::FetchBytes, held as u64);
+                reply.throttle_time_ms = millis(caller.throttled + wait);
                 let mut response = Response::new(reply);
                 response.extensions_mut().insert(HeldMemory::new(memory));
                 return Ok(response);
@@ -445,8 +487,18 @@ impl Broker for BrokerService {
                         // Keep what the reply holds, give back the rest.
                         let used = records.records_len().min(memory.num_permits());
                         drop(memory.split(memory.num_permits() - used));
+                        let pushed = records.records_len() as u64;
                         feed.push(raw::SubscribeResponse { records }, offset, memory);
                         offset = next;
+                        // Over the fetch quota: the next read waits.
+                        let wait = caller.charge(Kind::FetchBytes, pushed);
+                        if !wait.is_zero() {
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => {}
+                                _ = feed.gone() => return,
+                                _ = stopped(&mut shutdown) => break None,
+                            }
+                        }
                     }
                     // Nothing to push, but offsets to pass (compacted away, or skipped damage).
                     Ok((_, next)) if next > offset => offset = next,

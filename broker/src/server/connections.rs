@@ -62,6 +62,8 @@ pub struct ConnLimits {
     pub max_connections: usize,
     /// `server.max_connections_per_ip`.
     pub max_per_ip: usize,
+    /// `quotas.connections_per_sec_per_ip` (0: unlimited).
+    pub rate_per_ip: u64,
     /// `server.handshake_timeout_ms`.
     pub handshake_timeout: Duration,
     /// `server.idle_timeout_ms`.
@@ -198,6 +200,9 @@ struct Entry {
 struct Registry {
     next_id: u64,
     conns: HashMap<u64, Entry>,
+    /// Per IP, when its connection rate is next within its quota (GCRA,
+    /// one second of burst).
+    rates: HashMap<IpAddr, Instant>,
 }
 
 impl Registry {
@@ -253,6 +258,18 @@ impl Connections {
     fn admit(&self, ip: IpAddr) -> bool {
         let mut reg = self.lock();
         let now = Instant::now();
+        if self.limits.rate_per_ip > 0 {
+            if reg.rates.len() >= 100_000 {
+                reg.rates.retain(|_, t| *t > now);
+            }
+            let tat = reg.rates.entry(ip).or_insert(now);
+            let start = (*tat).max(now);
+            if start > now + Duration::from_secs(1) {
+                metrics::counter!("strata_connections_rate_limited_total").increment(1);
+                return false;
+            }
+            *tat = start + Duration::from_secs_f64(1.0 / self.limits.rate_per_ip as f64);
+        }
         let from_ip = reg.counted().filter(|(_, e)| e.ip == ip).count();
         if from_ip >= self.limits.max_per_ip {
             match reg.longest_idle(Some(ip), now) {
@@ -355,7 +372,7 @@ pub fn incoming(
             if !connections.admit(peer.ip()) {
                 metrics::counter!("strata_connections_rejected_total").increment(1);
                 refusals.log(|n| {
-                    tracing::warn!(%peer, refused = n, "connections refused: every connection has a request open at server.max_connections or server.max_connections_per_ip")
+                    tracing::warn!(%peer, refused = n, "connections refused: over quotas.connections_per_sec_per_ip, or every connection has a request open at server.max_connections or server.max_connections_per_ip")
                 });
                 continue; // dropping the stream closes it
             }

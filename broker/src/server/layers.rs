@@ -58,7 +58,10 @@ pub struct Rpc<S> {
 
 impl<S> tower::Service<http::Request<tonic::body::Body>> for Rpc<S>
 where
-    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>,
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -85,15 +88,23 @@ where
         let limits = self.limits.clone();
         let mut req = req.map(|body| tonic::body::Body::new(Budgeted::new(body, limits)));
         // A refused request never reaches its service (nothing of it is read).
-        let fut = match admitted {
-            Ok(caller) => {
-                req.extensions_mut().insert(caller);
-                futures::future::Either::Left(self.inner.call(req))
-            }
-            Err(status) => futures::future::Either::Right(std::future::ready(Ok(status.into_http()))),
-        };
+        // The service that is ready goes into the future; a clone stays.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let result = fut.await;
+            let result = match admitted {
+                Ok(caller) => {
+                    // Held back for the caller's request-rate quota before
+                    // anything of it is read.
+                    let throttled = caller.throttled;
+                    req.extensions_mut().insert(caller);
+                    if !throttled.is_zero() {
+                        tokio::time::sleep(throttled).await;
+                    }
+                    inner.call(req).await
+                }
+                Err(status) => Ok(status.into_http()),
+            };
             let code = match &result {
                 // Errors come back trailers-only, with the status in the head.
                 Ok(resp) => resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string(),

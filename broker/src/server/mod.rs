@@ -118,6 +118,7 @@ async fn run(
     let connections = connections::Connections::new(connections::ConnLimits {
         max_connections,
         max_per_ip: config.server.max_connections_per_ip as usize,
+        rate_per_ip: config.quotas.connections_per_sec_per_ip,
         handshake_timeout: Duration::from_millis(config.server.handshake_timeout_ms),
         idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
         send_stall_timeout: Duration::from_millis(config.server.subscribe_stall_timeout_ms),
