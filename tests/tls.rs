@@ -11,6 +11,7 @@ use common::Broker;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use strata_client::proto::WhoAmIRequest;
 use strata_client::{Client, TlsOptions};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 /// A test CA.
 struct Ca(CertifiedIssuer<'static, KeyPair>);
@@ -380,4 +381,46 @@ async fn with_auth_enabled_every_rpc_answers_by_principal() {
     // The denied calls changed nothing: one record (the super user's), topic u by the super user only.
     let d = admin.admin.describe_topic(DescribeTopicRequest { name: "t".into() }).await.unwrap().into_inner();
     assert_eq!(d.topic.unwrap().partitions[0].high_watermark, 1);
+}
+
+/// `server.metrics_tls`: the metrics endpoint speaks only TLS, with the
+/// gRPC listener's certificate; a scraper trusting the CA gets the metrics.
+#[tokio::test]
+async fn the_metrics_endpoint_over_tls() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("server ca");
+    let mut env = server_files(&dir.path().join("tls"), &ca.issue("broker", &["localhost"], |_| {}), None);
+    env.push(("STRATA_SERVER__METRICS_TLS".into(), "true".into()));
+    let b = start(&dir.path().join("data"), &env);
+    let get = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    // Plaintext: no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(&b.metrics_addr).await.unwrap();
+    plain.write_all(get).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer).await;
+    assert!(!answer.starts_with(b"HTTP/1.1"), "plaintext was answered: {:?}", String::from_utf8_lossy(&answer));
+    // TLS, trusting the CA, asking for HTTP/1.1.
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap();
+    roots.add(ca_der).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&b.metrics_addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(get).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("strata_"), "{text}");
 }

@@ -39,5 +39,6 @@ pub mod retention;
 pub mod security;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 
 pub use error::{Error, Result};

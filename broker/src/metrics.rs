@@ -17,13 +17,14 @@
 use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::coordinator::Coordinator;
 use crate::partition::Manager;
 use crate::shutdown::stopped;
+use crate::tls::Tls;
 
 /// Installs the global recorder once and returns its handle.
 pub fn handle() -> PrometheusHandle {
@@ -73,9 +74,11 @@ const MAX_CONNECTIONS: usize = 16;
 /// A request must arrive, and the reply be written, within this long.
 const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves `GET /metrics` on `listener` until `shutdown`.
+/// Serves `GET /metrics` on `listener` (over TLS when `tls` is given:
+/// `server.metrics_tls`) until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     manager: Arc<Manager>,
     coordinator: Arc<Coordinator>,
     mut shutdown: watch::Receiver<bool>,
@@ -93,16 +96,31 @@ pub async fn serve(
             continue; // dropping the stream closes it
         };
         let (handle, manager, coordinator) = (handle.clone(), manager.clone(), coordinator.clone());
+        // The handshake and the answer share one deadline.
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
             let _slot = slot;
-            let _ = tokio::time::timeout(IO_TIMEOUT, answer(stream, &handle, &manager, &coordinator)).await;
+            let _ = tokio::time::timeout(IO_TIMEOUT, async {
+                match acceptor {
+                    None => answer(stream, &handle, &manager, &coordinator).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => answer(stream, &handle, &manager, &coordinator).await,
+                        Err(e) => {
+                            metrics::counter!("strata_tls_handshake_failures_total", "listener" => "metrics")
+                                .increment(1);
+                            tracing::debug!(error = %e, "metrics TLS handshake failed");
+                        }
+                    },
+                }
+            })
+            .await;
         });
     }
 }
 
 /// Reads one small HTTP/1.1 request (all Prometheus sends) and answers it.
 async fn answer(
-    mut stream: tokio::net::TcpStream,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
     handle: &PrometheusHandle,
     manager: &Manager,
     coordinator: &Coordinator,

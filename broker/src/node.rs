@@ -98,8 +98,16 @@ impl Node {
                 .await
                 .map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
             crate::metrics::handle();
-            tracing::info!("metrics listening on {}", listener.local_addr()?);
-            let serve = crate::metrics::serve(listener, manager.clone(), coordinator.clone(), stop_rx);
+            let tls = match config.server.metrics_tls {
+                true => crate::tls::Tls::load(&config.tls, b"http/1.1")?,
+                false => None,
+            };
+            if let Some(t) = &tls {
+                tasks.push(("metrics TLS reloader", tokio::spawn(t.clone().run_reloader(stop_rx.clone()))));
+            }
+            let scheme = if tls.is_some() { " (TLS)" } else { "" };
+            tracing::info!("metrics listening on {}{scheme}", listener.local_addr()?);
+            let serve = crate::metrics::serve(listener, tls, manager.clone(), coordinator.clone(), stop_rx);
             tasks.push(("metrics", tokio::spawn(serve)));
         }
         let handle = NodeHandle { config: Arc::new(config), manager, coordinator, security };

@@ -280,6 +280,10 @@ pub struct ServerConfig {
     pub subscribe_buffer: u32,
     /// Prometheus metrics endpoint (`http://ADDR/metrics`); empty = off.
     pub metrics_listen: String,
+    /// Serve the metrics endpoint over TLS (`https://ADDR/metrics`) with the
+    /// `[tls]` certificate, and with `tls.client_ca_file` only to clients
+    /// with a certificate from that CA.
+    pub metrics_tls: bool,
 }
 
 impl Default for ServerConfig {
@@ -302,6 +306,7 @@ impl Default for ServerConfig {
             fetch_max_records: 100_000,
             subscribe_buffer: 4,
             metrics_listen: "127.0.0.1:9400".into(),
+            metrics_tls: false,
         }
     }
 }
@@ -527,6 +532,9 @@ impl Config {
             return Err(ConfigError("tls.client_ca_file needs tls.cert_file and tls.key_file".into()));
         }
         range("tls.reload_interval_ms", tls.reload_interval_ms, 100, 86_400_000)?;
+        if self.server.metrics_tls && !tls.enabled() {
+            return Err(ConfigError("server.metrics_tls needs tls.cert_file and tls.key_file".into()));
+        }
         let auth = &self.auth;
         if !auth.bootstrap_token.is_empty() && auth.bootstrap_token.len() < 32 {
             return Err(ConfigError(format!(

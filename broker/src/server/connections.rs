@@ -43,8 +43,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tonic::transport::server::Connected;
 
-use super::tls::Tls;
 use crate::shutdown::stopped;
+use crate::tls::Tls;
 
 /// The HTTP/2 client preface (24 bytes) and a SETTINGS frame header (9):
 /// a client that sent this much has done its part of the handshake.

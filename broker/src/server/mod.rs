@@ -16,7 +16,6 @@ mod layers;
 mod records;
 pub mod status;
 mod subscription;
-mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,7 +90,7 @@ async fn run(
     let admin = AdminServer::new(AdminService::new(node.manager.clone(), node.security.clone()));
     let groups = GroupsServer::new(GroupsService::new(node.coordinator.clone()));
 
-    let tls = tls::Tls::load(&config.tls).map_err(NodeError::from)?;
+    let tls = crate::tls::Tls::load(&config.tls, b"h2").map_err(NodeError::from)?;
     if config.auth.enabled && tls.is_none() {
         tracing::warn!("auth.enabled without TLS: API tokens cross the network in clear; configure [tls] unless the listener is on loopback");
     }

@@ -1,6 +1,7 @@
-//! TLS on the gRPC listener (rustls): the server's certificate, optional
-//! mutual TLS with a client CA, the principal a client certificate maps to,
-//! and reloading changed files for new connections.
+//! TLS for the gRPC listener and the metrics endpoint (rustls): the
+//! server's certificate, optional mutual TLS with a client CA, the
+//! principal a client certificate maps to, and reloading changed files for
+//! new connections.
 //!
 //! Every new connection takes the configuration current at its accept, so a
 //! certificate rotated on disk is used from the next connection on, and
@@ -27,21 +28,25 @@ use crate::shutdown::stopped;
 /// The listener's TLS state: the configuration new connections get.
 pub struct Tls {
     files: TlsConfig,
+    /// The one application protocol served (ALPN): `h2` or `http/1.1`.
+    alpn: &'static [u8],
     current: RwLock<Arc<ServerConfig>>,
     /// Modification times of the files when last loaded.
     loaded: Mutex<Vec<Option<SystemTime>>>,
 }
 
 impl Tls {
-    /// Loads the files named in `config`; None when TLS is off.
-    pub fn load(config: &TlsConfig) -> Result<Option<Arc<Tls>>, String> {
+    /// Loads the files named in `config`, for a listener speaking `alpn`;
+    /// None when TLS is off.
+    pub fn load(config: &TlsConfig, alpn: &'static [u8]) -> Result<Option<Arc<Tls>>, String> {
         if !config.enabled() {
             return Ok(None);
         }
         let stamps = stamps(config);
-        let server = build(config)?;
+        let server = build(config, alpn)?;
         Ok(Some(Arc::new(Tls {
             files: config.clone(),
+            alpn,
             current: RwLock::new(Arc::new(server)),
             loaded: Mutex::new(stamps),
         })))
@@ -69,7 +74,7 @@ impl Tls {
         if !force && *self.loaded.locked() == now {
             return;
         }
-        match build(&self.files) {
+        match build(&self.files, self.alpn) {
             Ok(server) => {
                 *self.current.write_locked() = Arc::new(server);
                 *self.loaded.locked() = now;
@@ -118,7 +123,7 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
 }
 
 /// The rustls configuration from the files.
-fn build(c: &TlsConfig) -> Result<ServerConfig, String> {
+fn build(c: &TlsConfig, alpn: &[u8]) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs(&c.cert_file, "tls.cert_file")?;
     let key =
@@ -141,8 +146,8 @@ fn build(c: &TlsConfig) -> Result<ServerConfig, String> {
     let mut server = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls.cert_file {} with tls.key_file: {e}", c.cert_file.display()))?;
-    // gRPC is HTTP/2 only.
-    server.alpn_protocols = vec![b"h2".to_vec()];
+    // gRPC is HTTP/2 only; the metrics endpoint HTTP/1.1 only.
+    server.alpn_protocols = vec![alpn.to_vec()];
     Ok(server)
 }
 
