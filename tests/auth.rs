@@ -524,3 +524,45 @@ async fn a_produce_quota_holds_one_principal_and_not_another() {
     assert!(fast_throttled.is_empty(), "the fast principal was throttled: {fast_throttled:?}");
     assert!(fast_replies > 0);
 }
+
+/// The CLI takes credentials from flags, the environment or a client
+/// config file (flags win over the file).
+#[tokio::test]
+async fn the_cli_takes_credentials_from_a_client_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(&dir.path().join("data"));
+    let mut admin = client(&b.addr, Some(BOOTSTRAP)).await;
+    admin.create_topic("visible", 1, []).await.unwrap();
+    let file = dir.path().join("client.toml");
+    std::fs::write(&file, format!("addr = \"{}\"\ntoken = \"{BOOTSTRAP}\"\n", b.addr)).unwrap();
+    let strata = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .env_remove("STRATA_ADDR")
+            .env_remove("STRATA_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = strata(&["topic", "list", "--client-config", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("visible"));
+    // A flag wins over the file: a bad token is refused.
+    let out = strata(&["topic", "list", "--client-config", file.to_str().unwrap(), "--token", "strata_bad"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without credentials.
+    let out = strata(&["topic", "list", "--addr", &b.addr]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An unknown key in the file is named.
+    std::fs::write(&file, "adress = \"x\"\n").unwrap();
+    let out = strata(&["topic", "list", "--client-config", file.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("adress"), "{}", String::from_utf8_lossy(&out.stderr));
+}

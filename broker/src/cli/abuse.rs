@@ -59,7 +59,7 @@ pub struct AbuseArgs {
     #[arg(long, default_value = "127.0.0.1:9400")]
     metrics: String,
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
 }
 
 /// What one phase measured.

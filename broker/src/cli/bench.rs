@@ -73,7 +73,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
 }
 
 /// The consume phase's API.

@@ -34,7 +34,7 @@ pub struct ConsumeArgs {
     #[arg(long)]
     skip_damaged: bool,
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
 }
 
 pub async fn run(args: ConsumeArgs) -> Result<(), CliError> {

@@ -20,7 +20,7 @@ pub struct HealthArgs {
     #[arg(long)]
     config: Option<std::path::PathBuf>,
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
 }
 
 pub async fn run(mut args: HealthArgs) -> Result<(), CliError> {

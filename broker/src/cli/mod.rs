@@ -29,12 +29,20 @@ pub struct Cli {
     command: Command,
 }
 
-/// Where client commands connect.
+/// Where client commands connect, and with which credentials: from flags,
+/// else the environment, else the client config file, else defaults.
 #[derive(clap::Args, Clone)]
 pub struct Connect {
-    /// Broker address.
-    #[arg(long, env = "STRATA_ADDR", default_value = "127.0.0.1:7400", global = true)]
-    addr: String,
+    /// Broker address [default: 127.0.0.1:7400].
+    #[arg(long = "addr", env = "STRATA_ADDR", global = true)]
+    addr_arg: Option<String>,
+    /// The address in use (set by [`Connect::resolve`]).
+    #[arg(skip)]
+    pub addr: String,
+    /// A TOML file with any of: addr, tls, tls_ca, tls_cert, tls_key,
+    /// tls_server_name, token, user, password (flags and variables win).
+    #[arg(long, env = "STRATA_CLIENT_CONFIG", value_name = "TOML_FILE", global = true)]
+    client_config: Option<PathBuf>,
     /// Connect over TLS (implied by the other --tls-* flags); without
     /// --tls-ca the system's root certificates are trusted.
     #[arg(long, env = "STRATA_TLS", global = true)]
@@ -42,11 +50,11 @@ pub struct Connect {
     /// CA certificates (PEM) the broker's certificate must chain to.
     #[arg(long, env = "STRATA_TLS_CA", value_name = "PEM_FILE", global = true)]
     tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM), for brokers that want mutual TLS.
-    #[arg(long, env = "STRATA_TLS_CERT", value_name = "PEM_FILE", global = true, requires = "tls_key")]
+    /// Client certificate (PEM), for brokers that want mutual TLS (with --tls-key).
+    #[arg(long, env = "STRATA_TLS_CERT", value_name = "PEM_FILE", global = true)]
     tls_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, env = "STRATA_TLS_KEY", value_name = "PEM_FILE", global = true, requires = "tls_cert")]
+    #[arg(long, env = "STRATA_TLS_KEY", value_name = "PEM_FILE", global = true)]
     tls_key: Option<PathBuf>,
     /// Name the broker's certificate must carry (default: the address's host).
     #[arg(long, env = "STRATA_TLS_SERVER_NAME", global = true)]
@@ -56,14 +64,57 @@ pub struct Connect {
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true, global = true, conflicts_with = "user")]
     token: Option<String>,
     /// User to authenticate as (with --password or STRATA_PASSWORD).
-    #[arg(long, env = "STRATA_USER", global = true, requires = "password")]
+    #[arg(long, env = "STRATA_USER", global = true)]
     user: Option<String>,
     /// The user's password (prefer the variable).
     #[arg(long, env = "STRATA_PASSWORD", hide_env_values = true, global = true)]
     password: Option<String>,
 }
 
+/// The client config file (`--client-config`).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ClientFile {
+    addr: Option<String>,
+    tls: Option<bool>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_server_name: Option<String>,
+    token: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+}
+
 impl Connect {
+    /// Fills what flags and variables left unset from the client config
+    /// file, then defaults.
+    fn resolve(&mut self) -> Result<(), CliError> {
+        let file = match &self.client_config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {}", p.display(), e.message()))?
+            }
+            None => ClientFile::default(),
+        };
+        self.addr = self.addr_arg.clone().or(file.addr).unwrap_or_else(|| "127.0.0.1:7400".into());
+        self.tls |= file.tls.unwrap_or(false);
+        self.tls_ca = self.tls_ca.take().or(file.tls_ca);
+        self.tls_cert = self.tls_cert.take().or(file.tls_cert);
+        self.tls_key = self.tls_key.take().or(file.tls_key);
+        self.tls_server_name = self.tls_server_name.take().or(file.tls_server_name);
+        if self.token.is_none() && self.user.is_none() {
+            (self.token, self.user, self.password) = (file.token, file.user, self.password.take().or(file.password));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key go together".into());
+        }
+        if self.user.is_some() && self.password.is_none() {
+            return Err("a user needs a password (--password, STRATA_PASSWORD or the client config file)".into());
+        }
+        Ok(())
+    }
+
     /// The TLS options these flags ask for, with the files read.
     pub fn tls(&self) -> Result<Option<strata_client::TlsOptions>, CliError> {
         let wanted = self.tls || self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some();
@@ -175,8 +226,30 @@ impl From<AcksArg> for Acks {
     }
 }
 
+impl Command {
+    /// The command's connection settings, if it is a client command.
+    fn connect_mut(&mut self) -> Option<&mut Connect> {
+        match self {
+            Command::Topic { connect, .. }
+            | Command::Group { connect, .. }
+            | Command::Acl { connect, .. }
+            | Command::Token { connect, .. }
+            | Command::User { connect, .. } => Some(connect),
+            Command::Produce(a) => Some(&mut a.connect),
+            Command::Consume(a) => Some(&mut a.connect),
+            Command::Bench(a) => Some(&mut a.connect),
+            Command::Abuse(a) => Some(&mut a.connect),
+            Command::Health(a) => Some(&mut a.connect),
+            Command::Serve(_) | Command::Verify(_) | Command::Config { .. } => None,
+        }
+    }
+}
+
 /// Runs a parsed command line.
-pub async fn run(cli: Cli) -> Result<(), CliError> {
+pub async fn run(mut cli: Cli) -> Result<(), CliError> {
+    if let Some(c) = cli.command.connect_mut() {
+        c.resolve()?;
+    }
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Topic { command, connect } => topic::run(command, &connect).await,

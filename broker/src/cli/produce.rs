@@ -29,7 +29,7 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 1000)]
     batch: usize,
     #[command(flatten)]
-    connect: Connect,
+    pub connect: Connect,
 }
 
 pub async fn run(args: ProduceArgs) -> Result<(), CliError> {
