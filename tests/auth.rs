@@ -72,6 +72,7 @@ async fn every_rpc(c: &mut Client, i: usize, token_to_revoke: &str) -> Vec<(&'st
         acks: Acks::Written as i32,
         request_id: 7,
         omit_record_positions: false,
+        ..Default::default()
     };
     let tps = |topic: &str| vec![TopicPartitions { topic: topic.into(), partitions: vec![0] }];
     let probe = acl("someone", AclOperation::Read, ResourceType::Topic, false, &format!("x-{i}"), false);
@@ -109,6 +110,8 @@ async fn every_rpc(c: &mut Client, i: usize, token_to_revoke: &str) -> Vec<(&'st
     let lo =
         ListOffsetsRequest { topic: t.clone(), partition: 0, spec: Some(list_offsets_request::Spec::Latest(true)) };
     out.push(("ListOffsets", code(c.broker.list_offsets(lo).await.map(|_| ()))));
+    let init = InitProducerRequest { writer_id: format!("w-{i}") };
+    out.push(("InitProducer", code(c.broker.init_producer(init).await.map(|_| ()))));
     let create = CreateTopicRequest { name: format!("t-{i}-new"), partitions: 1, configs: Default::default() };
     out.push(("CreateTopic", code(c.admin.create_topic(create).await.map(|_| ()))));
     out.push(("ListTopics", code(c.admin.list_topics(ListTopicsRequest::default()).await.map(|_| ()))));
@@ -227,7 +230,9 @@ async fn every_rpc_for_every_kind_of_caller() {
         assert_eq!(called, strata_methods(), "the matrix must call every strata RPC");
         for (rpc, got) in results {
             let public = rpc == "WhoAmI";
-            let lists = matches!(rpc, "ListTopics" | "ListGroups");
+            // Lists answer with what the caller may describe; InitProducer
+            // needs only a principal (writer ids are scoped to it).
+            let lists = matches!(rpc, "ListTopics" | "ListGroups" | "InitProducer");
             let want = match *who {
                 _ if public => Ok(()),
                 "anonymous" => Err(Code::Unauthenticated),

@@ -104,6 +104,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         acks: 9,
         request_id: 0,
         omit_record_positions: false,
+        ..Default::default()
     };
     assert_status(c.broker.produce(bad_acks).await, Code::InvalidArgument, &["acks 9"]);
 

@@ -311,6 +311,7 @@ async fn produce_stream_pipelines_and_answers_in_order() {
             request_id: i,
             // Odd requests ask for ranges only.
             omit_record_positions: i % 2 == 1,
+            ..Default::default()
         })
         .collect();
     let replies: Vec<_> =

@@ -37,7 +37,7 @@ fn records(n: usize, size: usize) -> Vec<Rec> {
 }
 
 fn batch_benches(c: &mut Criterion) {
-    let stamp = Stamp { append_time_ms: 1, log_append_time: false };
+    let stamp = Stamp { append_time_ms: 1, log_append_time: false, producer: None };
     for (n, size) in [(1000usize, 1000usize), (1000, 100)] {
         let recs = records(n, size);
         let mut buf = BytesMut::new();

@@ -64,6 +64,29 @@ pub enum Error {
     },
     /// Not allowed whoever asks (the message says why).
     PermissionDenied(String),
+    /// A conditional append (`expected_offset`) found the partition's next
+    /// offset elsewhere; nothing was stored.
+    OffsetMismatch {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The next offset the request required.
+        expected: u64,
+        /// The partition's next offset.
+        actual: u64,
+    },
+    /// An idempotent producer's batch was refused (fenced, or out of order).
+    Producer {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The producer.
+        producer_id: i64,
+        /// Why.
+        error: crate::partition::producers::SeqError,
+    },
     /// A resource the broker budgets (file descriptors, memory) would be
     /// exceeded; the message names it, the numbers and what to change.
     ResourceExhausted(String),
@@ -164,6 +187,9 @@ impl Error {
                  the last good fsync is acknowledged as durable; restart the broker (start-up checks the log)"
             )),
             LogError::Io(e) => Error::storage(format!("partition {topic}/{partition}"), e),
+            LogError::UnexpectedOffset { expected, actual } => {
+                Error::OffsetMismatch { topic: topic.to_string(), partition, expected, actual }
+            }
         }
     }
 }
@@ -189,6 +215,20 @@ impl fmt::Display for Error {
                 "write to topic {topic} denied: its declared writer is {writer:?} (writer.principal), not {}",
                 principal.as_deref().map_or("an anonymous client".to_string(), |p| format!("{p:?}"))
             ),
+            Error::OffsetMismatch { topic, partition, expected, actual } => write!(
+                f,
+                "conditional append to {topic}/{partition} refused: expected_offset is {expected}, but the partition's next offset is {actual}; nothing was stored"
+            ),
+            Error::Producer { topic, partition, producer_id, error } => match error {
+                crate::partition::producers::SeqError::Fenced { epoch, current } => write!(
+                    f,
+                    "producer {producer_id} epoch {epoch} is fenced on {topic}/{partition}: a newer instance (epoch {current}) has taken over; nothing was stored"
+                ),
+                crate::partition::producers::SeqError::OutOfOrder { got, expected } => write!(
+                    f,
+                    "producer {producer_id} sent sequence {got} to {topic}/{partition}, expected {expected} (the next, or one of the last 5 for a retry); nothing was stored"
+                ),
+            },
             Error::RequestTooLarge { records, stored, limit } => write!(
                 f,
                 "produce request of {records} records would be stored as {stored} bytes, over server.max_request_bytes = {limit} (the most one fetch reply carries); send fewer records per request"

@@ -40,5 +40,6 @@ pub mod security;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
+pub mod writers;
 
 pub use error::{Error, Result};

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::partition::Manager;
 use crate::security::Security;
+use crate::writers::Writers;
 
 /// An error that stopped the node.
 pub type NodeError = Box<dyn std::error::Error + Send + Sync>;
@@ -42,6 +43,8 @@ pub struct NodeHandle {
     pub coordinator: Arc<Coordinator>,
     /// ACLs, API tokens, super users.
     pub security: Arc<Security>,
+    /// Producer ids and writer ids.
+    pub writers: Arc<Writers>,
 }
 
 /// A listener's serving future.
@@ -87,6 +90,10 @@ impl Node {
             let (m, a, q) = (manager.clone(), config.auth.clone(), config.quotas.clone());
             Arc::new(tokio::task::spawn_blocking(move || Security::open(&m, &a, &q)).await??)
         };
+        let writers = {
+            let m = manager.clone();
+            Arc::new(tokio::task::spawn_blocking(move || Writers::open(&m)).await??)
+        };
         let (tasks_stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![
             ("group reaper", tokio::spawn(coordinator.clone().run_reaper(stop_rx.clone()))),
@@ -110,7 +117,7 @@ impl Node {
             let serve = crate::metrics::serve(listener, tls, manager.clone(), coordinator.clone(), stop_rx);
             tasks.push(("metrics", tokio::spawn(serve)));
         }
-        let handle = NodeHandle { config: Arc::new(config), manager, coordinator, security };
+        let handle = NodeHandle { config: Arc::new(config), manager, coordinator, security, writers };
         Ok(Node { handle, tasks_stop, tasks })
     }
 

@@ -4,11 +4,13 @@
 //! [`proto`]), so other languages can generate the same clients from `proto/`.
 
 pub mod group;
+pub mod producer;
 pub mod raw;
 
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use producer::{Producer, RetryPolicy};
 use proto::{admin_client::AdminClient, broker_client::BrokerClient, groups_client::GroupsClient};
 pub use strata_proto::v1 as proto;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -178,14 +180,8 @@ impl Client {
         records: Vec<proto::Record>,
         acks: proto::Acks,
     ) -> Result<proto::ProduceResponse, tonic::Status> {
-        let req = proto::ProduceRequest {
-            topic: topic.into(),
-            partition,
-            records,
-            acks: acks as i32,
-            request_id: 0,
-            omit_record_positions: false,
-        };
+        let req =
+            proto::ProduceRequest { topic: topic.into(), partition, records, acks: acks as i32, ..Default::default() };
         Ok(self.broker.produce(req).await?.into_inner())
     }
 

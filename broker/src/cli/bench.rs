@@ -183,6 +183,7 @@ async fn produce_one(
                         acks: acks as i32,
                         request_id: id,
                         omit_record_positions: true,
+                        ..Default::default()
                     };
                 sent_at.lock().expect("sent_at").insert(id, Instant::now());
                 if tx.send(req).await.is_err() {

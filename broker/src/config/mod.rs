@@ -345,6 +345,9 @@ pub struct StorageConfig {
     pub direct_io: bool,
     /// What start-up does with damage that is not a torn tail.
     pub recovery: RecoveryMode,
+    /// An idempotent producer's de-duplication state on a partition is
+    /// dropped after it appended nothing there for this long (ms).
+    pub producer_expiry_ms: u64,
 }
 
 /// What start-up does with damage in a partition's last segment that is
@@ -369,6 +372,7 @@ impl Default for StorageConfig {
             index_max_bytes: 10 << 20,
             direct_io: false,
             recovery: RecoveryMode::Strict,
+            producer_expiry_ms: 86_400_000,
         }
     }
 }
@@ -575,6 +579,7 @@ impl Config {
             })?;
         }
         range("storage.flush_interval_ms", self.storage.flush_interval_ms, 1, 3_600_000)?;
+        range("storage.producer_expiry_ms", self.storage.producer_expiry_ms, 1_000, 365 * 86_400_000)?;
         range("cleaner.scrub_interval_ms", self.cleaner.scrub_interval_ms, 0, 7 * 86_400_000)?;
         range("cleaner.scrub_bytes_per_sec", self.cleaner.scrub_bytes_per_sec, 1 << 20, 1 << 40)?;
         range("storage.index_interval_bytes", self.storage.index_interval_bytes, 1, 1 << 30)?;

@@ -93,7 +93,7 @@ mod tests {
         let c = |o: u64| Committed { offset: o, metadata: format!("m{o}") };
         log.append(&[commit_record(&k1, &c(5)), commit_record(&k2, &c(7))], 1).unwrap();
         log.append(&[commit_record(&k1, &c(9)), delete_record(&k2)], 1).unwrap();
-        let table = replay(&Partition::new("o", 0, std::sync::Arc::new(log))).unwrap();
+        let table = replay(&Partition::new("o", 0, std::sync::Arc::new(log), 1000)).unwrap();
         assert_eq!(table, BTreeMap::from([(k1, c(9))]));
         assert_eq!(decode_key(b"a\0b\0x"), None);
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::BufMut;
 use tokio::sync::oneshot;
 
-use super::batch::{append_batch, BatchMeta, RecordSource, Stamp};
+use super::batch::{append_batch, BatchMeta, ProducerStamp, RecordSource, Stamp};
 use super::direct::{self, AlignedBuf, DirectWriter};
 use super::format::{DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES, SMALL_WRITE_BYTES};
 use super::{sync_dir, Appended, Log, LogConfig, LogError, Segment};
@@ -74,11 +74,21 @@ impl Pending {
     }
 }
 
+/// What an append may require and carry besides its records.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppendOptions {
+    /// Append only if the log's next offset is this one, else fail with
+    /// [`LogError::UnexpectedOffset`] (checked and appended atomically).
+    pub expect_next_offset: Option<u64>,
+    /// The idempotent producer of the batch, for its header.
+    pub producer: Option<ProducerStamp>,
+}
+
 impl Log {
     /// Appends `records` (non-empty) as one batch and returns once it is
     /// written. Blocks the calling thread for the write.
     pub fn append<R: RecordSource>(&self, records: &[R], now_ms: i64) -> Result<Appended, LogError> {
-        let (mut pending, _) = self.enqueue(records, now_ms, false, false)?;
+        let (mut pending, _) = self.enqueue(records, now_ms, false, false, AppendOptions::default())?;
         self.drain_locked(&mut self.sink.locked(), false);
         // The drain above, or one before it, wrote the batch or failed it.
         pending.done.try_recv().unwrap_or(Err(LogError::Closed))?;
@@ -96,8 +106,9 @@ impl Log {
         records: &[R],
         now_ms: i64,
         durable: bool,
+        options: AppendOptions,
     ) -> Result<Pending, LogError> {
-        let (pending, start_drain) = self.enqueue(records, now_ms, true, durable)?;
+        let (pending, start_drain) = self.enqueue(records, now_ms, true, durable, options)?;
         if start_drain {
             let drain = {
                 let log = self.clone();
@@ -119,6 +130,7 @@ impl Log {
         now_ms: i64,
         background: bool,
         sync: bool,
+        options: AppendOptions,
     ) -> Result<(Pending, bool), LogError> {
         let mut w = self.writer.locked();
         if w.closed {
@@ -126,7 +138,11 @@ impl Log {
         }
         self.check_writable()?;
         let base = w.next_offset;
-        let stamp = Stamp { append_time_ms: now_ms, log_append_time: w.config.log_append_time };
+        if let Some(expected) = options.expect_next_offset.filter(|e| *e != base) {
+            return Err(LogError::UnexpectedOffset { expected, actual: base });
+        }
+        let stamp =
+            Stamp { append_time_ms: now_ms, log_append_time: w.config.log_append_time, producer: options.producer };
         let mut buf = direct::POOL.take();
         // Room for the partial last block, which a direct write puts in front.
         let at = (w.end_hint % DIRECT_IO_ALIGN as u64) as usize;

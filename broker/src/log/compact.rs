@@ -384,7 +384,7 @@ mod tests {
     fn filter_keeps_offsets_and_batch_bounds() {
         let mut batch = BytesMut::new();
         let records = [keyed("a", Some("1")), keyed("b", Some("2")), keyed("a", Some("3")), keyed("c", None)];
-        encode_batch(&mut batch, 40, &records, Stamp { append_time_ms: 1, log_append_time: false });
+        encode_batch(&mut batch, 40, &records, Stamp { append_time_ms: 1, log_append_time: false, producer: None });
         let mut out = BytesMut::new();
         // Keep offsets 41 and 43.
         let f = filter_batch(&batch, |r| r.offset % 2 == 1, &mut out).unwrap();

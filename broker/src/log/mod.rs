@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 use crate::log::locks::{LockExt, RwLockExt};
-pub use append::Pending;
+pub use append::{AppendOptions, Pending};
 use append::{Sink, Writer};
 use format::parse_segment_file_name;
 pub use read::{Damage, ReadResult};
@@ -121,6 +121,13 @@ pub enum LogError {
     DataLoss(Box<Damage>),
     /// The disk failed us.
     Io(io::Error),
+    /// A conditional append found the log's next offset elsewhere.
+    UnexpectedOffset {
+        /// The next offset the append required.
+        expected: u64,
+        /// The log's next offset.
+        actual: u64,
+    },
 }
 
 impl From<io::Error> for LogError {

@@ -250,6 +250,27 @@ impl Log {
         }
     }
 
+    /// Calls `f` with the header of every batch of an idempotent producer
+    /// (producer id set) in the segments holding a record at or after
+    /// `since_ms`, oldest first: one header read per batch, no record
+    /// bytes. Stops at the first bytes that are no header.
+    pub fn visit_producer_headers(&self, since_ms: i64, mut f: impl FnMut(&BatchHeader)) -> std::io::Result<()> {
+        for seg in self.all_segments() {
+            if seg.max_timestamp() < since_ms && seg.size() > 0 {
+                continue;
+            }
+            let (mut pos, end) = (0u64, seg.size());
+            while pos < end {
+                let Ok(h) = seg.checked_header_at(pos, end)? else { break };
+                if h.producer_id >= 0 {
+                    f(&h);
+                }
+                pos += u64::from(h.batch_len);
+            }
+        }
+        Ok(())
+    }
+
     /// Damaged batches found so far (since start-up).
     pub fn damaged_batches(&self) -> usize {
         self.damaged.locked().len()

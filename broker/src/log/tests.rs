@@ -504,7 +504,7 @@ fn records_after_reopen(log: Arc<Log>, dir: &Path, segment_bytes: u64) -> usize 
 fn submit_queued(log: &Arc<Log>, n: u8) -> Vec<Pending> {
     let _sink = log.sink.lock().unwrap();
     let before = log.end_offset();
-    let pending = (0..n).map(|b| log.submit(&records(3, b), 1, false).unwrap()).collect();
+    let pending = (0..n).map(|b| log.submit(&records(3, b), 1, false, AppendOptions::default()).unwrap()).collect();
     // Offsets are given at submit, before anything is written (checked
     // while the sink is held: once released, the drain may run at once).
     assert_eq!(log.end_offset(), before);
@@ -551,7 +551,7 @@ async fn a_failed_write_fails_everything_queued_after_it_and_frees_the_offsets()
     assert_eq!(log.end_offset(), 3);
     log.fail_writes.store(false, Ordering::Relaxed);
     // The next append takes the offsets the failed ones had been given.
-    let p = log.submit(&records(3, 7), 1, false).unwrap();
+    let p = log.submit(&records(3, 7), 1, false, AppendOptions::default()).unwrap();
     assert_eq!(p.written().await.unwrap().base_offset, 3);
     assert_eq!(log.append(&records(3, 8), 1).unwrap().base_offset, 6);
     let all = read_all(&log, 0);
@@ -566,9 +566,9 @@ async fn a_durable_submit_is_fsynced_by_the_writer_without_the_flusher() {
     let (log, _) = open(dir.path(), 1 << 20);
     let log = Arc::new(log);
     // No flusher runs: only the writing thread can make these durable.
-    let plain = log.submit(&records(3, 0), 1, false).unwrap().written().await.unwrap();
+    let plain = log.submit(&records(3, 0), 1, false, AppendOptions::default()).unwrap().written().await.unwrap();
     assert_eq!(log.durable_offset(), 0, "a plain append waits for the flusher");
-    let durable = log.submit(&records(3, 1), 1, true).unwrap().written().await.unwrap();
+    let durable = log.submit(&records(3, 1), 1, true, AppendOptions::default()).unwrap().written().await.unwrap();
     assert_eq!(durable.base_offset, plain.next_offset);
     assert_eq!(log.durable_offset(), 6, "one fsync covers both");
     log.wait_durable(6).await.unwrap();
@@ -636,7 +636,7 @@ fn version_1_segments_stay_readable_beside_version_2_batches() {
             &mut buf,
             u64::from(b) * 3,
             &records(3, b),
-            Stamp { append_time_ms: 1000 + i64::from(b), log_append_time: false },
+            Stamp { append_time_ms: 1000 + i64::from(b), log_append_time: false, producer: None },
         );
         file.extend(as_version_1(&buf));
     }

@@ -11,15 +11,17 @@
 //! groups) already read only below it, so they will not change.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use super::producers::{ProducerTable, SeqBatch, SeqCheck, SeqError};
 use crate::config::AckLevel;
 use crate::error::{Error, Result};
-use crate::log::batch::RecordSource;
+use crate::log::batch::{ProducerStamp, RecordSource};
 use crate::log::compact::{compact_partition, CleanStats, CompactionPolicy, Throttle};
-use crate::log::{Appended, IndexConfig, Log, LogConfig, LogError, Pending, ReadResult};
+use crate::log::locks::LockExt;
+use crate::log::{AppendOptions, Appended, IndexConfig, Log, LogConfig, LogError, Pending, ReadResult};
 use crate::retention::{segments_to_delete, SegmentStat};
 
 /// One partition of a topic.
@@ -27,6 +29,23 @@ pub struct Partition {
     topic: String,
     id: u32,
     log: Arc<Log>,
+    /// Idempotent producers' state, loaded from the log when first needed;
+    /// held across the check and the submit of their appends.
+    producers: SharedTable,
+    /// `storage.producer_expiry_ms`.
+    producer_expiry_ms: i64,
+}
+
+/// A partition's producer table, None until first needed.
+type SharedTable = Arc<Mutex<Option<ProducerTable>>>;
+
+/// Conditions and identity of an append (see `Partition::append_with`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppendIf {
+    /// The idempotent producer, its epoch and the batch's sequence.
+    pub producer: Option<ProducerStamp>,
+    /// Append only if the partition's next offset is this.
+    pub expected_offset: Option<u64>,
 }
 
 /// An append that has its offsets; [`Appending::acknowledged`] resolves once
@@ -34,7 +53,11 @@ pub struct Partition {
 pub struct Appending {
     partition: u32,
     appended: Appended,
-    pending: Pending,
+    /// None: a retried duplicate, written before.
+    pending: Option<Pending>,
+    /// The producer batch to forget if the write fails, so a retry of it
+    /// is appended rather than answered with offsets never written.
+    undo: Option<(SharedTable, i64, i32)>,
     /// Wait for the fsync too (`AckLevel::Durable`).
     durable: bool,
     log: Arc<Log>,
@@ -61,14 +84,32 @@ impl Appending {
         self.appended
     }
 
-    /// Waits until the batch is written and, for `Durable`, fsynced.
+    /// Waits until the batch is written and, for `Durable`, fsynced. A
+    /// retried duplicate waits until its first append is durable.
     pub async fn acknowledged(self) -> Result<Appended> {
         let error = |e| log_error(&self.topic, self.partition, &self.log, e);
-        let written = self.pending.written().await.map_err(error)?;
-        if self.durable {
-            self.log.wait_durable(written.next_offset).await.map_err(error)?;
+        let result = async {
+            let written = match self.pending {
+                Some(p) => p.written().await?,
+                None => {
+                    self.log.wait_durable(self.appended.next_offset).await?;
+                    return Ok(self.appended);
+                }
+            };
+            if self.durable {
+                self.log.wait_durable(written.next_offset).await?;
+            }
+            Ok(written)
         }
-        Ok(written)
+        .await;
+        if result.is_err() {
+            if let Some((table, producer, sequence)) = &self.undo {
+                if let Some(t) = table.locked().as_mut() {
+                    t.forget(*producer, *sequence);
+                }
+            }
+        }
+        result.map_err(error)
     }
 }
 
@@ -85,8 +126,14 @@ pub struct Retained {
 
 impl Partition {
     /// Wraps partition `id` of `topic`, whose log is open.
-    pub(crate) fn new(topic: &str, id: u32, log: Arc<Log>) -> Partition {
-        Partition { topic: topic.to_string(), id, log }
+    pub(crate) fn new(topic: &str, id: u32, log: Arc<Log>, producer_expiry_ms: u64) -> Partition {
+        Partition {
+            topic: topic.to_string(),
+            id,
+            log,
+            producers: Arc::new(Mutex::new(None)),
+            producer_expiry_ms: producer_expiry_ms as i64,
+        }
     }
 
     fn error(&self, e: LogError) -> Error {
@@ -137,16 +184,80 @@ impl Partition {
     /// Gives `records` their offsets and queues them as one batch, in call
     /// order; the returned [`Appending`] resolves at the level `acks` asks.
     pub fn append<R: RecordSource>(&self, records: &[R], now_ms: i64, acks: AckLevel) -> Result<Appending> {
+        self.append_with(records, now_ms, acks, AppendIf::default())
+    }
+
+    /// As [`Partition::append`], if `cond` holds: the partition's next
+    /// offset is `expected_offset`, and the batch is its producer's next
+    /// (a retried one is answered with its first offsets, not stored again).
+    /// Checked and queued atomically.
+    pub fn append_with<R: RecordSource>(
+        &self,
+        records: &[R],
+        now_ms: i64,
+        acks: AckLevel,
+        cond: AppendIf,
+    ) -> Result<Appending> {
         let durable = acks == AckLevel::Durable;
-        let pending = self.log.submit(records, now_ms, durable).map_err(|e| self.error(e))?;
-        Ok(Appending {
+        let options = AppendOptions { expect_next_offset: cond.expected_offset, producer: cond.producer };
+        let appending = |pending: Option<Pending>, appended, undo| Appending {
             partition: self.id,
-            appended: pending.appended,
+            appended,
             pending,
+            undo,
             durable,
             log: self.log.clone(),
             topic: self.topic.clone(),
-        })
+        };
+        let Some(p) = cond.producer else {
+            let pending = self.log.submit(records, now_ms, durable, options).map_err(|e| self.error(e))?;
+            let appended = pending.appended;
+            return Ok(appending(Some(pending), appended, None));
+        };
+        let mut table = self.producers.locked();
+        let table = match &mut *table {
+            Some(t) => t,
+            None => table.insert(self.load_producers(now_ms)?),
+        };
+        table.expire(now_ms - self.producer_expiry_ms);
+        match table.check(p.id, p.epoch, p.sequence).map_err(|e| self.producer_error(p, e))? {
+            SeqCheck::Duplicate(b) => {
+                let appended =
+                    Appended { base_offset: b.base_offset, next_offset: b.base_offset + u64::from(b.records) };
+                Ok(appending(None, appended, None))
+            }
+            SeqCheck::Append => {
+                let pending = self.log.submit(records, now_ms, durable, options).map_err(|e| self.error(e))?;
+                let appended = pending.appended;
+                let batch =
+                    SeqBatch { sequence: p.sequence, base_offset: appended.base_offset, records: records.len() as u32 };
+                table.record(p.id, p.epoch, batch, now_ms);
+                Ok(appending(Some(pending), appended, Some((self.producers.clone(), p.id, p.sequence))))
+            }
+        }
+    }
+
+    /// The producer table from the batch headers of the segments written
+    /// within `storage.producer_expiry_ms`.
+    fn load_producers(&self, now_ms: i64) -> Result<ProducerTable> {
+        let mut table = ProducerTable::default();
+        let since = now_ms - self.producer_expiry_ms;
+        self.log
+            .visit_producer_headers(since, |h| {
+                let batch = SeqBatch {
+                    sequence: h.base_sequence,
+                    base_offset: h.meta.base_offset,
+                    records: h.meta.record_count,
+                };
+                table.record(h.producer_id, h.producer_epoch, batch, h.meta.max_timestamp);
+            })
+            .map_err(|e| Error::storage(format!("reading producer state of {}", self.name()), e))?;
+        tracing::debug!(partition = self.name(), producers = table.len(), "producer state loaded from the log");
+        Ok(table)
+    }
+
+    fn producer_error(&self, p: ProducerStamp, e: SeqError) -> Error {
+        Error::Producer { topic: self.topic.clone(), partition: self.id, producer_id: p.id, error: e }
     }
 
     /// Reads up to `max_bytes` (at least one batch if any is there) and at

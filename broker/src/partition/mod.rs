@@ -17,6 +17,7 @@ pub mod internal;
 pub mod lock;
 mod meta;
 pub mod partitioner;
+pub mod producers;
 mod topic;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use handle::{Appending, Partition, Retained};
+pub use handle::{AppendIf, Appending, Partition, Retained};
 pub use internal::{check_client_op, is_internal, validate_topic_name, ClientOp};
 pub use topic::{Produced, Topic};
 
@@ -79,7 +80,8 @@ pub struct Manager {
     clean_stop: bool,
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -175,7 +177,7 @@ impl Manager {
         let log = Arc::new(log);
         let interval = Duration::from_millis(self.config.storage.flush_interval_ms);
         tokio::spawn(log.clone().run_flusher(interval));
-        Ok(Arc::new(Partition::new(topic, id, log)))
+        Ok(Arc::new(Partition::new(topic, id, log, self.config.storage.producer_expiry_ms)))
     }
 
     fn open_partitions(

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::handle::{Appending, Partition};
+use super::handle::{AppendIf, Appending, Partition};
 use super::partitioner::partition_for_key;
 use crate::config::{AckLevel, TopicSettings};
 use crate::error::{Error, Result};
@@ -189,10 +189,16 @@ impl Topic {
         now_ms: i64,
         acks: AckLevel,
         max_stored_bytes: usize,
+        cond: AppendIf,
     ) -> Result<Produced> {
         self.validate(records, max_stored_bytes)?;
         let logs = self.partitions();
         let n = logs.len() as u32;
+        if (cond.producer.is_some() || cond.expected_offset.is_some()) && partition.is_none() {
+            return Err(Error::InvalidArgument(
+                "an idempotent (producer) or conditional (expected_offset) produce names its partition".into(),
+            ));
+        }
         let fixed = match partition {
             Some(p) => Some(self.partition(p).map(|_| p)?),
             None if records.iter().all(|r| r.key().is_none()) => {
@@ -201,7 +207,7 @@ impl Topic {
             None => None,
         };
         if let Some(p) = fixed {
-            let a = logs[p as usize].append(records, now_ms, acks)?;
+            let a = logs[p as usize].append_with(records, now_ms, acks, cond)?;
             return Ok(Produced { split: Vec::new(), appended: vec![a] });
         }
         // Mixed keys: one batch per target partition, records in request order.

@@ -36,6 +36,9 @@ pub enum Rule {
     /// Any authenticated caller; the reply lists only the resources of the
     /// type it may describe.
     Lists(ResourceType),
+    /// Any authenticated caller, about itself (InitProducer: writer ids are
+    /// scoped to the principal; producing still needs write).
+    Authenticated,
 }
 
 use Operation::*;
@@ -50,6 +53,7 @@ pub const RULES: &[(&str, Rule)] = &[
     ("/strata.v1.Broker/Fetch", Needs(Read, Topic)),
     ("/strata.v1.Broker/Subscribe", Needs(Read, Topic)),
     ("/strata.v1.Broker/ListOffsets", Needs(Describe, Topic)),
+    ("/strata.v1.Broker/InitProducer", Authenticated),
     ("/strata.v1.Admin/CreateTopic", Needs(Create, Topic)),
     ("/strata.v1.Admin/DeleteTopic", Needs(Delete, Topic)),
     ("/strata.v1.Admin/ListTopics", Lists(Topic)),
@@ -252,6 +256,7 @@ impl Caller {
             Checks::Off => Ok(()),
             Checks::On { rule: Needs(operation, resource_type), .. } => self.may_do(*operation, *resource_type, name),
             Checks::On { rule: Lists(resource_type), .. } => self.may_do(Describe, *resource_type, name),
+            Checks::On { rule: Authenticated, .. } => Ok(()),
             Checks::Deny | Checks::On { rule: Public, .. } => self.may_do(All, Cluster, name),
         }
     }

@@ -21,10 +21,13 @@ use super::status::to_status;
 use super::subscription::{Feed, Room, Subscriptions, FIRST_REPLY_BYTES, SHED_AFTER};
 use crate::config::AckLevel;
 use crate::error::{Error, Result};
+use crate::log::batch::ProducerStamp;
 use crate::node::NodeHandle;
-use crate::partition::{check_client_op, ClientOp, Manager, Partition, Produced};
+use crate::partition::producers::SeqError;
+use crate::partition::{check_client_op, AppendIf, ClientOp, Manager, Partition, Produced};
 use crate::security::quota::Kind;
 use crate::shutdown::stopped;
+use crate::writers::Writers;
 
 /// Requests a ProduceStream may have in flight (appended, awaiting fsync).
 const MAX_IN_FLIGHT: usize = 64;
@@ -50,6 +53,8 @@ pub struct BrokerService {
     stall_timeout: Duration,
     /// Every subscription's queue (for shedding when the reply budget runs out).
     subscriptions: Arc<Subscriptions>,
+    /// Producer ids, epochs and writer ids.
+    writers: Arc<Writers>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -70,6 +75,7 @@ impl BrokerService {
             reply_budget: Arc::new(Semaphore::new(config.server.reply_memory_bytes as usize)),
             stall_timeout: Duration::from_millis(config.server.subscribe_stall_timeout_ms),
             subscriptions: Arc::new(Subscriptions::default()),
+            writers: node.writers.clone(),
             shutdown,
         }
     }
@@ -106,12 +112,43 @@ impl BrokerService {
                 principal: principal.map(str::to_string),
             });
         }
-        let produced = topic.produce(req.partition, &req.records, self.manager.now_ms(), acks, self.max_reply_bytes)?;
+        let cond = self.conditions(req)?;
+        let now = self.manager.now_ms();
+        let produced = topic.produce(req.partition, &req.records, now, acks, self.max_reply_bytes, cond)?;
         let bytes = record_bytes(req);
         let labels = [("topic", req.topic.clone())];
         metrics::counter!("strata_records_in_total", &labels).increment(req.records.len() as u64);
         metrics::counter!("strata_bytes_in_total", &labels).increment(bytes as u64);
         Ok(produced)
+    }
+
+    /// The request's idempotent producer and expected offset, checked
+    /// against the writer's newest epoch (a stale instance is fenced here,
+    /// on every partition).
+    fn conditions(&self, req: &ProduceRequest) -> Result<AppendIf> {
+        let producer = match &req.producer {
+            None => None,
+            Some(p) => {
+                let epoch = i16::try_from(p.producer_epoch).map_err(|_| {
+                    Error::InvalidArgument(format!("producer_epoch {} is out of range 0-32767", p.producer_epoch))
+                })?;
+                if p.producer_id < 0 || epoch < 0 || p.sequence < 0 {
+                    return Err(Error::InvalidArgument(
+                        "producer_id, producer_epoch and sequence must not be negative".into(),
+                    ));
+                }
+                if let Some(current) = self.writers.newest_epoch(p.producer_id).filter(|c| *c > epoch) {
+                    return Err(Error::Producer {
+                        topic: req.topic.clone(),
+                        partition: req.partition.unwrap_or(0),
+                        producer_id: p.producer_id,
+                        error: SeqError::Fenced { epoch, current },
+                    });
+                }
+                Some(ProducerStamp { id: p.producer_id, epoch, sequence: p.sequence })
+            }
+        };
+        Ok(AppendIf { producer, expected_offset: req.expected_offset })
     }
 
     /// Waits for `produced` to be acknowledged at the level it asked for and
@@ -516,6 +553,13 @@ impl Broker for BrokerService {
             feed.finish(end);
         });
         Ok(Response::new(Box::pin(outbox)))
+    }
+
+    async fn init_producer(&self, req: Request<InitProducerRequest>) -> Result<Response<InitProducerResponse>, Status> {
+        let caller = Caller::of(&req);
+        let writer_id = req.into_inner().writer_id;
+        let (producer_id, epoch) = self.writers.init(caller.principal(), &writer_id).await?;
+        Ok(Response::new(InitProducerResponse { producer_id, producer_epoch: i32::from(epoch) }))
     }
 
     async fn list_offsets(&self, req: Request<ListOffsetsRequest>) -> Result<Response<ListOffsetsResponse>, Status> {

@@ -9,7 +9,11 @@ pub fn to_status(e: Error) -> Status {
     let code = match &e {
         Error::TopicNotFound { .. } | Error::PartitionNotFound { .. } | Error::GroupNotFound { .. } => Code::NotFound,
         Error::Group(GroupError::NoSubscription) => Code::InvalidArgument,
-        Error::Group(_) | Error::DataDirInUse { .. } | Error::RecoveryRefused { .. } => Code::FailedPrecondition,
+        Error::Group(_)
+        | Error::DataDirInUse { .. }
+        | Error::RecoveryRefused { .. }
+        | Error::OffsetMismatch { .. }
+        | Error::Producer { .. } => Code::FailedPrecondition,
         Error::TopicExists { .. } => Code::AlreadyExists,
         Error::InvalidTopicName { .. }
         | Error::InvalidPartitions { .. }

@@ -41,13 +41,26 @@ impl<T: RecordSource> RecordSource for &T {
     }
 }
 
-/// How timestamps are assigned while encoding.
+/// How timestamps are assigned while encoding, and who produced the batch.
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp {
     /// Broker time at append, ms since epoch.
     pub append_time_ms: i64,
     /// Every record gets `append_time_ms` (topic timestamp type LogAppendTime).
     pub log_append_time: bool,
+    /// The idempotent producer of the batch, stored in its header.
+    pub producer: Option<ProducerStamp>,
+}
+
+/// An idempotent producer's id, epoch and the batch's sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    /// Producer id.
+    pub id: i64,
+    /// Producer epoch.
+    pub epoch: i16,
+    /// The batch's sequence number.
+    pub sequence: i32,
 }
 
 impl Stamp {
@@ -239,7 +252,13 @@ where
         max_timestamp: max_ts,
     };
     let attributes = if stamp.log_append_time { ATTR_LOG_APPEND_TIME } else { 0 };
-    write_header(&mut buf[start..], &meta, attributes);
+    let extra = match stamp.producer {
+        Some(p) => {
+            HeaderExtra { producer_id: p.id, producer_epoch: p.epoch, base_sequence: p.sequence, ..HeaderExtra::NONE }
+        }
+        None => HeaderExtra::NONE,
+    };
+    write_header_with(&mut buf[start..], &meta, &HeaderExtra { attributes, ..extra });
     meta
 }
 
@@ -336,7 +355,7 @@ pub(crate) mod tests {
     }
 
     fn stamp() -> Stamp {
-        Stamp { append_time_ms: 1_700_000_000_000, log_append_time: false }
+        Stamp { append_time_ms: 1_700_000_000_000, log_append_time: false, producer: None }
     }
 
     fn arb_record() -> impl Strategy<Value = TestRecord> {

@@ -1,0 +1,170 @@
+//! Idempotent producers on one partition: for each producer id, its epoch
+//! and the last [`KEPT_BATCHES`] batches' sequence numbers with the offsets
+//! they were given, so a retried batch is answered with its first offsets
+//! instead of being stored again (as Kafka keeps 5).
+//!
+//! Sequences count requests per (producer, partition): 0, 1, 2, ... A batch
+//! is the next (`last + 1`, or 0 for a producer this partition has not
+//! seen, or the first of a newer epoch), a duplicate (one of the kept), or
+//! refused: older than the kept ones, a gap, or from an older epoch than
+//! the partition has seen (fenced). The table is rebuilt from the batch
+//! headers of the log's tail when the partition first needs it, and forgets
+//! producers idle longer than `producers.idle_expiry_ms`. Pure: no I/O.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Batches remembered per producer.
+pub const KEPT_BATCHES: usize = 5;
+
+/// A batch a producer appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqBatch {
+    /// Its sequence number.
+    pub sequence: i32,
+    /// Its first offset.
+    pub base_offset: u64,
+    /// Its record count.
+    pub records: u32,
+}
+
+#[derive(Debug)]
+struct Entry {
+    epoch: i16,
+    batches: VecDeque<SeqBatch>,
+    last_ms: i64,
+}
+
+/// What to do with an idempotent batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqCheck {
+    /// Append it.
+    Append,
+    /// A retry of this batch: answer with its offsets.
+    Duplicate(SeqBatch),
+}
+
+/// Why an idempotent batch is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqError {
+    /// Its epoch is older than the newest this partition has seen.
+    Fenced {
+        /// The batch's epoch.
+        epoch: i16,
+        /// The newest.
+        current: i16,
+    },
+    /// Not the next sequence and not a kept one.
+    OutOfOrder {
+        /// The batch's sequence.
+        got: i32,
+        /// The sequence expected next.
+        expected: i32,
+    },
+}
+
+/// The producers of one partition.
+#[derive(Debug, Default)]
+pub struct ProducerTable {
+    producers: HashMap<i64, Entry>,
+}
+
+impl ProducerTable {
+    /// Decides about a batch of `producer`/`epoch` numbered `sequence`.
+    pub fn check(&self, producer: i64, epoch: i16, sequence: i32) -> Result<SeqCheck, SeqError> {
+        let Some(e) = self.producers.get(&producer) else {
+            return match sequence {
+                0 => Ok(SeqCheck::Append),
+                got => Err(SeqError::OutOfOrder { got, expected: 0 }),
+            };
+        };
+        if epoch < e.epoch {
+            return Err(SeqError::Fenced { epoch, current: e.epoch });
+        }
+        if epoch > e.epoch {
+            return match sequence {
+                0 => Ok(SeqCheck::Append),
+                got => Err(SeqError::OutOfOrder { got, expected: 0 }),
+            };
+        }
+        if let Some(b) = e.batches.iter().find(|b| b.sequence == sequence) {
+            return Ok(SeqCheck::Duplicate(*b));
+        }
+        let expected = e.batches.back().map_or(0, |b| b.sequence.checked_add(1).unwrap_or(0));
+        match sequence == expected {
+            true => Ok(SeqCheck::Append),
+            false => Err(SeqError::OutOfOrder { got: sequence, expected }),
+        }
+    }
+
+    /// Records an appended batch (or one read back from the log).
+    pub fn record(&mut self, producer: i64, epoch: i16, batch: SeqBatch, now_ms: i64) {
+        let e = self.producers.entry(producer).or_insert(Entry { epoch, batches: VecDeque::new(), last_ms: now_ms });
+        if epoch > e.epoch {
+            e.epoch = epoch;
+            e.batches.clear();
+        }
+        if e.batches.len() == KEPT_BATCHES {
+            e.batches.pop_front();
+        }
+        e.batches.push_back(batch);
+        e.last_ms = e.last_ms.max(now_ms);
+    }
+
+    /// Forgets a batch whose write failed.
+    pub fn forget(&mut self, producer: i64, sequence: i32) {
+        if let Some(e) = self.producers.get_mut(&producer) {
+            e.batches.retain(|b| b.sequence != sequence);
+        }
+    }
+
+    /// Forgets producers whose last batch is older than `cutoff_ms`.
+    pub fn expire(&mut self, cutoff_ms: i64) {
+        self.producers.retain(|_, e| e.last_ms >= cutoff_ms);
+    }
+
+    /// Producers known.
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// True if no producer is known.
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(sequence: i32, base_offset: u64) -> SeqBatch {
+        SeqBatch { sequence, base_offset, records: 2 }
+    }
+
+    #[test]
+    fn next_duplicate_gap_and_fencing() {
+        let mut t = ProducerTable::default();
+        assert_eq!(t.check(7, 0, 1), Err(SeqError::OutOfOrder { got: 1, expected: 0 }));
+        assert_eq!(t.check(7, 0, 0), Ok(SeqCheck::Append));
+        t.record(7, 0, b(0, 10), 1);
+        assert_eq!(t.check(7, 0, 0), Ok(SeqCheck::Duplicate(b(0, 10))));
+        assert_eq!(t.check(7, 0, 2), Err(SeqError::OutOfOrder { got: 2, expected: 1 }));
+        for s in 1..=6 {
+            assert_eq!(t.check(7, 0, s), Ok(SeqCheck::Append));
+            t.record(7, 0, b(s, 10 + 2 * s as u64), 1);
+        }
+        // Only the last five are kept: 0 and 1 are now too old.
+        assert_eq!(t.check(7, 0, 1), Err(SeqError::OutOfOrder { got: 1, expected: 7 }));
+        assert_eq!(t.check(7, 0, 2), Ok(SeqCheck::Duplicate(b(2, 14))));
+        // A newer epoch starts at 0 and fences the older one.
+        assert_eq!(t.check(7, 1, 3), Err(SeqError::OutOfOrder { got: 3, expected: 0 }));
+        assert_eq!(t.check(7, 1, 0), Ok(SeqCheck::Append));
+        t.record(7, 1, b(0, 30), 2);
+        assert_eq!(t.check(7, 0, 7), Err(SeqError::Fenced { epoch: 0, current: 1 }));
+        assert_eq!(t.check(8, 0, 0), Ok(SeqCheck::Append), "producers are independent");
+        t.expire(2);
+        assert_eq!(t.len(), 1);
+        t.expire(3);
+        assert!(t.is_empty());
+    }
+}

@@ -1,0 +1,150 @@
+//! An idempotent producer: `InitProducer` once, then every request to a
+//! partition carries the producer's id, epoch and the partition's next
+//! sequence number. A request that timed out or failed in transit is sent
+//! again with the same number (bounded retries, exponential backoff), and
+//! the broker answers a repeat with the offsets it first gave, so each
+//! batch is stored once and in order.
+//!
+//! With a `writer_id`, a new instance fences the older ones: their
+//! requests get FAILED_PRECONDITION ("fenced"), which is not retried.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+
+use crate::{proto, Client};
+
+/// How requests are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per batch, the first included.
+    pub attempts: u32,
+    /// Wait before the first retry; doubles each time.
+    pub first_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+    /// How long one attempt may take before it counts as failed.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 10,
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A produce request with its sequence number fixed: send it again and it
+/// is the same batch to the broker.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    req: proto::ProduceRequest,
+}
+
+impl Batch {
+    /// Its sequence number on its partition.
+    pub fn sequence(&self) -> i32 {
+        self.req.producer.as_ref().map_or(-1, |p| p.sequence)
+    }
+}
+
+/// See the module documentation.
+pub struct Producer {
+    client: Client,
+    producer_id: i64,
+    epoch: i32,
+    next: HashMap<(String, u32), i32>,
+    /// How requests are retried.
+    pub retry: RetryPolicy,
+}
+
+/// Codes after which the request may or may not have been stored, and a
+/// retry (with the same sequence) is safe.
+fn retryable(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Aborted)
+}
+
+impl Producer {
+    /// Asks the broker for a producer id and epoch (`writer_id` empty: no
+    /// fencing).
+    pub async fn init(mut client: Client, writer_id: &str) -> Result<Producer, Status> {
+        let req = proto::InitProducerRequest { writer_id: writer_id.into() };
+        let r = client.broker.init_producer(req).await?.into_inner();
+        Ok(Producer {
+            client,
+            producer_id: r.producer_id,
+            epoch: r.producer_epoch,
+            next: HashMap::new(),
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// The producer id and epoch.
+    pub fn id(&self) -> (i64, i32) {
+        (self.producer_id, self.epoch)
+    }
+
+    /// Sends later requests over `client` (after a reconnect).
+    pub fn set_client(&mut self, client: Client) {
+        self.client = client;
+    }
+
+    /// The next batch for `topic`/`partition`: its sequence number is taken.
+    pub fn batch(&mut self, topic: &str, partition: u32, records: Vec<proto::Record>, acks: proto::Acks) -> Batch {
+        let next = self.next.entry((topic.to_string(), partition)).or_insert(0);
+        let sequence = *next;
+        *next = next.checked_add(1).unwrap_or(0);
+        Batch {
+            req: proto::ProduceRequest {
+                topic: topic.into(),
+                partition: Some(partition),
+                records,
+                acks: acks as i32,
+                producer: Some(proto::ProducerBatch {
+                    producer_id: self.producer_id,
+                    producer_epoch: self.epoch,
+                    sequence,
+                }),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Sends `batch`, retrying by the policy while the outcome is unknown.
+    pub async fn send(&mut self, batch: &Batch) -> Result<proto::ProduceResponse, Status> {
+        let mut backoff = self.retry.first_backoff;
+        let mut attempt = 1;
+        loop {
+            let call = self.client.broker.produce(batch.req.clone());
+            let result = match tokio::time::timeout(self.retry.attempt_timeout, call).await {
+                Ok(r) => r.map(|r| r.into_inner()),
+                Err(_) => Err(Status::deadline_exceeded("no answer within the attempt timeout")),
+            };
+            match result {
+                Err(s) if retryable(s.code()) && attempt < self.retry.attempts => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Producer::batch`] and [`Producer::send`].
+    pub async fn produce(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        records: Vec<proto::Record>,
+        acks: proto::Acks,
+    ) -> Result<proto::ProduceResponse, Status> {
+        let batch = self.batch(topic, partition, records, acks);
+        self.send(&batch).await
+    }
+}
