@@ -75,7 +75,7 @@ pub struct QuotaOverride {
 
 /// `[auth]`: authentication (mutual TLS, API tokens) and authorization of
 /// every RPC by the caller's principal and the ACLs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Check every RPC: public ones (health, reflection, WhoAmI) pass,
@@ -90,6 +90,23 @@ pub struct AuthConfig {
     pub bootstrap_token: String,
     /// The principal `bootstrap_token` stands for.
     pub bootstrap_principal: String,
+    /// Password derivations (milliseconds of CPU each) one client address
+    /// may cause per second; past it, a password not proved before is
+    /// refused without hashing (UNAUTHENTICATED).
+    pub password_checks_per_sec: u64,
+}
+
+/// Shows `bootstrap_token` as "<set>": a debug print must not leak it.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("enabled", &self.enabled)
+            .field("super_users", &self.super_users)
+            .field("bootstrap_token", &if self.bootstrap_token.is_empty() { "" } else { "<set>" })
+            .field("bootstrap_principal", &self.bootstrap_principal)
+            .field("password_checks_per_sec", &self.password_checks_per_sec)
+            .finish()
+    }
 }
 
 impl Default for AuthConfig {
@@ -99,6 +116,7 @@ impl Default for AuthConfig {
             super_users: Vec::new(),
             bootstrap_token: String::new(),
             bootstrap_principal: "admin".into(),
+            password_checks_per_sec: 10,
         }
     }
 }
@@ -542,10 +560,11 @@ impl Config {
         let auth = &self.auth;
         if !auth.bootstrap_token.is_empty() && auth.bootstrap_token.len() < 32 {
             return Err(ConfigError(format!(
-                "auth.bootstrap_token is {} characters: use at least 32 random ones (or \"\" for none)",
+                "auth.bootstrap_token is {} bytes: use at least 32 random characters (or \"\" for none)",
                 auth.bootstrap_token.len()
             )));
         }
+        range("auth.password_checks_per_sec", auth.password_checks_per_sec, 1, 1_000_000)?;
         if auth.bootstrap_principal.is_empty() {
             return Err(ConfigError("auth.bootstrap_principal must not be empty".into()));
         }

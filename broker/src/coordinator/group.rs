@@ -34,14 +34,33 @@ impl Subscription {
     }
 }
 
+/// Matches a glob in linear time (the classic two-pointer walk, which
+/// backtracks only to the last `*`): a pattern of many stars cannot take
+/// exponential time or overflow the stack.
 fn glob(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
-        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => glob(&p[1..], &s[1..]),
-        _ => false,
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some(&c) if c == b'?' || c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// A group member.
@@ -469,6 +488,11 @@ mod tests {
         let a2 = beat(&mut g, &a.member_id, 1, &topics);
         assert_eq!(a2.assignment.len(), 3);
         assert!(glob(b"a*c?", b"abbbcd") && !glob(b"a*c?", b"abbbc"));
+        assert!(glob(b"*", b"") && glob(b"a**", b"a") && !glob(b"", b"a") && glob(b"*.eu", b"orders.eu"));
+        // Many stars against a long name that does not match: linear, no recursion.
+        let (mut p, s) = (vec![b'*'; 100_000], vec![b'a'; 10_000]);
+        p.push(b'x');
+        assert!(!glob(&p, &s));
     }
 
     #[derive(Debug, Clone)]

@@ -1,13 +1,14 @@
 //! Topic names, and the one rule for internal topics.
 //!
 //! Topics whose names start with `__` are the broker's own (committed
-//! offsets, ACLs and API tokens; producer state later). Their correctness
-//! depends on their settings — `__consumer_offsets` must stay compacted and
-//! keep every latest commit — so clients may read and describe them, but not
+//! offsets, ACLs, tokens and users, writer ids). Their correctness depends
+//! on their settings — `__consumer_offsets` must stay compacted and keep
+//! every latest commit — so clients may read and describe them, but not
 //! create, delete, produce to, reconfigure or grow them. Consumer groups do
-//! not subscribe to them. [`AUTH_TOPIC`] holds credentials (token hashes):
-//! no client may read its records at all. With `auth.enabled` no ACL
-//! matches an internal topic, so only super users reach them.
+//! not subscribe to them. [`AUTH_TOPIC`] holds credentials (token hashes,
+//! users' salted password hashes): no client may read its records at all.
+//! With `auth.enabled` no ACL matches an internal topic, so only super
+//! users reach them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

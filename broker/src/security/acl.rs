@@ -122,11 +122,12 @@ impl Acl {
         if self.host.is_empty() {
             self.host = "*".into();
         }
-        if self.host != "*" && self.host.parse::<IpAddr>().is_err() {
-            return Err(Error::InvalidArgument(format!(
-                "acl host {:?} must be an IP address (v4 or v6) or \"*\"",
-                self.host
-            )));
+        if self.host != "*" {
+            // Stored in one spelling, so an ACL is deleted by any spelling of it.
+            let ip = self.host.parse::<IpAddr>().map_err(|_| {
+                Error::InvalidArgument(format!("acl host {:?} must be an IP address (v4 or v6) or \"*\"", self.host))
+            })?;
+            self.host = canonical(ip).to_string();
         }
         field("resource_name", &self.resource_name)?;
         if self.resource_type == ResourceType::Cluster
@@ -262,6 +263,7 @@ mod tests {
         assert!(!decide([&from], &req("svc", Write, Topic, "t")));
         from.host = "::ffff:10.0.0.1".into();
         assert!(decide([&from], &req("svc", Write, Topic, "t")), "a mapped v6 address is its v4 address");
+        assert_eq!(from.validate().unwrap().host, "10.0.0.1", "stored in one spelling");
         let deny_describe = acl("svc", Describe, Topic, Literal, "t", Deny);
         let allow_read = acl("svc", Read, Topic, Literal, "t", Allow);
         assert!(decide([&deny_describe, &allow_read], &req("svc", Read, Topic, "t")));

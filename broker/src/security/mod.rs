@@ -70,6 +70,8 @@ pub enum Refused {
     ExpiredToken,
     /// No such user, or not its password (the caller is not told which).
     BadPassword,
+    /// Too many password derivations for this address lately.
+    TooManyAttempts,
 }
 
 impl std::fmt::Display for Refused {
@@ -79,6 +81,9 @@ impl std::fmt::Display for Refused {
             Refused::UnknownToken => "the API token is unknown or revoked",
             Refused::ExpiredToken => "the API token has expired",
             Refused::BadPassword => "unknown user or wrong password",
+            Refused::TooManyAttempts => {
+                "too many password checks from this address (auth.password_checks_per_sec): wait, or use an API token"
+            }
         })
     }
 }
@@ -116,6 +121,10 @@ pub struct Security {
     writing: tokio::sync::Mutex<()>,
     /// Rate quotas by principal.
     pub quotas: quota::Quotas,
+    /// Password derivations per client address
+    /// (`auth.password_checks_per_sec`): an unauthenticated caller cannot
+    /// spend the broker's CPU on hashing guesses.
+    derivations: quota::Quotas,
 }
 
 impl Security {
@@ -173,6 +182,10 @@ impl Security {
             users: RwLock::new(users),
             writing: tokio::sync::Mutex::new(()),
             quotas: quota::Quotas::new(quotas.clone()),
+            derivations: quota::Quotas::new(QuotasConfig {
+                requests_per_sec: config.password_checks_per_sec,
+                ..Default::default()
+            }),
         })
     }
 
@@ -197,10 +210,28 @@ impl Security {
         Ok(t.principal.clone())
     }
 
-    /// The principal (the user's name) of a username and password.
-    pub fn authenticate_password(&self, user: &str, password: &str) -> std::result::Result<String, Refused> {
+    /// The principal (the user's name) of a username and password, from
+    /// `client` (its address, for the derivation budget). With
+    /// `remembered_only`, only a password proved before passes (no
+    /// derivation: for public RPCs, which need no identity).
+    pub fn authenticate_password(
+        &self,
+        user: &str,
+        password: &str,
+        client: &str,
+        remembered_only: bool,
+    ) -> std::result::Result<String, Refused> {
         // Not under the lock: a derivation takes milliseconds.
         let hashed = self.users.read_locked().get(user).cloned();
+        if hashed.as_ref().is_some_and(|h| h.verify_remembered(password)) {
+            return Ok(user.to_string());
+        }
+        if remembered_only {
+            return Err(Refused::BadPassword);
+        }
+        if !self.derivations.admit(client, quota::Kind::Requests, 1, std::time::Instant::now()) {
+            return Err(Refused::TooManyAttempts);
+        }
         match hashed {
             Some(h) if h.verify(password) => Ok(user.to_string()),
             Some(_) => Err(Refused::BadPassword),
@@ -325,7 +356,22 @@ impl Security {
                 acl::MAX_ACL_FIELD_BYTES
             )));
         }
+        if principal == "*" {
+            return Err(Error::InvalidArgument(
+                "a token's principal cannot be \"*\" (that means every principal in ACLs)".into(),
+            ));
+        }
         let _w = self.writing.lock().await;
+        // Expired tokens make room.
+        let expired: Vec<String> = {
+            let now = now_ms();
+            let tokens = self.tokens.read_locked();
+            tokens.values().filter(|t| t.expires_at_ms != 0 && t.expires_at_ms <= now).map(|t| t.id.clone()).collect()
+        };
+        for id in expired {
+            self.write(KeyedRecord::delete(token_key(&id))).await?;
+            self.tokens.write_locked().remove(&id);
+        }
         if self.tokens.read_locked().len() >= MAX_TOKENS {
             return Err(Error::ResourceExhausted(format!(
                 "the broker keeps at most {MAX_TOKENS} API tokens; revoke some first"

@@ -69,18 +69,21 @@ impl Hashed {
         Hashed { iterations, salt, hash, verified: OnceLock::new() }
     }
 
-    /// True if `password` is this user's.
+    /// True if `password` is the one a request proved before (a digest, no
+    /// derivation).
+    pub fn verify_remembered(&self, password: &str) -> bool {
+        self.verified.get().is_some_and(|v| super::token::same(v, &self.quick(password)))
+    }
+
+    /// True if `password` is this user's: remembered, or by derivation.
     pub fn verify(&self, password: &str) -> bool {
-        let quick = self.quick(password);
-        if let Some(v) = self.verified.get() {
-            if super::token::same(v, &quick) {
-                return true;
-            }
+        if self.verify_remembered(password) {
+            return true;
         }
         let ok =
             pbkdf2::verify(ALGORITHM, rounds(self.iterations), &self.salt, password.as_bytes(), &self.hash).is_ok();
         if ok {
-            let _ = self.verified.set(quick);
+            let _ = self.verified.set(self.quick(password));
         }
         ok
     }

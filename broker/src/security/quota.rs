@@ -56,6 +56,25 @@ impl Quotas {
         }
     }
 
+    /// Charges `cost` of `kind` to `who` if that needs no wait; false (and
+    /// nothing charged) if it would.
+    pub fn admit(&self, who: &str, kind: Kind, cost: u64, now: Instant) -> bool {
+        let rate = self.rate(who, kind);
+        if rate == 0 {
+            return true;
+        }
+        let mut clocks = self.clocks.locked();
+        let tat = clocks.get(&(who.to_string(), kind)).copied().unwrap_or(now).max(now);
+        if tat > now + BURST {
+            return false;
+        }
+        if clocks.len() >= MAX_CLOCKS {
+            clocks.retain(|_, t| *t > now);
+        }
+        clocks.insert((who.to_string(), kind), tat + Duration::from_secs_f64(cost as f64 / rate as f64));
+        true
+    }
+
     /// Charges `cost` units of `kind` to `who` at `now`; returns how long
     /// the request must wait first (zero when within the quota). `who` is
     /// a principal, or `ip:<address>` for a caller without one.
@@ -101,6 +120,11 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(q.charge("fast", Kind::ProduceBytes, 1 << 30, t0), Duration::ZERO, "override: unlimited");
         }
+        // admit charges only what passes at once.
+        assert!(q.admit("new", Kind::ProduceBytes, 100, t0));
+        assert!(q.admit("new", Kind::ProduceBytes, 100, t0), "within the burst");
+        assert!(!q.admit("new", Kind::ProduceBytes, 100, t0));
+        assert!(q.admit("new", Kind::ProduceBytes, 100, t0 + Duration::from_millis(100)), "refusals charged nothing");
         // Once time catches up, no wait.
         assert_eq!(q.charge("slow", Kind::ProduceBytes, 1, t0 + Duration::from_secs(2)), Duration::ZERO);
     }

@@ -117,7 +117,8 @@ impl Authorizer {
         let authenticated = match credentials(headers) {
             Some(Ok(Presented::Token(token))) => Some(self.security.authenticate_token(token)),
             Some(Ok(Presented::Password(user, password))) => {
-                Some(self.security.authenticate_password(&user, &password))
+                let client = peer.map_or_else(String::new, |p| p.ip().to_string());
+                Some(self.security.authenticate_password(&user, &password, &client, rule == Public))
             }
             Some(Err(why)) => Some(Err(why)),
             None => None,
@@ -156,6 +157,24 @@ impl Authorizer {
         off: Caller,
     ) -> Result<Caller, Status> {
         if !self.security.enabled() {
+            // Access control itself (ACLs, tokens, users: the cluster rules)
+            // needs a super user even with auth off, so no one can plant
+            // credentials to use once it is turned on.
+            if let Needs(_, Cluster) = rule {
+                match principal.as_deref() {
+                    Some(p) if self.security.is_super_user(p) => {}
+                    Some(p) => {
+                        return Err(Status::permission_denied(format!(
+                            "principal {p:?} may not call {path}: access control is changed and shown only by super users (auth.super_users, auth.bootstrap_token), also while auth.enabled is false"
+                        )))
+                    }
+                    None => {
+                        return Err(Status::unauthenticated(format!(
+                            "{path} needs a super user (auth.super_users, or the auth.bootstrap_token as \"authorization: Bearer <token>\"), also while auth.enabled is false"
+                        )))
+                    }
+                }
+            }
             return Ok(off);
         }
         let security = off.security.clone();

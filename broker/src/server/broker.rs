@@ -326,6 +326,8 @@ impl Broker for BrokerService {
     async fn produce(&self, req: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
         let caller = Caller::of(&req);
         let req = req.into_inner();
+        // Denied requests are not held, nor charged to the quota.
+        caller.may(&req.topic)?;
         let wait = caller.charge(Kind::ProduceBytes, record_bytes(&req) as u64);
         hold(wait, &mut self.shutdown.clone()).await;
         let produced = self.append(&req, &caller)?;
@@ -364,13 +366,16 @@ impl Broker for BrokerService {
                     msg = inbound.message(), if reading && !held && pending.len() < MAX_IN_FLIGHT => match msg {
                         Ok(Some(req)) => {
                             let (id, omit) = (req.request_id, req.omit_record_positions);
-                            // The first request's rate was charged by the RPC layer.
+                            let appended = svc.append(&req, &caller);
+                            // Charged once appended (a refused request costs
+                            // nothing); the first request's rate was charged
+                            // by the RPC layer.
                             let requests = if first { Duration::ZERO } else { caller.charge(Kind::Requests, 1) };
-                            let wait = requests.max(caller.charge(Kind::ProduceBytes, record_bytes(&req) as u64));
+                            let bytes = if appended.is_ok() { record_bytes(&req) as u64 } else { 0 };
+                            let wait = requests.max(caller.charge(Kind::ProduceBytes, bytes));
                             let throttled = if first { caller.throttled + wait } else { wait };
                             first = false;
                             resume_at = Instant::now() + wait;
-                            let appended = svc.append(&req, &caller);
                             // The records' buffers go back now.
                             drop(req);
                             pending.push_back(async move {

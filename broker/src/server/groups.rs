@@ -16,6 +16,9 @@ use crate::security::acl::{Operation, ResourceType};
 
 use super::authz::Caller;
 
+/// Longest `topic_pattern` accepted.
+const MAX_PATTERN_BYTES: usize = 1024;
+
 /// The Groups service.
 pub struct GroupsService {
     coordinator: Arc<Coordinator>,
@@ -43,6 +46,19 @@ impl Groups for GroupsService {
         caller.may(&r.group_id)?;
         for t in &r.topics {
             caller.may_do(Operation::Read, ResourceType::Topic, t)?;
+        }
+        if !r.topic_pattern.is_empty() {
+            if r.topic_pattern.len() > MAX_PATTERN_BYTES {
+                return Err(Error::InvalidArgument(format!(
+                    "topic_pattern is {} bytes, at most {MAX_PATTERN_BYTES}",
+                    r.topic_pattern.len()
+                ))
+                .into());
+            }
+            // A pattern may match any topic: it needs read on every topic
+            // (an ACL on the literal name "*"), so an assignment never names
+            // a topic the member may not read.
+            caller.may_do(Operation::Read, ResourceType::Topic, "*")?;
         }
         let subscription = match (r.topics.is_empty(), r.topic_pattern.is_empty()) {
             (true, true) => None,
@@ -92,7 +108,8 @@ impl Groups for GroupsService {
         let caller = Caller::of(&req);
         let r = req.into_inner();
         caller.may(&r.group_id)?;
-        let offsets = self.coordinator.fetch_offsets(&r.group_id, &tp_set(r.partitions));
+        let mut offsets = self.coordinator.fetch_offsets(&r.group_id, &tp_set(r.partitions));
+        offsets.retain(|((t, _), _)| caller.can_describe(ResourceType::Topic, t));
         Ok(Response::new(FetchOffsetsResponse { offsets: committed(offsets) }))
     }
 
@@ -116,7 +133,17 @@ impl Groups for GroupsService {
         let caller = Caller::of(&req);
         let group_id = req.into_inner().group_id;
         caller.may(&group_id)?;
-        let info = self.coordinator.describe(&group_id).await?;
+        let mut info = self.coordinator.describe(&group_id).await?;
+        // Only the topics the caller may describe.
+        let visible = |t: &str| caller.can_describe(ResourceType::Topic, t);
+        info.partitions.retain(|p| visible(&p.tp.0));
+        for (m, pending) in info.members.iter_mut() {
+            m.assigned.retain(|(t, _)| visible(t));
+            pending.retain(|(t, _)| visible(t));
+            if let Subscription::Topics(topics) = &mut m.subscription {
+                topics.retain(|t| visible(t));
+            }
+        }
         let members = info
             .members
             .iter()
@@ -174,7 +201,16 @@ impl Groups for GroupsService {
                 .into())
             }
         };
-        let offsets = self.coordinator.reset_offsets(&r.group_id, tp_set(r.partitions), to, r.dry_run).await?;
+        let targets = tp_set(r.partitions);
+        // Read on every topic reset: those named, or else every committed one.
+        let committed_topics: Vec<String> = match targets.is_empty() {
+            true => self.coordinator.fetch_offsets(&r.group_id, &targets).into_iter().map(|((t, _), _)| t).collect(),
+            false => targets.iter().map(|(t, _)| t.clone()).collect(),
+        };
+        for t in &committed_topics {
+            caller.may_do(Operation::Read, ResourceType::Topic, t)?;
+        }
+        let offsets = self.coordinator.reset_offsets(&r.group_id, targets, to, r.dry_run).await?;
         Ok(Response::new(ResetOffsetsResponse { offsets: committed(offsets) }))
     }
 
