@@ -220,6 +220,9 @@ async fn the_readme_examples_print_what_the_readme_shows() {
     let groups = readme_block("partitions incrementally, so members keep consuming");
     run_readme_steps(&groups, &b.addr, bin_dir.path(), false, &[]);
 
+    let safe = readme_block("## Safe producers");
+    run_readme_steps(&safe, &b.addr, bin_dir.path(), false, &[]);
+
     // The secured walk-through, against a broker with auth on.
     let token = "readme-bootstrap-token-0123456789abcdef";
     let secured_dir = tempfile::tempdir().unwrap();

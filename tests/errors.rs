@@ -179,7 +179,8 @@ async fn topic_admin_lifecycle() {
     c.admin.delete_topic(DeleteTopicRequest { name: "life".into() }).await.unwrap();
     assert!(c.admin.list_topics(ListTopicsRequest::default()).await.unwrap().into_inner().topics.is_empty());
     let all = c.admin.list_topics(ListTopicsRequest { include_internal: true }).await.unwrap().into_inner().topics;
-    assert_eq!(all.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["__consumer_offsets"]);
+    let internal = vec!["__consumer_offsets", "__strata_auth", "__strata_writers"];
+    assert_eq!(all.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), internal);
     // The name can be reused, starting empty.
     create_topic(&mut c, "life", 1).await;
     assert_eq!(high_watermark(&mut c, "life", 0).await, 0);

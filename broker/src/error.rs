@@ -85,7 +85,7 @@ pub enum Error {
         /// The producer.
         producer_id: i64,
         /// Why.
-        error: crate::partition::producers::SeqError,
+        error: SeqError,
     },
     /// A resource the broker budgets (file descriptors, memory) would be
     /// exceeded; the message names it, the numbers and what to change.
@@ -220,11 +220,11 @@ impl fmt::Display for Error {
                 "conditional append to {topic}/{partition} refused: expected_offset is {expected}, but the partition's next offset is {actual}; nothing was stored"
             ),
             Error::Producer { topic, partition, producer_id, error } => match error {
-                crate::partition::producers::SeqError::Fenced { epoch, current } => write!(
+                SeqError::Fenced { epoch, current } => write!(
                     f,
                     "producer {producer_id} epoch {epoch} is fenced on {topic}/{partition}: a newer instance (epoch {current}) has taken over; nothing was stored"
                 ),
-                crate::partition::producers::SeqError::OutOfOrder { got, expected } => write!(
+                SeqError::OutOfOrder { got, expected } => write!(
                     f,
                     "producer {producer_id} sent sequence {got} to {topic}/{partition}, expected {expected} (the next, or one of the last 5 for a retry); nothing was stored"
                 ),
@@ -354,4 +354,23 @@ impl From<GroupError> for Error {
     fn from(e: GroupError) -> Self {
         Error::Group(e)
     }
+}
+
+/// Why an idempotent batch is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqError {
+    /// Its epoch is older than the newest this partition has seen.
+    Fenced {
+        /// The batch's epoch.
+        epoch: i16,
+        /// The newest.
+        current: i16,
+    },
+    /// Not the next sequence and not a kept one.
+    OutOfOrder {
+        /// The batch's sequence.
+        got: i32,
+        /// The sequence expected next.
+        expected: i32,
+    },
 }

@@ -4,6 +4,7 @@
 //! [`proto`]), so other languages can generate the same clients from `proto/`.
 
 pub mod group;
+pub mod partitioner;
 pub mod producer;
 pub mod raw;
 

@@ -47,6 +47,13 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Makes it a conditional append: stored only if the partition's next
+    /// offset is `offset` (FAILED_PRECONDITION otherwise, not retried).
+    pub fn with_expected_offset(mut self, offset: u64) -> Batch {
+        self.req.expected_offset = Some(offset);
+        self
+    }
+
     /// Its sequence number on its partition.
     pub fn sequence(&self) -> i32 {
         self.req.producer.as_ref().map_or(-1, |p| p.sequence)

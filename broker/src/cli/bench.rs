@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// Only produce.
     #[arg(long)]
     skip_consume: bool,
+    /// Idempotent producers: each gets a producer id (InitProducer) and
+    /// numbers its requests per partition (it picks partitions itself,
+    /// round-robin, where the broker would).
+    #[arg(long)]
+    idempotent: bool,
     /// Instead: measure end-to-end latency (produce sent -> subscriber
     /// received) with one producer pacing this many batches per second to
     /// partition 0 and one Subscribe stream.
@@ -153,6 +158,14 @@ async fn produce_one(
     done: Arc<AtomicU64>,
 ) -> Result<Histogram<u64>, CliError> {
     let mut client = connect(&addr).await?;
+    let producer = match args.idempotent {
+        true => {
+            let r = client.broker.init_producer(InitProducerRequest::default()).await.map_err(status_error)?;
+            Some(r.into_inner())
+        }
+        false => None,
+    };
+    let partitions = args.partitions.max(1);
     let (tx, rx) = mpsc::channel::<ProduceRequest>(args.in_flight);
     let mut replies = client.broker.produce_stream(ReceiverStream::new(rx)).await.map_err(status_error)?.into_inner();
     let window = Arc::new(Semaphore::new(args.in_flight));
@@ -164,6 +177,7 @@ async fn produce_one(
     let sender = {
         let (window, sent_at) = (window.clone(), sent_at.clone());
         tokio::spawn(async move {
+            let mut sequences = vec![0i32; partitions as usize];
             for id in 0..batches as u64 {
                 let permit = window.acquire().await.expect("window open");
                 permit.forget();
@@ -174,6 +188,17 @@ async fn produce_one(
                         strata_client::record(key, payload.clone())
                     })
                     .collect();
+                let (partition, producer) = match &producer {
+                    None => (partition, None),
+                    Some(p) => {
+                        let part = partition.unwrap_or((id % u64::from(partitions)) as u32);
+                        let sequence = sequences[part as usize];
+                        sequences[part as usize] += 1;
+                        let batch =
+                            ProducerBatch { producer_id: p.producer_id, producer_epoch: p.producer_epoch, sequence };
+                        (Some(part), Some(batch))
+                    }
+                };
                 let req =
                     // Ranges say where the records went: no position per record.
                     ProduceRequest {
@@ -183,6 +208,7 @@ async fn produce_one(
                         acks: acks as i32,
                         request_id: id,
                         omit_record_positions: true,
+                        producer,
                         ..Default::default()
                     };
                 sent_at.lock().expect("sent_at").insert(id, Instant::now());

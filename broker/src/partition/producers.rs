@@ -13,6 +13,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+pub use crate::error::SeqError;
+
 /// Batches remembered per producer.
 pub const KEPT_BATCHES: usize = 5;
 
@@ -41,25 +43,6 @@ pub enum SeqCheck {
     Append,
     /// A retry of this batch: answer with its offsets.
     Duplicate(SeqBatch),
-}
-
-/// Why an idempotent batch is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeqError {
-    /// Its epoch is older than the newest this partition has seen.
-    Fenced {
-        /// The batch's epoch.
-        epoch: i16,
-        /// The newest.
-        current: i16,
-    },
-    /// Not the next sequence and not a kept one.
-    OutOfOrder {
-        /// The batch's sequence.
-        got: i32,
-        /// The sequence expected next.
-        expected: i32,
-    },
 }
 
 /// The producers of one partition.
@@ -127,6 +110,14 @@ impl ProducerTable {
         self.producers.len()
     }
 
+    /// Bytes the table holds: its map's slots and each producer's kept
+    /// batches (what docs/operations.md quotes per producer).
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(i64, Entry)>() + 1;
+        self.producers.capacity() * slot
+            + self.producers.values().map(|e| e.batches.capacity() * std::mem::size_of::<SeqBatch>()).sum::<usize>()
+    }
+
     /// True if no producer is known.
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
@@ -139,6 +130,19 @@ mod tests {
 
     fn b(sequence: i32, base_offset: u64) -> SeqBatch {
         SeqBatch { sequence, base_offset, records: 2 }
+    }
+
+    #[test]
+    fn memory_per_producer_is_bounded() {
+        let mut t = ProducerTable::default();
+        for p in 0..10_000 {
+            for s in 0..10 {
+                t.record(p, 0, b(s, 0), 1);
+            }
+        }
+        let per = t.heap_bytes() / t.len();
+        println!("{per} bytes per producer and partition");
+        assert!(per <= 256, "{per} bytes per producer");
     }
 
     #[test]
