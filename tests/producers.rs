@@ -207,3 +207,29 @@ async fn conditional_appends_let_exactly_one_racer_win_each_round() {
         assert!(v.starts_with(&format!("{i}-")), "offset {i} holds {v}");
     }
 }
+
+/// A batch whose write failed (the disk full once) is not remembered as
+/// stored: after another client's records took its offsets, its retry is
+/// appended, not answered with those offsets.
+#[tokio::test]
+async fn a_retry_of_a_batch_whose_write_failed_is_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_with(dir.path(), &[], &[("STRATA_FAILPOINTS", "write=enospc*1")]);
+    let mut c = b.client().await;
+    c.create_topic("t", 1, []).await.unwrap();
+    let (id, epoch) = Producer::init(b.client().await, "").await.unwrap().id();
+    let req = ProduceRequest {
+        topic: "t".into(),
+        partition: Some(0),
+        records: vec![rec(None, "a")],
+        acks: Acks::Written as i32,
+        producer: Some(ProducerBatch { producer_id: id, producer_epoch: epoch, sequence: 0 }),
+        ..Default::default()
+    };
+    let err = c.broker.produce(req.clone()).await.unwrap_err();
+    assert_ne!(err.code(), Code::Ok, "the first write fails: {err:?}");
+    c.produce("t", Some(0), vec![rec(None, "x")], Acks::Written).await.unwrap();
+    let retried = c.broker.produce(req).await.unwrap().into_inner();
+    assert_eq!(retried.ranges[0].base_offset, 1, "appended after x, not answered with x's offset");
+    assert_eq!(values(&read_all(&mut c, "t", 0, 0).await), ["x", "a"]);
+}

@@ -7,6 +7,9 @@
 //!
 //! With a `writer_id`, a new instance fences the older ones: their
 //! requests get FAILED_PRECONDITION ("fenced"), which is not retried.
+//! A batch the broker refuses (a conditional append that lost, a denied
+//! write) stored nothing: its sequence number goes to the next batch if no
+//! later one took a number yet.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -138,7 +141,24 @@ impl Producer {
                     backoff = (backoff * 2).min(self.retry.max_backoff);
                     attempt += 1;
                 }
+                Err(s) if !retryable(s.code()) => {
+                    // Refused: nothing was stored. If no later batch took a
+                    // number yet, the next one reuses this one's.
+                    self.give_back(batch);
+                    return Err(s);
+                }
+                // Stored or not, unknown: the batch keeps its number; send
+                // it again (after a reconnect) to find out.
                 r => return r,
+            }
+        }
+    }
+
+    fn give_back(&mut self, batch: &Batch) {
+        let Some(partition) = batch.req.partition else { return };
+        if let Some(next) = self.next.get_mut(&(batch.req.topic.clone(), partition)) {
+            if next.checked_sub(1) == Some(batch.sequence()) {
+                *next = batch.sequence();
             }
         }
     }

@@ -62,6 +62,8 @@ pub(super) struct Sink {
 pub struct Pending {
     /// Where the records go.
     pub appended: Appended,
+    /// [`Log::failed_writes`] when it was queued.
+    pub failed_writes: u64,
     done: oneshot::Receiver<Result<(), LogError>>,
 }
 
@@ -155,7 +157,8 @@ impl Log {
         w.queue.push(Queued { buf, at, len, meta, sync, done: tx });
         let start_drain = background && !std::mem::replace(&mut w.draining, true);
         let appended = Appended { base_offset: base, next_offset: meta.next_offset() };
-        Ok((Pending { appended, done: rx }, start_drain))
+        let failed_writes = self.failed_writes.load(std::sync::atomic::Ordering::SeqCst);
+        Ok((Pending { appended, failed_writes, done: rx }, start_drain))
     }
 
     /// Writes queued batches until the queue is empty; a `background` drain
@@ -278,6 +281,8 @@ impl Log {
         tracing::error!(log = %self.name, error = %e, "write failed");
         let later = {
             let mut w = self.writer.locked();
+            // Counted before the offsets are given out again.
+            self.failed_writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             w.next_offset = self.end_offset();
             w.end_hint = end;
             std::mem::take(&mut w.queue)

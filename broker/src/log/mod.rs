@@ -151,6 +151,9 @@ pub struct Log {
     name: String,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     writer: Mutex<Writer>,
+    /// Writes that failed (each fails its batch and those queued after it,
+    /// whose offsets are then given out again).
+    failed_writes: AtomicU64,
     sink: Mutex<Sink>,
     /// One past the last written offset (the log end), watched by readers.
     end: watch::Sender<u64>,
@@ -228,6 +231,7 @@ impl Log {
                 closed: false,
                 active: active.clone(),
             }),
+            failed_writes: AtomicU64::new(0),
             sink: Mutex::new(Sink { active, direct, active_since: Instant::now() }),
             end: watch::Sender::new(next_offset),
             // What recovery kept is on disk: it was fsynced or read back from it.
@@ -259,6 +263,26 @@ impl Log {
     /// is readable from the log; the partition decides what readers see.
     pub fn end_offset(&self) -> u64 {
         *self.end.borrow()
+    }
+
+    /// How many writes failed since the log was opened: an append queued
+    /// when this was N and seen after with N is not among the failed.
+    pub fn failed_writes(&self) -> u64 {
+        self.failed_writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The header of the batch holding `offset`, if it is written and
+    /// readable.
+    pub fn batch_header_at(&self, offset: u64) -> io::Result<Option<batch::BatchHeader>> {
+        if offset >= self.end_offset() {
+            return Ok(None);
+        }
+        let seg = self.segments.read_locked().range(..=offset).next_back().map(|(_, s)| s.clone());
+        let Some(seg) = seg else { return Ok(None) };
+        Ok(match seg.find_batch(offset, seg.size())? {
+            segment::Seek::At(_, h) if h.meta.base_offset <= offset => Some(h),
+            _ => None,
+        })
     }
 
     /// First readable offset.

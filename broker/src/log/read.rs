@@ -251,12 +251,21 @@ impl Log {
     }
 
     /// Calls `f` with the header of every batch of an idempotent producer
-    /// (producer id set) in the segments holding a record at or after
-    /// `since_ms`, oldest first: one header read per batch, no record
-    /// bytes. Stops at the first bytes that are no header.
-    pub fn visit_producer_headers(&self, since_ms: i64, mut f: impl FnMut(&BatchHeader)) -> std::io::Result<()> {
-        for seg in self.all_segments() {
-            if seg.max_timestamp() < since_ms && seg.size() > 0 {
+    /// (producer id set) in the segments written to at or after `since`
+    /// (their files' modification time: the broker's clock, not the
+    /// records' timestamps), oldest first: one header read per batch, no
+    /// record bytes. Stops at the first bytes of a segment that are no header.
+    pub fn visit_producer_headers(
+        &self,
+        since: std::time::SystemTime,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> std::io::Result<()> {
+        let segments = self.all_segments();
+        let last = segments.len().saturating_sub(1);
+        for (i, seg) in segments.into_iter().enumerate() {
+            // A segment deleted meanwhile (retention) has nothing to say.
+            let Ok(written) = std::fs::metadata(seg.path()).and_then(|m| m.modified()) else { continue };
+            if i < last && written < since {
                 continue;
             }
             let (mut pos, end) = (0u64, seg.size());

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::producers::{ProducerTable, SeqBatch, SeqCheck, SeqError};
+use super::producers::{ProducerTable, SeqBatch, SeqCheck, SeqError, MAX_PRODUCERS};
 use crate::config::AckLevel;
 use crate::error::{Error, Result};
 use crate::log::batch::{ProducerStamp, RecordSource};
@@ -53,11 +53,11 @@ pub struct AppendIf {
 pub struct Appending {
     partition: u32,
     appended: Appended,
-    /// None: a retried duplicate, written before.
+    /// None: a retried duplicate, answered once its first append is written.
     pending: Option<Pending>,
-    /// The producer batch to forget if the write fails, so a retry of it
-    /// is appended rather than answered with offsets never written.
-    undo: Option<(SharedTable, i64, i32)>,
+    /// For a duplicate: the log's failed writes when it was checked (a
+    /// failure after that may be its first append's: the retry is refused).
+    failed_writes: u64,
     /// Wait for the fsync too (`AckLevel::Durable`).
     durable: bool,
     log: Arc<Log>,
@@ -85,31 +85,39 @@ impl Appending {
     }
 
     /// Waits until the batch is written and, for `Durable`, fsynced. A
-    /// retried duplicate waits until its first append is durable.
+    /// retried duplicate waits until its first append is written and
+    /// durable; if a write fails meanwhile it is refused as UNAVAILABLE (the
+    /// client retries, and the next attempt finds out whether it stands).
     pub async fn acknowledged(self) -> Result<Appended> {
         let error = |e| log_error(&self.topic, self.partition, &self.log, e);
-        let result = async {
-            let written = match self.pending {
-                Some(p) => p.written().await?,
-                None => {
-                    self.log.wait_durable(self.appended.next_offset).await?;
-                    return Ok(self.appended);
-                }
+        let Some(pending) = self.pending else {
+            let retry = || {
+                Error::Unavailable(format!(
+                    "a write to {}/{} failed while this retry waited for its first append; send it again",
+                    self.topic, self.partition
+                ))
             };
-            if self.durable {
-                self.log.wait_durable(written.next_offset).await?;
-            }
-            Ok(written)
-        }
-        .await;
-        if result.is_err() {
-            if let Some((table, producer, sequence)) = &self.undo {
-                if let Some(t) = table.locked().as_mut() {
-                    t.forget(*producer, *sequence);
+            let mut end = self.log.watch_end_offset();
+            loop {
+                if self.log.failed_writes() != self.failed_writes {
+                    return Err(retry());
                 }
+                if *end.borrow_and_update() >= self.appended.next_offset {
+                    break;
+                }
+                end.changed().await.map_err(|_| error(LogError::Closed))?;
             }
+            if self.log.failed_writes() != self.failed_writes {
+                return Err(retry());
+            }
+            self.log.wait_durable(self.appended.next_offset).await.map_err(error)?;
+            return Ok(self.appended);
+        };
+        let written = pending.written().await.map_err(error)?;
+        if self.durable {
+            self.log.wait_durable(written.next_offset).await.map_err(error)?;
         }
-        result.map_err(error)
+        Ok(written)
     }
 }
 
@@ -200,11 +208,11 @@ impl Partition {
     ) -> Result<Appending> {
         let durable = acks == AckLevel::Durable;
         let options = AppendOptions { expect_next_offset: cond.expected_offset, producer: cond.producer };
-        let appending = |pending: Option<Pending>, appended, undo| Appending {
+        let appending = |pending: Option<Pending>, appended, failed_writes| Appending {
             partition: self.id,
             appended,
             pending,
-            undo,
+            failed_writes,
             durable,
             log: self.log.clone(),
             topic: self.topic.clone(),
@@ -212,44 +220,82 @@ impl Partition {
         let Some(p) = cond.producer else {
             let pending = self.log.submit(records, now_ms, durable, options).map_err(|e| self.error(e))?;
             let appended = pending.appended;
-            return Ok(appending(Some(pending), appended, None));
+            return Ok(appending(Some(pending), appended, 0));
         };
         let mut table = self.producers.locked();
         let table = match &mut *table {
             Some(t) => t,
             None => table.insert(self.load_producers(now_ms)?),
         };
-        table.expire(now_ms - self.producer_expiry_ms);
-        match table.check(p.id, p.epoch, p.sequence).map_err(|e| self.producer_error(p, e))? {
-            SeqCheck::Duplicate(b) => {
-                let appended =
-                    Appended { base_offset: b.base_offset, next_offset: b.base_offset + u64::from(b.records) };
-                Ok(appending(None, appended, None))
-            }
-            SeqCheck::Append => {
-                let pending = self.log.submit(records, now_ms, durable, options).map_err(|e| self.error(e))?;
-                let appended = pending.appended;
-                let batch =
-                    SeqBatch { sequence: p.sequence, base_offset: appended.base_offset, records: records.len() as u32 };
-                table.record(p.id, p.epoch, batch, now_ms);
-                Ok(appending(Some(pending), appended, Some((self.producers.clone(), p.id, p.sequence))))
+        table.expire(now_ms, self.producer_expiry_ms);
+        loop {
+            match table.check(p.id, p.epoch, p.sequence).map_err(|e| self.producer_error(p, e))? {
+                SeqCheck::Duplicate(b) if !self.first_write_stands(&b, p)? => {
+                    // Its first write failed (and its offsets may be someone
+                    // else's now): forget it and what followed, and decide again.
+                    table.forget_from(p.id, b.base_offset);
+                }
+                SeqCheck::Duplicate(b) => {
+                    let next_offset = b.base_offset + u64::from(b.records);
+                    let appended = Appended { base_offset: b.base_offset, next_offset };
+                    return Ok(appending(None, appended, self.log.failed_writes()));
+                }
+                SeqCheck::Append => {
+                    if !table.has_room_for(p.id) {
+                        return Err(Error::ResourceExhausted(format!(
+                            "partition {} keeps at most {MAX_PRODUCERS} idempotent producers (storage.producer_expiry_ms forgets idle ones)",
+                            self.name()
+                        )));
+                    }
+                    let pending = self.log.submit(records, now_ms, durable, options).map_err(|e| self.error(e))?;
+                    let appended = pending.appended;
+                    let batch = SeqBatch {
+                        sequence: p.sequence,
+                        base_offset: appended.base_offset,
+                        records: records.len() as u32,
+                        failed_writes: pending.failed_writes,
+                    };
+                    table.record(p.id, p.epoch, batch, now_ms);
+                    return Ok(appending(Some(pending), appended, 0));
+                }
             }
         }
     }
 
+    /// Whether the first append of a batch the table remembers stands: no
+    /// write failed since it was queued (it is written, or will be, or fails
+    /// a waiting duplicate), or it is in the log, header and all.
+    fn first_write_stands(&self, b: &SeqBatch, p: ProducerStamp) -> Result<bool> {
+        if self.log.failed_writes() == b.failed_writes {
+            return Ok(true);
+        }
+        let h = self
+            .log
+            .batch_header_at(b.base_offset)
+            .map_err(|e| Error::storage(format!("reading a batch header of {}", self.name()), e))?;
+        Ok(h.is_some_and(|h| {
+            (h.meta.base_offset, h.producer_id, h.producer_epoch, h.base_sequence)
+                == (b.base_offset, p.id, p.epoch, p.sequence)
+        }))
+    }
+
     /// The producer table from the batch headers of the segments written
-    /// within `storage.producer_expiry_ms`.
+    /// (by the broker's clock: file modification times) within
+    /// `storage.producer_expiry_ms`; each producer found counts as active now.
     fn load_producers(&self, now_ms: i64) -> Result<ProducerTable> {
         let mut table = ProducerTable::default();
-        let since = now_ms - self.producer_expiry_ms;
+        let since = std::time::SystemTime::now() - std::time::Duration::from_millis(self.producer_expiry_ms as u64);
+        let failed_writes = self.log.failed_writes();
         self.log
             .visit_producer_headers(since, |h| {
                 let batch = SeqBatch {
                     sequence: h.base_sequence,
                     base_offset: h.meta.base_offset,
-                    records: h.meta.record_count,
+                    // The offsets it took (compaction may have removed some records).
+                    records: h.meta.last_offset_delta + 1,
+                    failed_writes,
                 };
-                table.record(h.producer_id, h.producer_epoch, batch, h.meta.max_timestamp);
+                table.record(h.producer_id, h.producer_epoch, batch, now_ms);
             })
             .map_err(|e| Error::storage(format!("reading producer state of {}", self.name()), e))?;
         tracing::debug!(partition = self.name(), producers = table.len(), "producer state loaded from the log");

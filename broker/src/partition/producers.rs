@@ -9,7 +9,7 @@
 //! refused: older than the kept ones, a gap, or from an older epoch than
 //! the partition has seen (fenced). The table is rebuilt from the batch
 //! headers of the log's tail when the partition first needs it, and forgets
-//! producers idle longer than `producers.idle_expiry_ms`. Pure: no I/O.
+//! producers idle longer than `storage.producer_expiry_ms`. Pure: no I/O.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -18,6 +18,12 @@ pub use crate::error::SeqError;
 /// Batches remembered per producer.
 pub const KEPT_BATCHES: usize = 5;
 
+/// Most producers one partition keeps.
+pub const MAX_PRODUCERS: usize = 10_000;
+
+/// How often idle producers are looked for (ms).
+const EXPIRE_EVERY_MS: i64 = 60_000;
+
 /// A batch a producer appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqBatch {
@@ -25,8 +31,10 @@ pub struct SeqBatch {
     pub sequence: i32,
     /// Its first offset.
     pub base_offset: u64,
-    /// Its record count.
+    /// The offsets it took.
     pub records: u32,
+    /// The log's failed writes when it was queued (see `Log::failed_writes`).
+    pub failed_writes: u64,
 }
 
 #[derive(Debug)]
@@ -49,6 +57,7 @@ pub enum SeqCheck {
 #[derive(Debug, Default)]
 pub struct ProducerTable {
     producers: HashMap<i64, Entry>,
+    last_expire_ms: i64,
 }
 
 impl ProducerTable {
@@ -93,16 +102,26 @@ impl ProducerTable {
         e.last_ms = e.last_ms.max(now_ms);
     }
 
-    /// Forgets a batch whose write failed.
-    pub fn forget(&mut self, producer: i64, sequence: i32) {
+    /// Forgets `producer`'s batches from `base_offset` on (their write
+    /// failed, and a failed write fails every one queued after it).
+    pub fn forget_from(&mut self, producer: i64, base_offset: u64) {
         if let Some(e) = self.producers.get_mut(&producer) {
-            e.batches.retain(|b| b.sequence != sequence);
+            e.batches.retain(|b| b.base_offset < base_offset);
         }
     }
 
-    /// Forgets producers whose last batch is older than `cutoff_ms`.
-    pub fn expire(&mut self, cutoff_ms: i64) {
-        self.producers.retain(|_, e| e.last_ms >= cutoff_ms);
+    /// True if `producer` is known or there is room for one more.
+    pub fn has_room_for(&self, producer: i64) -> bool {
+        self.producers.len() < MAX_PRODUCERS || self.producers.contains_key(&producer)
+    }
+
+    /// Forgets producers idle for `expiry_ms` (looking at most once a minute).
+    pub fn expire(&mut self, now_ms: i64, expiry_ms: i64) {
+        if now_ms - self.last_expire_ms < EXPIRE_EVERY_MS && self.producers.len() < MAX_PRODUCERS {
+            return;
+        }
+        self.last_expire_ms = now_ms;
+        self.producers.retain(|_, e| e.last_ms >= now_ms - expiry_ms);
     }
 
     /// Producers known.
@@ -110,9 +129,10 @@ impl ProducerTable {
         self.producers.len()
     }
 
-    /// Bytes the table holds: its map's slots and each producer's kept
-    /// batches (what docs/operations.md quotes per producer).
-    pub fn heap_bytes(&self) -> usize {
+    /// Bytes the table's allocations hold: its map's slots and each
+    /// producer's kept batches (what docs/operations.md quotes).
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
         let slot = std::mem::size_of::<(i64, Entry)>() + 1;
         self.producers.capacity() * slot
             + self.producers.values().map(|e| e.batches.capacity() * std::mem::size_of::<SeqBatch>()).sum::<usize>()
@@ -129,7 +149,7 @@ mod tests {
     use super::*;
 
     fn b(sequence: i32, base_offset: u64) -> SeqBatch {
-        SeqBatch { sequence, base_offset, records: 2 }
+        SeqBatch { sequence, base_offset, records: 2, failed_writes: 0 }
     }
 
     #[test]
@@ -142,7 +162,7 @@ mod tests {
         }
         let per = t.heap_bytes() / t.len();
         println!("{per} bytes per producer and partition");
-        assert!(per <= 256, "{per} bytes per producer");
+        assert!(per <= 320, "{per} bytes per producer");
     }
 
     #[test]
@@ -166,9 +186,12 @@ mod tests {
         t.record(7, 1, b(0, 30), 2);
         assert_eq!(t.check(7, 0, 7), Err(SeqError::Fenced { epoch: 0, current: 1 }));
         assert_eq!(t.check(8, 0, 0), Ok(SeqCheck::Append), "producers are independent");
-        t.expire(2);
+        t.forget_from(7, 30);
+        assert_eq!(t.check(7, 1, 0), Ok(SeqCheck::Append), "a failed batch is forgotten");
+        t.record(7, 1, b(0, 30), 2);
+        t.expire(EXPIRE_EVERY_MS + 2, EXPIRE_EVERY_MS);
         assert_eq!(t.len(), 1);
-        t.expire(3);
+        t.expire(2 * EXPIRE_EVERY_MS + 3, EXPIRE_EVERY_MS);
         assert!(t.is_empty());
     }
 }

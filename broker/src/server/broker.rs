@@ -137,13 +137,22 @@ impl BrokerService {
                         "producer_id, producer_epoch and sequence must not be negative".into(),
                     ));
                 }
-                if let Some(current) = self.writers.newest_epoch(p.producer_id).filter(|c| *c > epoch) {
-                    return Err(Error::Producer {
-                        topic: req.topic.clone(),
-                        partition: req.partition.unwrap_or(0),
-                        producer_id: p.producer_id,
-                        error: SeqError::Fenced { epoch, current },
-                    });
+                match self.writers.newest_epoch(p.producer_id) {
+                    Some(current) if current > epoch => {
+                        return Err(Error::Producer {
+                            topic: req.topic.clone(),
+                            partition: req.partition.unwrap_or(0),
+                            producer_id: p.producer_id,
+                            error: SeqError::Fenced { epoch, current },
+                        })
+                    }
+                    Some(current) if current < epoch => {
+                        return Err(Error::InvalidArgument(format!(
+                            "producer {} epoch {epoch} was never issued (its newest is {current}): call InitProducer",
+                            p.producer_id
+                        )))
+                    }
+                    _ => {}
                 }
                 Some(ProducerStamp { id: p.producer_id, epoch, sequence: p.sequence })
             }
