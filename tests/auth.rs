@@ -92,18 +92,7 @@ async fn every_rpc(c: &mut Client, i: usize, token_to_revoke: &str) -> Vec<(&'st
             }
         },
     ));
-    let fetch = FetchRequest {
-        partitions: vec![FetchPartition {
-            topic: t.clone(),
-            partition: 0,
-            offset: 0,
-            max_bytes: 1024,
-            skip_damaged: false,
-        }],
-        max_wait_ms: 0,
-        min_bytes: 0,
-        max_bytes: 0,
-    };
+    let fetch = common::fetch_request(&t);
     out.push(("Fetch", code(c.broker.fetch(fetch).await.map(|_| ()))));
     let sub = SubscribeRequest { topic: t.clone(), partition: 0, offset: Some(0), ..Default::default() };
     out.push(("Subscribe", code(c.broker.subscribe(sub).await.map(|_| ()))));

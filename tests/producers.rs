@@ -233,3 +233,86 @@ async fn a_retry_of_a_batch_whose_write_failed_is_appended() {
     assert_eq!(retried.ranges[0].base_offset, 1, "appended after x, not answered with x's offset");
     assert_eq!(values(&read_all(&mut c, "t", 0, 0).await), ["x", "a"]);
 }
+
+/// Per-key conditional appends: a key's latest offset (or its absence)
+/// decides, tombstones make keys absent, and the answers stay the same
+/// after compaction rewrote the log and after a kill -9.
+#[tokio::test]
+async fn per_key_conditions_hold_across_compaction_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let env =
+        [("STRATA_CLEANER__COMPACTION_INTERVAL_MS", "100"), ("STRATA_CLEANER__RETENTION_CHECK_INTERVAL_MS", "100")];
+    let b = Broker::start_with(dir.path(), &[], &env);
+    let mut c = b.client().await;
+    let compacted = [("cleanup.policy", "compact"), ("segment.bytes", "4096"), ("delete.retention.ms", "0")];
+    c.create_topic("accounts", 1, compacted.iter().map(|(k, v)| (k.to_string(), v.to_string()))).await.unwrap();
+    async fn put(
+        c: &mut Client,
+        key: &str,
+        value: Option<&str>,
+        expect: Option<Option<u64>>,
+    ) -> Result<u64, tonic::Status> {
+        let expected_key = expect.map(|e| KeyExpectation {
+            expect: Some(match e {
+                Some(o) => key_expectation::Expect::LastOffset(o),
+                None => key_expectation::Expect::Absent(true),
+            }),
+        });
+        let record = Record {
+            key: Some(key.to_string().into()),
+            value: value.map(|v| v.to_string().into()),
+            ..Default::default()
+        };
+        let req = ProduceRequest {
+            topic: "accounts".into(),
+            records: vec![record],
+            acks: Acks::Written as i32,
+            expected_key,
+            ..Default::default()
+        };
+        Ok(c.broker.produce(req).await?.into_inner().ranges[0].base_offset)
+    }
+    let refused = |r: Result<u64, tonic::Status>, says: &str| {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains(says), "{}", e.message());
+    };
+    let o1 = put(&mut c, "acct-1", Some("opened"), Some(None)).await.unwrap();
+    refused(put(&mut c, "acct-1", Some("opened again"), Some(None)).await, &format!("is at offset {o1}"));
+    let o2 = put(&mut c, "acct-1", Some("deposit 10"), Some(Some(o1))).await.unwrap();
+    refused(put(&mut c, "acct-1", Some("stale writer"), Some(Some(o1))).await, &format!("is at offset {o2}"));
+    put(&mut c, "acct-2", Some("opened"), Some(None)).await.unwrap();
+    put(&mut c, "acct-2", None, None).await.unwrap();
+    put(&mut c, "acct-2", Some("reopened"), Some(None)).await.expect("a tombstone makes the key absent");
+    let bad = KeyExpectation { expect: None };
+    let mut req = ProduceRequest {
+        topic: "accounts".into(),
+        records: vec![rec(Some("k"), "v")],
+        expected_key: Some(bad),
+        ..Default::default()
+    };
+    assert_eq!(c.broker.produce(req.clone()).await.unwrap_err().code(), Code::InvalidArgument);
+    req.records.push(rec(Some("other key"), "v"));
+    req.expected_key = Some(KeyExpectation { expect: Some(key_expectation::Expect::Absent(true)) });
+    assert_eq!(c.broker.produce(req).await.unwrap_err().code(), Code::InvalidArgument);
+    // Enough other records to roll segments, then wait for compaction to
+    // drop acct-1's first record.
+    for i in 0..40 {
+        put(&mut c, &format!("filler-{}", i % 4), Some(&"f".repeat(400)), None).await.unwrap();
+    }
+    eventually(Duration::from_secs(30), "compaction", || {
+        let mut c = c.clone();
+        async move { read_all(&mut c, "accounts", 0, 0).await.iter().all(|r| r.offset != o1).then_some(()) }
+    })
+    .await;
+    refused(put(&mut c, "acct-1", Some("stale"), Some(Some(o1))).await, &format!("is at offset {o2}"));
+    drop(c);
+    b.kill9();
+    let b = Broker::start_with(dir.path(), &[], &env);
+    let mut c = b.client().await;
+    refused(put(&mut c, "acct-1", Some("stale"), Some(Some(o1))).await, &format!("is at offset {o2}"));
+    refused(put(&mut c, "acct-2", Some("again"), Some(None)).await, "is at offset");
+    let o3 = put(&mut c, "acct-1", Some("deposit 5"), Some(Some(o2))).await.expect("rebuilt from the compacted log");
+    assert!(o3 > o2);
+    put(&mut c, "acct-3", Some("opened"), Some(None)).await.unwrap();
+}

@@ -300,18 +300,7 @@ async fn with_auth_enabled_every_rpc_answers_by_principal() {
     async fn calls(c: &mut Client) -> Vec<(&'static str, Result<(), Code>)> {
         let code = |r: Result<(), tonic::Status>| r.map_err(|s| s.code());
         let rec = vec![strata_client::record(None, bytes::Bytes::from_static(b"x"))];
-        let fetch = FetchRequest {
-            partitions: vec![FetchPartition {
-                topic: "t".into(),
-                partition: 0,
-                offset: 0,
-                max_bytes: 1024,
-                skip_damaged: false,
-            }],
-            max_wait_ms: 0,
-            min_bytes: 0,
-            max_bytes: 0,
-        };
+        let fetch = common::fetch_request("t");
         vec![
             ("Produce", code(c.produce("t", Some(0), rec, Acks::Written).await.map(|_| ()))),
             ("Fetch", code(c.broker.fetch(fetch).await.map(|_| ()))),

@@ -76,6 +76,17 @@ pub enum Error {
         /// The partition's next offset.
         actual: u64,
     },
+    /// A per-key conditional append found the key's latest record elsewhere.
+    KeyMismatch {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The latest offset the request required (None: absent).
+        expected: Option<u64>,
+        /// The key's latest offset (None: absent).
+        actual: Option<u64>,
+    },
     /// An idempotent producer's batch was refused (fenced, or out of order).
     Producer {
         /// Topic.
@@ -219,6 +230,15 @@ impl fmt::Display for Error {
                 f,
                 "conditional append to {topic}/{partition} refused: expected_offset is {expected}, but the partition's next offset is {actual}; nothing was stored"
             ),
+            Error::KeyMismatch { topic, partition, expected, actual } => {
+                let at = |o: &Option<u64>| o.map_or("absent".to_string(), |o| format!("at offset {o}"));
+                write!(
+                    f,
+                    "conditional append to {topic}/{partition} refused: the key's latest record is {}, the request expected it {}; nothing was stored",
+                    at(actual),
+                    at(expected)
+                )
+            }
             Error::Producer { topic, partition, producer_id, error } => match error {
                 SeqError::Fenced { epoch, current } => write!(
                     f,

@@ -48,7 +48,7 @@ impl Writers {
     pub fn open(manager: &Manager) -> Result<Writers> {
         let log = open_keyed_topic(manager, WRITERS_TOPIC)?;
         let mut by_writer = HashMap::new();
-        replay_keyed(&log, |key, value| {
+        replay_keyed(&log, |_, key, value| {
             let Ok(key) = std::str::from_utf8(key) else { return };
             match value.and_then(decode) {
                 Some(v) => by_writer.insert(key.to_string(), v),

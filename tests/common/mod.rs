@@ -180,6 +180,22 @@ pub async fn read_all(client: &mut Client, topic: &str, partition: u32, from: u6
     }
 }
 
+/// A fetch of partition 0 of `topic` from offset 0 that does not wait.
+pub fn fetch_request(topic: &str) -> FetchRequest {
+    FetchRequest {
+        partitions: vec![FetchPartition {
+            topic: topic.into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1024,
+            skip_damaged: false,
+        }],
+        max_wait_ms: 0,
+        min_bytes: 0,
+        max_bytes: 0,
+    }
+}
+
 /// The high watermark of a partition.
 pub async fn high_watermark(client: &mut Client, topic: &str, partition: u32) -> u64 {
     let req =

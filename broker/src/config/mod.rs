@@ -366,6 +366,9 @@ pub struct StorageConfig {
     /// An idempotent producer's de-duplication state on a partition is
     /// dropped after it appended nothing there for this long (ms).
     pub producer_expiry_ms: u64,
+    /// Most keys a partition indexes for per-key conditional appends
+    /// (`expected_key`); past it they are refused on that partition.
+    pub max_conditional_keys: u64,
 }
 
 /// What start-up does with damage in a partition's last segment that is
@@ -391,6 +394,7 @@ impl Default for StorageConfig {
             direct_io: false,
             recovery: RecoveryMode::Strict,
             producer_expiry_ms: 86_400_000,
+            max_conditional_keys: 1_000_000,
         }
     }
 }
@@ -599,6 +603,7 @@ impl Config {
         }
         range("storage.flush_interval_ms", self.storage.flush_interval_ms, 1, 3_600_000)?;
         range("storage.producer_expiry_ms", self.storage.producer_expiry_ms, 1_000, 365 * 86_400_000)?;
+        range("storage.max_conditional_keys", self.storage.max_conditional_keys, 1, 1 << 32)?;
         range("cleaner.scrub_interval_ms", self.cleaner.scrub_interval_ms, 0, 7 * 86_400_000)?;
         range("cleaner.scrub_bytes_per_sec", self.cleaner.scrub_bytes_per_sec, 1 << 20, 1 << 40)?;
         range("storage.index_interval_bytes", self.storage.index_interval_bytes, 1, 1 << 30)?;

@@ -59,7 +59,7 @@ fn decode_value(b: &[u8]) -> Option<Committed> {
 /// Rebuilds the table by replaying the offsets log from its start.
 pub fn replay(log: &Partition) -> Result<BTreeMap<OffsetKey, Committed>> {
     let mut table = BTreeMap::new();
-    replay_keyed(log, |key, value| {
+    replay_keyed(log, |_, key, value| {
         let Some(key) = decode_key(key) else { return };
         match value.and_then(decode_value) {
             Some(c) => table.insert(key, c),
@@ -93,7 +93,7 @@ mod tests {
         let c = |o: u64| Committed { offset: o, metadata: format!("m{o}") };
         log.append(&[commit_record(&k1, &c(5)), commit_record(&k2, &c(7))], 1).unwrap();
         log.append(&[commit_record(&k1, &c(9)), delete_record(&k2)], 1).unwrap();
-        let table = replay(&Partition::new("o", 0, std::sync::Arc::new(log), 1000)).unwrap();
+        let table = replay(&Partition::new("o", 0, std::sync::Arc::new(log), 1000, 10)).unwrap();
         assert_eq!(table, BTreeMap::from([(k1, c(9))]));
         assert_eq!(decode_key(b"a\0b\0x"), None);
     }

@@ -265,6 +265,12 @@ impl Log {
         *self.end.borrow()
     }
 
+    /// The offset the next append gets (past appends queued but not yet
+    /// written).
+    pub fn next_offset(&self) -> u64 {
+        self.writer.locked().next_offset
+    }
+
     /// How many writes failed since the log was opened: an append queued
     /// when this was N and seen after with N is not among the failed.
     pub fn failed_writes(&self) -> u64 {

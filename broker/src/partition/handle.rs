@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use super::keys::KeyIndex;
 use super::producers::{ProducerTable, SeqBatch, SeqCheck, SeqError, MAX_PRODUCERS};
 use crate::config::AckLevel;
 use crate::error::{Error, Result};
@@ -34,6 +35,12 @@ pub struct Partition {
     producers: SharedTable,
     /// `storage.producer_expiry_ms`.
     producer_expiry_ms: i64,
+    /// Each key's latest offset, once a per-key condition needed it; kept
+    /// current by every append (held across it) and dropped when a write
+    /// fails (offsets are then given out again).
+    keys: Mutex<Option<(KeyIndex, u64)>>,
+    /// `storage.max_conditional_keys`.
+    max_keys: usize,
 }
 
 /// A partition's producer table, None until first needed.
@@ -46,6 +53,9 @@ pub struct AppendIf {
     pub producer: Option<ProducerStamp>,
     /// Append only if the partition's next offset is this.
     pub expected_offset: Option<u64>,
+    /// Append only if the records' (one) key has its latest record at this
+    /// offset (`Some(None)`: the key is absent).
+    pub expected_key_offset: Option<Option<u64>>,
 }
 
 /// An append that has its offsets; [`Appending::acknowledged`] resolves once
@@ -134,13 +144,15 @@ pub struct Retained {
 
 impl Partition {
     /// Wraps partition `id` of `topic`, whose log is open.
-    pub(crate) fn new(topic: &str, id: u32, log: Arc<Log>, producer_expiry_ms: u64) -> Partition {
+    pub(crate) fn new(topic: &str, id: u32, log: Arc<Log>, producer_expiry_ms: u64, max_keys: u64) -> Partition {
         Partition {
             topic: topic.to_string(),
             id,
             log,
             producers: Arc::new(Mutex::new(None)),
             producer_expiry_ms: producer_expiry_ms as i64,
+            keys: Mutex::new(None),
+            max_keys: max_keys as usize,
         }
     }
 
@@ -218,7 +230,7 @@ impl Partition {
             topic: self.topic.clone(),
         };
         let Some(p) = cond.producer else {
-            let pending = self.log.submit(records, now_ms, durable, options).map_err(|e| self.error(e))?;
+            let pending = self.submit_keyed(records, now_ms, durable, options, cond.expected_key_offset)?;
             let appended = pending.appended;
             return Ok(appending(Some(pending), appended, 0));
         };
@@ -247,7 +259,7 @@ impl Partition {
                             self.name()
                         )));
                     }
-                    let pending = self.log.submit(records, now_ms, durable, options).map_err(|e| self.error(e))?;
+                    let pending = self.submit_keyed(records, now_ms, durable, options, cond.expected_key_offset)?;
                     let appended = pending.appended;
                     let batch = SeqBatch {
                         sequence: p.sequence,
@@ -260,6 +272,69 @@ impl Partition {
                 }
             }
         }
+    }
+
+    /// Submits an append with the key index held across it: checks the
+    /// per-key condition (building the index first if needed), and records
+    /// the records' keys if the partition has an index.
+    fn submit_keyed<R: RecordSource>(
+        &self,
+        records: &[R],
+        now_ms: i64,
+        durable: bool,
+        options: AppendOptions,
+        expected_key_offset: Option<Option<u64>>,
+    ) -> Result<Pending> {
+        let mut keys = self.keys.locked();
+        // A failed write gave its offsets out again: the index is stale.
+        if keys.as_ref().is_some_and(|(_, failed)| *failed != self.log.failed_writes()) {
+            *keys = None;
+        }
+        if let Some(expected) = expected_key_offset {
+            let index = match &mut *keys {
+                Some((index, _)) => index,
+                None => &mut keys.insert(self.load_keys()?).0,
+            };
+            let key = records.first().and_then(|r| r.key()).unwrap_or_default();
+            let actual = index.latest(key).map_err(|held| {
+                Error::ResourceExhausted(format!(
+                    "partition {} has more than storage.max_conditional_keys = {held} keys: per-key conditions are off for it",
+                    self.name()
+                ))
+            })?;
+            if actual != expected {
+                return Err(Error::KeyMismatch { topic: self.topic.clone(), partition: self.id, expected, actual });
+            }
+        }
+        let pending = self.log.submit(records, now_ms, durable, options).map_err(|e| self.error(e))?;
+        if let Some((index, _)) = keys.as_mut() {
+            for (offset, r) in (pending.appended.base_offset..).zip(records) {
+                if let Some(k) = r.key() {
+                    index.record(k, offset, r.value().is_none(), self.max_keys);
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    /// The key index from the whole log (every record read once), with the
+    /// log's failed-write count it is valid for.
+    fn load_keys(&self) -> Result<(KeyIndex, u64)> {
+        let failed = self.log.failed_writes();
+        let mut index = KeyIndex::default();
+        super::internal::replay_keyed(self, |offset, key, value| {
+            index.record(key, offset, value.is_none(), self.max_keys)
+        })?;
+        // Appends queued before the index existed and not yet written are
+        // not in it: the caller tries again once they are.
+        if self.log.end_offset() != self.log.next_offset() || self.log.failed_writes() != failed {
+            return Err(Error::Unavailable(format!(
+                "partition {} was being written while its key index was built; send the request again",
+                self.name()
+            )));
+        }
+        tracing::debug!(partition = self.name(), keys = index.len(), "key index built from the log");
+        Ok((index, failed))
     }
 
     /// Whether the first append of a batch the table remembers stands: no

@@ -145,16 +145,16 @@ impl RecordSource for KeyedRecord {
     }
 }
 
-/// Replays a keyed internal topic from its start: `apply(key, value)` for
+/// Replays a keyed topic from its start: `apply(offset, key, value)` for
 /// every keyed record in order (value None: a tombstone).
-pub fn replay_keyed(log: &Partition, mut apply: impl FnMut(&[u8], Option<&[u8]>)) -> Result<()> {
+pub fn replay_keyed(log: &Partition, mut apply: impl FnMut(u64, &[u8], Option<&[u8]>)) -> Result<()> {
     let mut offset = log.log_start();
     while offset < log.high_watermark() {
         let r = log.read(offset, 4 << 20, usize::MAX, false)?;
         for chunk in &r.chunks {
             for rec in RecordIter::new(chunk) {
                 if let Some(key) = rec.key {
-                    apply(key, rec.value);
+                    apply(rec.offset, key, rec.value);
                 }
             }
         }

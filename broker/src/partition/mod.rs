@@ -14,6 +14,7 @@ mod admin;
 pub mod fds;
 mod handle;
 pub mod internal;
+mod keys;
 pub mod lock;
 mod meta;
 pub mod partitioner;
@@ -177,7 +178,8 @@ impl Manager {
         let log = Arc::new(log);
         let interval = Duration::from_millis(self.config.storage.flush_interval_ms);
         tokio::spawn(log.clone().run_flusher(interval));
-        Ok(Arc::new(Partition::new(topic, id, log, self.config.storage.producer_expiry_ms)))
+        let storage = &self.config.storage;
+        Ok(Arc::new(Partition::new(topic, id, log, storage.producer_expiry_ms, storage.max_conditional_keys)))
     }
 
     fn open_partitions(

@@ -201,6 +201,8 @@ impl Topic {
         }
         let fixed = match partition {
             Some(p) => Some(self.partition(p).map(|_| p)?),
+            // One key (checked by the caller): the key's partition.
+            None if cond.expected_key_offset.is_some() => records[0].key().map(|k| partition_for_key(k, n)),
             None if records.iter().all(|r| r.key().is_none()) => {
                 Some(self.round_robin.fetch_add(1, Ordering::Relaxed) % n)
             }

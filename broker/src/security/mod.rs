@@ -134,7 +134,7 @@ impl Security {
         let mut acls = BTreeSet::new();
         let mut tokens = BTreeMap::new();
         let mut users = BTreeMap::new();
-        replay_keyed(&log, |key, value| match decode_key(key) {
+        replay_keyed(&log, |_, key, value| match decode_key(key) {
             Some(Key::Acl(a)) => {
                 match value {
                     Some(_) => acls.insert(a),

@@ -157,7 +157,23 @@ impl BrokerService {
                 Some(ProducerStamp { id: p.producer_id, epoch, sequence: p.sequence })
             }
         };
-        Ok(AppendIf { producer, expected_offset: req.expected_offset })
+        let expected_key_offset = match &req.expected_key {
+            None => None,
+            Some(k) => {
+                let key = req.records.first().and_then(|r| r.key.as_deref());
+                if key.is_none() || req.records.iter().any(|r| r.key.as_deref() != key) {
+                    return Err(Error::InvalidArgument(
+                        "expected_key needs every record of the request to have the same key".into(),
+                    ));
+                }
+                Some(match k.expect {
+                    Some(key_expectation::Expect::LastOffset(o)) => Some(o),
+                    Some(key_expectation::Expect::Absent(true)) => None,
+                    _ => return Err(Error::InvalidArgument("expected_key needs last_offset, or absent = true".into())),
+                })
+            }
+        };
+        Ok(AppendIf { producer, expected_offset: req.expected_offset, expected_key_offset })
     }
 
     /// Waits for `produced` to be acknowledged at the level it asked for and

@@ -13,6 +13,7 @@ pub fn to_status(e: Error) -> Status {
         | Error::DataDirInUse { .. }
         | Error::RecoveryRefused { .. }
         | Error::OffsetMismatch { .. }
+        | Error::KeyMismatch { .. }
         | Error::Producer { .. } => Code::FailedPrecondition,
         Error::TopicExists { .. } => Code::AlreadyExists,
         Error::InvalidTopicName { .. }
