@@ -122,9 +122,9 @@ impl BrokerService {
         Ok(produced)
     }
 
-    /// The request's idempotent producer and expected offset, checked
-    /// against the writer's newest epoch (a stale instance is fenced here,
-    /// on every partition).
+    /// The request's idempotent producer (checked against the writer's
+    /// newest epoch: a stale instance is fenced here, on every partition)
+    /// and its conditions (next offset, key's latest offset).
     fn conditions(&self, req: &ProduceRequest) -> Result<AppendIf> {
         let producer = match &req.producer {
             None => None,
