@@ -92,6 +92,18 @@ pub struct Acl {
 /// Longest principal, host or resource name an ACL takes.
 pub const MAX_ACL_FIELD_BYTES: usize = 255;
 
+/// Checks a name an ACL, token or user carries: 1 to
+/// [`MAX_ACL_FIELD_BYTES`] bytes, no control character nor any of `also`.
+pub fn check_name(what: &str, v: &str, also: &[char]) -> Result<()> {
+    if v.is_empty() || v.len() > MAX_ACL_FIELD_BYTES || v.chars().any(|c| c.is_control() || also.contains(&c)) {
+        let extra: String = also.iter().map(|c| format!(" or {c:?}")).collect();
+        return Err(Error::InvalidArgument(format!(
+            "{what} {v:?} must be 1-{MAX_ACL_FIELD_BYTES} bytes without control characters{extra}"
+        )));
+    }
+    Ok(())
+}
+
 /// What a request asks for, for [`decide`].
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -110,14 +122,7 @@ pub struct Request<'a> {
 impl Acl {
     /// Checks the fields; normalises an empty host to `*`.
     pub fn validate(mut self) -> Result<Acl> {
-        let field = |what: &str, v: &str| -> Result<()> {
-            if v.is_empty() || v.len() > MAX_ACL_FIELD_BYTES || v.chars().any(char::is_control) {
-                return Err(Error::InvalidArgument(format!(
-                    "acl {what} {v:?} must be 1-{MAX_ACL_FIELD_BYTES} bytes without control characters"
-                )));
-            }
-            Ok(())
-        };
+        let field = |what: &str, v: &str| check_name(&format!("acl {what}"), v, &[]);
         field("principal", &self.principal)?;
         if self.host.is_empty() {
             self.host = "*".into();

@@ -244,13 +244,7 @@ impl Security {
 
     /// Sets `user`'s password; true if the user is new.
     pub async fn set_user(&self, user: &str, password: &str) -> Result<bool> {
-        if user.is_empty() || user.len() > acl::MAX_ACL_FIELD_BYTES || user.chars().any(|c| c.is_control() || c == ':')
-        {
-            return Err(Error::InvalidArgument(format!(
-                "username {user:?} must be 1-{} bytes without control characters or ':'",
-                acl::MAX_ACL_FIELD_BYTES
-            )));
-        }
+        acl::check_name("username", user, &[':'])?;
         let hashed = {
             let password = password.to_string();
             tokio::task::spawn_blocking(move || Hashed::new(&password))
@@ -349,13 +343,7 @@ impl Security {
     /// Issues a token for `principal`, valid for `ttl_ms` (0: until revoked).
     /// Returns the token itself (never stored) and its description.
     pub async fn create_token(&self, principal: &str, ttl_ms: u64) -> Result<(String, Token)> {
-        if principal.is_empty() || principal.len() > acl::MAX_ACL_FIELD_BYTES || principal.chars().any(char::is_control)
-        {
-            return Err(Error::InvalidArgument(format!(
-                "token principal {principal:?} must be 1-{} bytes without control characters",
-                acl::MAX_ACL_FIELD_BYTES
-            )));
-        }
+        acl::check_name("token principal", principal, &[])?;
         if principal == "*" {
             return Err(Error::InvalidArgument(
                 "a token's principal cannot be \"*\" (that means every principal in ACLs)".into(),

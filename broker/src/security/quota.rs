@@ -37,13 +37,42 @@ pub enum Kind {
 /// The quotas of a broker and each principal's clock.
 pub struct Quotas {
     config: QuotasConfig,
-    clocks: std::sync::Mutex<HashMap<(String, Kind), Instant>>,
+    /// Per principal, a clock per [`Kind`] (None: never charged).
+    clocks: std::sync::Mutex<HashMap<String, [Option<Instant>; 3]>>,
 }
 
 impl Quotas {
     /// From `[quotas]`.
     pub fn new(config: QuotasConfig) -> Self {
         Quotas { config, clocks: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// True if any rate is limited (else there is nothing to charge).
+    pub fn any(&self) -> bool {
+        let c = &self.config;
+        c.produce_bytes_per_sec + c.fetch_bytes_per_sec + c.requests_per_sec > 0 || !c.principals.is_empty()
+    }
+
+    /// `who`'s clock for `kind`, charged `cost` if `admit(tat)` says so;
+    /// returns the clock before the charge (at least `now`).
+    fn with_clock(&self, who: &str, kind: Kind, cost: u64, now: Instant, admit: impl Fn(Instant) -> bool) -> Instant {
+        let rate = self.rate(who, kind);
+        let mut clocks = self.clocks.locked();
+        if !clocks.contains_key(who) && clocks.len() >= MAX_CLOCKS {
+            // Clocks with no debt equal fresh ones.
+            clocks.retain(|_, ts| ts.iter().flatten().any(|t| *t > now));
+        }
+        // No allocation for a principal seen before.
+        let slots = match clocks.get_mut(who) {
+            Some(s) => s,
+            None => clocks.entry(who.to_string()).or_insert([None; 3]),
+        };
+        let slot = &mut slots[kind as usize];
+        let tat = slot.unwrap_or(now).max(now);
+        if admit(tat) {
+            *slot = Some(tat + Duration::from_secs_f64(cost as f64 / rate as f64));
+        }
+        tat
     }
 
     /// Units per second `principal` may use of `kind` (0: unlimited).
@@ -59,39 +88,21 @@ impl Quotas {
     /// Charges `cost` of `kind` to `who` if that needs no wait; false (and
     /// nothing charged) if it would.
     pub fn admit(&self, who: &str, kind: Kind, cost: u64, now: Instant) -> bool {
-        let rate = self.rate(who, kind);
-        if rate == 0 {
+        if self.rate(who, kind) == 0 {
             return true;
         }
-        let mut clocks = self.clocks.locked();
-        let tat = clocks.get(&(who.to_string(), kind)).copied().unwrap_or(now).max(now);
-        if tat > now + BURST {
-            return false;
-        }
-        if clocks.len() >= MAX_CLOCKS {
-            clocks.retain(|_, t| *t > now);
-        }
-        clocks.insert((who.to_string(), kind), tat + Duration::from_secs_f64(cost as f64 / rate as f64));
-        true
+        self.with_clock(who, kind, cost, now, |tat| tat <= now + BURST) <= now + BURST
     }
 
     /// Charges `cost` units of `kind` to `who` at `now`; returns how long
     /// the request must wait first (zero when within the quota). `who` is
     /// a principal, or `ip:<address>` for a caller without one.
     pub fn charge(&self, who: &str, kind: Kind, cost: u64, now: Instant) -> Duration {
-        let rate = self.rate(who, kind);
-        if rate == 0 {
+        if self.rate(who, kind) == 0 {
             return Duration::ZERO;
         }
-        let mut clocks = self.clocks.locked();
-        if clocks.len() >= MAX_CLOCKS {
-            clocks.retain(|_, t| *t > now);
-        }
-        let tat = clocks.entry((who.to_string(), kind)).or_insert(now);
-        let start = (*tat).max(now);
-        let wait = start.saturating_duration_since(now + BURST);
-        *tat = start + Duration::from_secs_f64(cost as f64 / rate as f64);
-        wait
+        let start = self.with_clock(who, kind, cost, now, |_| true);
+        start.saturating_duration_since(now + BURST)
     }
 }
 

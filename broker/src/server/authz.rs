@@ -105,11 +105,12 @@ impl Authorizer {
     pub fn admit(&self, path: &str, headers: &http::HeaderMap, conn: Option<&ConnInfo>) -> Result<Caller, Status> {
         let peer = conn.map(|c| c.peer);
         let Some((path, rule)) = rule(path) else {
-            // Unknown paths: tonic says UNIMPLEMENTED, revealing nothing.
+            // Unknown paths: tonic says UNIMPLEMENTED, revealing nothing;
+            // were one served, it would be allowed nothing.
             return Ok(Caller {
                 principal: None,
                 peer,
-                checks: Checks::Off,
+                checks: Checks::Deny,
                 security: None,
                 throttled: Duration::ZERO,
             });
@@ -323,11 +324,11 @@ impl Caller {
     /// Charges `cost` of `kind` to the caller's quota (its principal's, or
     /// its IP's without one); returns how long to hold it back.
     pub fn charge(&self, kind: quota::Kind, cost: u64) -> Duration {
-        let Some(security) = &self.security else { return Duration::ZERO };
-        let who = match (&self.principal, self.peer) {
-            (Some(p), _) => p.to_string(),
-            (None, Some(peer)) => format!("ip:{}", peer.ip()),
-            (None, None) => String::new(),
+        let Some(security) = self.security.as_ref().filter(|s| s.quotas.any()) else { return Duration::ZERO };
+        let who: std::borrow::Cow<'_, str> = match (&self.principal, self.peer) {
+            (Some(p), _) => p.as_ref().into(),
+            (None, Some(peer)) => format!("ip:{}", peer.ip()).into(),
+            (None, None) => "".into(),
         };
         let wait = security.quotas.charge(&who, kind, cost, std::time::Instant::now());
         if !wait.is_zero() {
