@@ -110,8 +110,9 @@ def run_strata(args, workload):
              # iggy-bench producers await each batch before sending the
              # next: by default Strata's do too, so latencies compare.
              "--in-flight", str(args.in_flight),
-             # One Subscribe stream per partition up to 64 partitions, else
-             # Fetch requests covering every partition.
+             # One Subscribe stream per partition up to 64 partitions (on
+             # one connection per producer, as iggy-bench has one per
+             # consumer), else Fetch requests covering every partition.
              "--consume-with", "subscribe" if partitions <= 64 else "fetch"], env)
         server_cpu = cpu_seconds(server.pid)
     finally:

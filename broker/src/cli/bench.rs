@@ -57,6 +57,11 @@ pub struct BenchArgs {
     /// time, each waiting for the previous reply).
     #[arg(long, value_enum, default_value = "subscribe")]
     consume_with: ConsumeWith,
+    /// Consumers of the Subscribe phase, each on its own connection, the
+    /// partitions dealt round-robin among them (default: one per producer,
+    /// at most one per partition).
+    #[arg(long)]
+    consumers: Option<usize>,
     /// Key records with this many distinct keys (0 = keyless), e.g. to load a compacted topic.
     #[arg(long, default_value_t = 0)]
     keys: usize,
@@ -310,7 +315,9 @@ async fn consume_phase(client: &mut Client, args: &BenchArgs, topic: &str, expec
 }
 
 /// Reads every partition to its high watermark with one Subscribe stream
-/// each. Latency is per message: the wait for each pushed reply.
+/// each, the streams spread over `--consumers` connections (as consumers
+/// of a group each have their own). Latency is per message: the wait for
+/// each pushed reply.
 async fn subscribe_phase(client: &Client, args: &BenchArgs, topic: &str) -> Result<Phase, CliError> {
     let ends: Vec<u64> = {
         let req = DescribeTopicRequest { name: topic.to_string() };
@@ -318,6 +325,11 @@ async fn subscribe_phase(client: &Client, args: &BenchArgs, topic: &str) -> Resu
         d.topic.unwrap_or_default().partitions.iter().map(|p| p.high_watermark).collect()
     };
     let expected: u64 = ends.iter().sum();
+    let consumers = args.consumers.unwrap_or(args.producers).clamp(1, ends.len().max(1));
+    let mut connections = Vec::with_capacity(consumers);
+    for _ in 0..consumers {
+        connections.push(connect(&args.connect).await?);
+    }
     let done = Arc::new(AtomicU64::new(0));
     let _progress = Progress::start("consume", done.clone(), expected, args.record_size);
     let start = Instant::now();
@@ -330,7 +342,7 @@ async fn subscribe_phase(client: &Client, args: &BenchArgs, topic: &str) -> Resu
             max_bytes: args.fetch_bytes,
             skip_damaged: false,
         };
-        let (mut client, done) = (client.clone(), done.clone());
+        let (mut client, done) = (connections[partition % consumers].clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut stream = client.broker.subscribe(req).await.map_err(status_error)?.into_inner();
             let (mut next, mut bytes, mut latency) = (0u64, 0u64, histogram());
@@ -418,8 +430,12 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         || args.batch_records == 0
         || args.batches == 0
         || args.in_flight == 0
+        || args.consumers == Some(0)
     {
-        return Err("--producers, --partitions, --batch-records, --batches and --in-flight must be at least 1".into());
+        return Err(
+            "--producers, --partitions, --batch-records, --batches, --in-flight and --consumers must be at least 1"
+                .into(),
+        );
     }
     let args = Arc::new(args);
     let mut client = connect(&args.connect).await?;

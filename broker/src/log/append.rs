@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::BufMut;
 use tokio::sync::oneshot;
 
-use super::batch::{append_batch, BatchMeta, ProducerStamp, RecordSource, Stamp};
+use super::batch::{append_batch, append_batch_gather, BatchMeta, ProducerStamp, RecordSource, Shared, Stamp};
 use super::direct::{self, AlignedBuf, DirectWriter};
 use super::format::{DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES, SMALL_WRITE_BYTES};
 use super::{sync_dir, Appended, Log, LogConfig, LogError, Segment};
@@ -37,15 +37,26 @@ pub(super) struct Writer {
     pub(super) active: Arc<Segment>,
 }
 
-/// One encoded batch waiting to be written: `buf[at..at + len]`.
+/// One encoded batch waiting to be written: `buf[at..]` with `shared`
+/// spliced in, `len` bytes in all.
 pub(super) struct Queued {
     buf: AlignedBuf,
     at: usize,
+    /// Values written from the request's own bytes (buffered segments
+    /// only: a direct write needs the batch whole in an aligned buffer).
+    shared: Shared,
     len: usize,
     meta: BatchMeta,
     /// Its producer waits for durability: fsync right after the write.
     sync: bool,
     done: oneshot::Sender<Result<(), LogError>>,
+}
+
+impl Queued {
+    /// The batch's bytes, in order.
+    fn pieces(&self) -> super::batch::Pieces<'_> {
+        super::batch::batch_pieces(&self.buf[self.at..], &self.shared)
+    }
 }
 
 /// The writing side of the active segment (under `Log::sink`, which is
@@ -149,12 +160,18 @@ impl Log {
         // Room for the partial last block, which a direct write puts in front.
         let at = (w.end_hint % DIRECT_IO_ALIGN as u64) as usize;
         buf.put_bytes(0, at);
-        let meta = append_batch(&mut buf, base, records, stamp);
-        let len = buf.len() - at;
+        let mut shared = Shared::new();
+        let meta = match w.active.direct_file() {
+            Some(_) => append_batch(&mut buf, base, records, stamp),
+            // Through the page cache large values are written from where
+            // they are (the request's buffer): one copy of them fewer.
+            None => append_batch_gather(&mut buf, &mut shared, base, records, stamp),
+        };
+        let len = buf.len() - at + shared.iter().map(|(_, b)| b.len()).sum::<usize>();
         w.next_offset = meta.next_offset();
         w.end_hint += len as u64;
         let (tx, rx) = oneshot::channel();
-        w.queue.push(Queued { buf, at, len, meta, sync, done: tx });
+        w.queue.push(Queued { buf, at, shared, len, meta, sync, done: tx });
         let start_drain = background && !std::mem::replace(&mut w.draining, true);
         let appended = Appended { base_offset: base, next_offset: meta.next_offset() };
         let failed_writes = self.failed_writes.load(std::sync::atomic::Ordering::SeqCst);
@@ -208,11 +225,13 @@ impl Log {
             // Before readers hear of it: a subscriber waiting at the tail
             // reads the newest large batch from memory.
             let last = &mut batches[n - 1];
-            sink.active.keep_tail_batch(
-                sink.active.size() - last.len as u64,
-                &mut last.buf,
-                last.at..last.at + last.len,
-            );
+            if last.shared.is_empty() {
+                sink.active.keep_tail_batch(
+                    sink.active.size() - last.len as u64,
+                    &mut last.buf,
+                    last.at..last.at + last.len,
+                );
+            }
             self.end.send_replace(next);
             for q in batches.drain(..n) {
                 direct::POOL.give(q.buf);
@@ -262,12 +281,17 @@ impl Log {
             // One large batch, encoded where the segment's end falls in its
             // block (the usual case): written direct from its own buffer.
             // Small writes go through the page cache (`Segment::append`).
-            Some(d) if n == 1 && d.tail_len() == batches[0].at && batches[0].len as u64 >= SMALL_WRITE_BYTES => {
+            Some(d)
+                if n == 1
+                    && d.tail_len() == batches[0].at
+                    && batches[0].len as u64 >= SMALL_WRITE_BYTES
+                    && batches[0].shared.is_empty() =>
+            {
                 let q = &mut batches[0];
                 active.append_in_place(&mut q.buf, q.at, &q.meta, config.index, d)?;
             }
             _ => {
-                let group = batches[..n].iter().map(|q| (&q.buf[q.at..q.at + q.len], &q.meta));
+                let group = batches[..n].iter().map(|q| (q.pieces(), q.len as u64, &q.meta));
                 active.append(group, config.index, direct.as_mut())?;
             }
         }

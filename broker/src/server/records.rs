@@ -17,4 +17,9 @@ impl RecordSource for v1::Record {
     fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.headers.iter().map(|h| (h.key.as_str(), &h.value[..]))
     }
+    /// The value as decoded: a slice of the request's buffer, which the log
+    /// writes from without copying.
+    fn shared_value(&self) -> Option<bytes::Bytes> {
+        self.value.clone()
+    }
 }

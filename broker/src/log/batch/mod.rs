@@ -5,7 +5,7 @@
 //! here by hand (a handful of varints and byte strings) so storage does not
 //! depend on generated code, and so a fetch can splice them unchanged.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::format::*;
 
@@ -24,6 +24,11 @@ pub trait RecordSource {
     fn value(&self) -> Option<&[u8]>;
     /// Headers in order.
     fn headers(&self) -> impl Iterator<Item = (&str, &[u8])>;
+    /// The value as shared bytes the log may keep until they are written,
+    /// instead of copying them (`None`: copy; the default).
+    fn shared_value(&self) -> Option<Bytes> {
+        None
+    }
 }
 
 impl<T: RecordSource> RecordSource for &T {
@@ -39,7 +44,21 @@ impl<T: RecordSource> RecordSource for &T {
     fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         (**self).headers()
     }
+    fn shared_value(&self) -> Option<Bytes> {
+        (**self).shared_value()
+    }
 }
+
+/// Values referenced, not copied, by an encoded batch: each `(at, bytes)`
+/// belongs at byte `at` of the batch (counted from its first header byte),
+/// before the encoded byte found there. The batch is the encoded bytes with
+/// these spliced in, in order; an empty list means the encoding is whole.
+pub type Shared = Vec<(usize, Bytes)>;
+
+/// Values at least this long are referenced by a gathering encoder (see
+/// [`append_batch_gather`]) rather than copied. Below it, an entry in a
+/// vectored write costs more than copying the bytes.
+pub const SHARE_MIN_BYTES: usize = 512;
 
 /// How timestamps are assigned while encoding, and who produced the batch.
 #[derive(Debug, Clone, Copy)]
@@ -202,14 +221,49 @@ pub fn encode_batch<R: RecordSource>(buf: &mut BytesMut, base_offset: u64, recor
 
 /// Encodes `records` as one batch starting at `base_offset` into `buf`,
 /// after what it holds. The caller guarantees `records` is non-empty.
-#[inline(never)]
 pub fn append_batch<B, R>(buf: &mut B, base_offset: u64, records: &[R], stamp: Stamp) -> BatchMeta
+where
+    B: BufMut + std::ops::DerefMut<Target = [u8]>,
+    R: RecordSource,
+{
+    append_batch_with(buf, None, base_offset, records, stamp)
+}
+
+/// As [`append_batch`], but the records' shared values of at least
+/// [`SHARE_MIN_BYTES`] are pushed onto `shared` (which must be empty)
+/// instead of being copied into `buf`: the batch is `buf`'s new bytes with
+/// them spliced in (see [`Shared`]); its header and CRC cover the whole.
+pub fn append_batch_gather<B, R>(
+    buf: &mut B,
+    shared: &mut Shared,
+    base_offset: u64,
+    records: &[R],
+    stamp: Stamp,
+) -> BatchMeta
+where
+    B: BufMut + std::ops::DerefMut<Target = [u8]>,
+    R: RecordSource,
+{
+    debug_assert!(shared.is_empty());
+    append_batch_with(buf, Some(shared), base_offset, records, stamp)
+}
+
+#[inline(never)]
+fn append_batch_with<B, R>(
+    buf: &mut B,
+    mut shared: Option<&mut Shared>,
+    base_offset: u64,
+    records: &[R],
+    stamp: Stamp,
+) -> BatchMeta
 where
     B: BufMut + std::ops::DerefMut<Target = [u8]>,
     R: RecordSource,
 {
     debug_assert!(!records.is_empty());
     let start = buf.len();
+    // Bytes of the batch referenced so far, not in `buf`.
+    let mut spliced = 0;
     buf.put_bytes(0, BATCH_HEADER_LEN);
     let mut first_ts = i64::MAX;
     let mut max_ts = i64::MIN;
@@ -231,7 +285,18 @@ where
             put_bytes_field(buf, REC_KEY, k);
         }
         if let Some(v) = r.value() {
-            put_bytes_field(buf, REC_VALUE, v);
+            match shared.as_deref_mut().filter(|_| v.len() >= SHARE_MIN_BYTES).zip(r.shared_value()) {
+                Some((shared, bytes)) if bytes.len() == v.len() => {
+                    if shared.capacity() == 0 {
+                        shared.reserve(records.len() - i);
+                    }
+                    put_key(buf, REC_VALUE, 2);
+                    put_varint(buf, v.len() as u64);
+                    shared.push((buf.len() - start + spliced, bytes));
+                    spliced += v.len();
+                }
+                _ => put_bytes_field(buf, REC_VALUE, v),
+            }
         }
         for (k, v) in r.headers() {
             put_key(buf, REC_HEADER, 2);
@@ -258,8 +323,57 @@ where
         }
         None => HeaderExtra::NONE,
     };
-    write_header_with(&mut buf[start..], &meta, &HeaderExtra { attributes, ..extra });
+    let shared: &[(usize, Bytes)] = shared.map_or(&[], |s| s);
+    write_header_spliced(&mut buf[start..], shared, &meta, &HeaderExtra { attributes, ..extra });
     meta
+}
+
+/// The pieces of a batch encoded in `own` with `shared` spliced in, in
+/// order, none empty (see [`Shared`]).
+pub fn batch_pieces<'a>(own: &'a [u8], shared: &'a [(usize, Bytes)]) -> Pieces<'a> {
+    Pieces { own, shared: shared.iter(), from: 0, spliced: 0, next_shared: None, done: false }
+}
+
+/// Iterator of [`batch_pieces`].
+#[derive(Clone)]
+pub struct Pieces<'a> {
+    own: &'a [u8],
+    shared: std::slice::Iter<'a, (usize, Bytes)>,
+    /// Where in `own` the next own piece starts.
+    from: usize,
+    /// Bytes spliced in before `from`.
+    spliced: usize,
+    next_shared: Option<&'a [u8]>,
+    done: bool,
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            if let Some(b) = self.next_shared.take() {
+                return Some(b);
+            }
+            let piece = match self.shared.next() {
+                Some((at, bytes)) => {
+                    let end = at - self.spliced;
+                    let piece = &self.own[self.from..end];
+                    (self.from, self.spliced) = (end, self.spliced + bytes.len());
+                    self.next_shared = Some(&bytes[..]).filter(|b| !b.is_empty());
+                    piece
+                }
+                None if self.done => return None,
+                None => {
+                    self.done = true;
+                    &self.own[self.from..]
+                }
+            };
+            if !piece.is_empty() {
+                return Some(piece);
+            }
+        }
+    }
 }
 
 /// Fills the version-2 header of the batch in `buf` (records already in
@@ -292,7 +406,12 @@ impl HeaderExtra {
 
 /// Fills the version-2 header of the batch in `buf` and its CRC.
 pub fn write_header_with(buf: &mut [u8], meta: &BatchMeta, extra: &HeaderExtra) {
-    let len = buf.len() as u32;
+    write_header_spliced(buf, &[], meta, extra);
+}
+
+/// As [`write_header_with`], for the batch of `buf` with `shared` spliced in.
+fn write_header_spliced(buf: &mut [u8], shared: &[(usize, Bytes)], meta: &BatchMeta, extra: &HeaderExtra) {
+    let len = (buf.len() + shared.iter().map(|(_, b)| b.len()).sum::<usize>()) as u32;
     let h = &mut buf[..BATCH_HEADER_LEN];
     h[BASE_OFFSET_AT..][..8].copy_from_slice(&meta.base_offset.to_le_bytes());
     h[BATCH_LEN_AT..][..4].copy_from_slice(&len.to_le_bytes());
@@ -306,7 +425,21 @@ pub fn write_header_with(buf: &mut [u8], meta: &BatchMeta, extra: &HeaderExtra) 
     h[PRODUCER_EPOCH_AT..][..2].copy_from_slice(&extra.producer_epoch.to_le_bytes());
     h[BASE_SEQUENCE_AT..][..4].copy_from_slice(&extra.base_sequence.to_le_bytes());
     h[LEADER_EPOCH_AT..][..4].copy_from_slice(&extra.leader_epoch.to_le_bytes());
-    let crc = batch_crc(BATCH_MAGIC, buf);
+    let crc = if shared.is_empty() {
+        batch_crc(BATCH_MAGIC, buf)
+    } else {
+        // The first piece holds the whole header (values come after it).
+        let mut h = crc32fast::Hasher::new();
+        for (i, piece) in batch_pieces(buf, shared).enumerate() {
+            if i == 0 {
+                h.update(&piece[..CRC_AT]);
+                h.update(&piece[CRC_END..]);
+            } else {
+                h.update(piece);
+            }
+        }
+        h.finalize()
+    };
     buf[CRC_AT..][..4].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -368,7 +501,57 @@ pub(crate) mod tests {
             .prop_map(|(ts, key, value, headers)| TestRecord { ts, key, value, headers })
     }
 
+    /// A record whose value the log may share (as the server's are).
+    #[derive(Debug, Clone)]
+    pub struct SharedRecord(pub TestRecord, pub Option<Bytes>);
+
+    impl RecordSource for SharedRecord {
+        fn timestamp_ms(&self) -> i64 {
+            self.0.ts
+        }
+        fn key(&self) -> Option<&[u8]> {
+            self.0.key.as_deref()
+        }
+        fn value(&self) -> Option<&[u8]> {
+            self.1.as_deref()
+        }
+        fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+            self.0.headers()
+        }
+        fn shared_value(&self) -> Option<Bytes> {
+            self.1.clone()
+        }
+    }
+
     proptest! {
+        /// Large values referenced instead of copied: the same bytes, the
+        /// same header and CRC, whatever mix of sizes (both sides of
+        /// SHARE_MIN_BYTES, empty, absent) and whatever was in the buffer.
+        #[test]
+        fn gathered_batches_are_the_contiguous_ones(
+            records in proptest::collection::vec(
+                (arb_record(), proptest::option::of(prop_oneof![0usize..10, 500usize..2000])), 1..20),
+            before in 0usize..5000,
+        ) {
+            let records: Vec<SharedRecord> = records
+                .into_iter()
+                .enumerate()
+                .map(|(i, (r, len))| SharedRecord(r, len.map(|n| Bytes::from(vec![i as u8; n]))))
+                .collect();
+            let mut whole = BytesMut::new();
+            let meta = encode_batch(&mut whole, 7, &records, stamp());
+            let mut own = BytesMut::from(&vec![0xAAu8; before][..]);
+            let mut shared = Shared::new();
+            let gathered = append_batch_gather(&mut own, &mut shared, 7, &records, stamp());
+            prop_assert_eq!(gathered, meta);
+            let expect_shared = records.iter().filter(|r| r.1.as_ref().is_some_and(|v| v.len() >= SHARE_MIN_BYTES)).count();
+            prop_assert_eq!(shared.len(), expect_shared);
+            let joined: Vec<u8> = batch_pieces(&own[before..], &shared).flatten().copied().collect();
+            prop_assert_eq!(&joined[..], &whole[..]);
+            prop_assert!(batch_pieces(&own[before..], &shared).all(|p| !p.is_empty()));
+            prop_assert!(BatchHeader::parse_verified(&joined).is_ok());
+        }
+
         #[test]
         fn batches_round_trip(base in 0u64..u64::MAX / 2, records in proptest::collection::vec(arb_record(), 1..50)) {
             let mut buf = BytesMut::new();

@@ -16,22 +16,25 @@ use crate::log::locks::{LockExt, RwLockExt};
 
 impl Segment {
     /// Appends encoded batches, in order, at the end, in one write (through
-    /// `direct` if given). Writer only.
-    pub fn append<'a, I>(&self, batches: I, cfg: IndexConfig, direct: Option<&mut DirectWriter>) -> io::Result<()>
+    /// `direct` if given). Each batch is given as its pieces (see
+    /// `batch_pieces`), its length and its summary. Writer only.
+    pub fn append<'a, I, P>(&self, batches: I, cfg: IndexConfig, direct: Option<&mut DirectWriter>) -> io::Result<()>
     where
-        I: Iterator<Item = (&'a [u8], &'a BatchMeta)> + Clone,
+        I: Iterator<Item = (P, u64, &'a BatchMeta)> + Clone,
+        P: Iterator<Item = &'a [u8]> + Clone,
     {
         let start = self.size.load(Ordering::Relaxed);
-        let len: u64 = batches.clone().map(|(b, _)| b.len() as u64).sum();
+        let len: u64 = batches.clone().map(|(_, len, _)| len).sum();
+        let parts = batches.clone().flat_map(|(pieces, _, _)| pieces);
         match direct {
             Some(d) if len < SMALL_WRITE_BYTES => {
                 self.reserve(direct::align_up(start + len))?;
-                self.write_small(start, batches.clone().map(|(b, _)| b), d)?;
+                self.write_small(start, parts, d)?;
             }
             Some(d) => {
                 // Direct writes cover whole blocks: reserve up to the padded end.
                 self.reserve(direct::align_up(start + len))?;
-                d.append(start, batches.clone().map(|(b, _)| b))?;
+                d.append(start, parts)?;
             }
             None => {
                 // No fallocate and no early writeback here: ext4 allocates
@@ -44,11 +47,7 @@ impl Segment {
                 // What a write that fails half-way leaves past `size` is
                 // cut at seal time, as preallocated space is.
                 self.allocated.fetch_max(start + len, Ordering::Relaxed);
-                let mut pos = start;
-                for (b, _) in batches.clone() {
-                    self.file.write_all_at(b, pos)?;
-                    pos += b.len() as u64;
-                }
+                write_all_vectored_at(&self.file, parts, start)?;
             }
         }
         self.appended(start, batches, cfg);
@@ -70,7 +69,7 @@ impl Segment {
         let len = buf.len() - at;
         self.reserve(direct::align_up(start + len as u64))?;
         direct.append_in_place(start, buf, at)?;
-        self.appended(start, std::iter::once((&buf[at..at + len], meta)), cfg);
+        self.appended(start, std::iter::once((std::iter::once(&buf[at..at + len]), len as u64, meta)), cfg);
         Ok(())
     }
 
@@ -100,11 +99,20 @@ impl Segment {
     }
 
     /// Indexes and publishes batches just written from `start`.
-    fn appended<'a>(&self, start: u64, batches: impl Iterator<Item = (&'a [u8], &'a BatchMeta)>, cfg: IndexConfig) {
+    fn appended<'a, P: Iterator<Item = &'a [u8]>>(
+        &self,
+        start: u64,
+        batches: impl Iterator<Item = (P, u64, &'a BatchMeta)>,
+        cfg: IndexConfig,
+    ) {
         let mut pos = start;
-        for (batch, meta) in batches {
+        for (pieces, len, meta) in batches {
             if self.direct {
-                self.recent.write_locked().remember(pos, batch);
+                let mut at = pos;
+                for piece in pieces {
+                    self.recent.write_locked().remember(at, piece);
+                    at += piece.len() as u64;
+                }
             }
             let rel = self.rel(meta.base_offset);
             let mut ix = self.indexes.write_locked();
@@ -115,10 +123,10 @@ impl Segment {
                     ix.time.push(meta.max_timestamp, rel);
                 }
             }
-            ix.bytes_since_entry += batch.len() as u64;
+            ix.bytes_since_entry += len;
             drop(ix);
             self.max_timestamp.fetch_max(meta.max_timestamp, Ordering::AcqRel);
-            pos += batch.len() as u64;
+            pos += len;
         }
         self.size.store(pos, Ordering::Release);
     }
@@ -225,4 +233,46 @@ fn start_writeback(file: &std::fs::File, from: u64, to: u64) {
     if rc != 0 {
         tracing::debug!(error = %io::Error::last_os_error(), "sync_file_range failed");
     }
+}
+
+/// Most pieces one `pwritev` takes (Linux's `IOV_MAX`).
+const MAX_IOVECS: usize = 1024;
+
+/// Writes `parts`, in order, at `pos`: up to [`MAX_IOVECS`] per vectored
+/// write, resuming after a short one.
+fn write_all_vectored_at<'a>(
+    file: &std::fs::File,
+    parts: impl Iterator<Item = &'a [u8]>,
+    mut pos: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut parts = parts.peekable();
+    let mut iov: Vec<io::IoSlice<'a>> = Vec::new();
+    while parts.peek().is_some() {
+        iov.clear();
+        iov.extend(parts.by_ref().take(MAX_IOVECS).map(io::IoSlice::new));
+        let mut slices = &mut iov[..];
+        while !slices.is_empty() {
+            let count = slices.len() as libc::c_int;
+            // SAFETY: `IoSlice` is ABI-compatible with `iovec` (std
+            // guarantees it on Unix), the slices borrow live buffers for the
+            // length of the call, and the fd is open (`file` is borrowed).
+            let n = unsafe {
+                libc::pwritev(file.as_raw_fd(), slices.as_ptr().cast::<libc::iovec>(), count, pos as libc::off_t)
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "segment write wrote nothing"));
+            }
+            pos += n as u64;
+            io::IoSlice::advance_slices(&mut slices, n as usize);
+        }
+    }
+    Ok(())
 }
