@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::batch::{append_batch, append_batch_gather, BatchMeta, ProducerStamp, RecordSource, Shared, Stamp};
 use super::direct::{self, AlignedBuf, DirectWriter};
 use super::format::{DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES, SMALL_WRITE_BYTES};
-use super::{sync_dir, Appended, Log, LogConfig, LogError, Segment};
+use super::{sync_dir, Appended, Log, LogConfig, LogError, Segment, WRITEBACK_BYTES};
 use crate::log::locks::{LockExt, RwLockExt};
 
 /// Appends that have their offsets (under `Log::writer`).
@@ -233,6 +233,11 @@ impl Log {
                 );
             }
             self.end.send_replace(next);
+            let end = sink.active.size();
+            let written: u64 = batches[..n].iter().map(|q| q.len as u64).sum();
+            if end / WRITEBACK_BYTES != end.saturating_sub(written) / WRITEBACK_BYTES {
+                self.writeback_wanted.notify_one();
+            }
             for q in batches.drain(..n) {
                 direct::POOL.give(q.buf);
                 let _ = q.done.send(Ok(()));

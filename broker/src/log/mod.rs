@@ -49,10 +49,12 @@ pub use read::{Damage, ReadResult};
 pub use recovery::TailRecovery;
 pub use segment::{IndexConfig, Segment};
 
-/// Writebacks the flusher starts between two periodic fsyncs.
-const WRITEBACKS_PER_FLUSH: u32 = 10;
-/// ... but not more often than this (`storage.flush_interval_ms` may be 1).
-const MIN_WRITEBACK_EVERY: Duration = Duration::from_millis(10);
+/// The flusher starts writeback of the active segment each time this many
+/// more bytes were appended to it (buffered segments). By volume, not by
+/// time: a busy partition's fsync finds little left to write, and a
+/// partition taking a trickle (one of a thousand) costs no wakeups between
+/// its fsyncs.
+const WRITEBACK_BYTES: u64 = 8 << 20;
 
 /// Settings a log needs; taken from the topic's effective configuration.
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +162,8 @@ pub struct Log {
     durable: watch::Sender<u64>,
     log_start: AtomicU64,
     flush_wanted: Notify,
+    /// Another [`WRITEBACK_BYTES`] were appended (see `run_flusher`).
+    writeback_wanted: Notify,
     closed: AtomicBool,
     /// Read-ahead for a consumer reading this log in order (direct I/O only).
     readahead: Arc<readahead::ReadAhead>,
@@ -238,6 +242,7 @@ impl Log {
             durable: watch::Sender::new(next_offset),
             log_start: AtomicU64::new(log_start),
             flush_wanted: Notify::new(),
+            writeback_wanted: Notify::new(),
             closed: AtomicBool::new(false),
             readahead: Arc::default(),
             damaged: Mutex::default(),
@@ -459,7 +464,7 @@ impl Log {
         Ok(())
     }
 
-    /// The flusher: starts writeback every `interval / WRITEBACKS_PER_FLUSH`,
+    /// The flusher: starts writeback every [`WRITEBACK_BYTES`] appended,
     /// fsyncs when asked (durable acks, record count) or every
     /// `interval`, until the log closes. One fsync covers every append before it.
     pub async fn run_flusher(self: Arc<Self>, interval: Duration) {
@@ -469,16 +474,14 @@ impl Log {
         // finds little left to write: an fsync of a second's worth of
         // appends (hundreds of MB) slowed every write of the partition for
         // its 0.5 s, and with 8 partitions fsyncing together, every write.
-        let mut writeback = tokio::time::interval((interval / WRITEBACKS_PER_FLUSH).max(MIN_WRITEBACK_EVERY));
-        writeback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // (segment id, bytes) written back so far: an idle log starts
-        // none, and each writeback covers only what was appended since.
+        // (segment id, bytes) written back so far: each writeback covers
+        // only what was appended since.
         let mut written_back = (0, 0);
         while !self.closed.load(Ordering::Acquire) {
             tokio::select! {
                 _ = self.flush_wanted.notified() => {}
                 _ = tick.tick() => {}
-                _ = writeback.tick() => {
+                _ = self.writeback_wanted.notified() => {
                     let seg = self.writer.locked().active.clone();
                     let from = if seg.id() == written_back.0 { written_back.1 } else { 0 };
                     let to = seg.size();
