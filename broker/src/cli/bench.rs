@@ -59,7 +59,8 @@ pub struct BenchArgs {
     consume_with: ConsumeWith,
     /// Consumers of the Subscribe phase, each on its own connection, the
     /// partitions dealt round-robin among them (default: one per producer,
-    /// at most one per partition).
+    /// at most one per partition; `--consumers 1` puts every stream on one
+    /// connection, as before 2026-12-02). Fetch reads use one connection.
     #[arg(long)]
     consumers: Option<usize>,
     /// Key records with this many distinct keys (0 = keyless), e.g. to load a compacted topic.

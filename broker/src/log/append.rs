@@ -235,7 +235,7 @@ impl Log {
             self.end.send_replace(next);
             let end = sink.active.size();
             let written: u64 = batches[..n].iter().map(|q| q.len as u64).sum();
-            if end / WRITEBACK_BYTES != end.saturating_sub(written) / WRITEBACK_BYTES {
+            if sink.direct.is_none() && end / WRITEBACK_BYTES != (end - written) / WRITEBACK_BYTES {
                 self.writeback_wanted.notify_one();
             }
             for q in batches.drain(..n) {

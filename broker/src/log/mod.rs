@@ -53,7 +53,8 @@ pub use segment::{IndexConfig, Segment};
 /// more bytes were appended to it (buffered segments). By volume, not by
 /// time: a busy partition's fsync finds little left to write, and a
 /// partition taking a trickle (one of a thousand) costs no wakeups between
-/// its fsyncs.
+/// its fsyncs. Counted within the active segment: segments smaller than
+/// this are never written back early (a roll fsyncs them anyway).
 const WRITEBACK_BYTES: u64 = 8 << 20;
 
 /// Settings a log needs; taken from the topic's effective configuration.

@@ -25,7 +25,8 @@ pub trait RecordSource {
     /// Headers in order.
     fn headers(&self) -> impl Iterator<Item = (&str, &[u8])>;
     /// The value as shared bytes the log may keep until they are written,
-    /// instead of copying them (`None`: copy; the default).
+    /// instead of copying them (`None`: copy; the default). Must hold the
+    /// same bytes as [`RecordSource::value`].
     fn shared_value(&self) -> Option<Bytes> {
         None
     }
@@ -53,12 +54,12 @@ impl<T: RecordSource> RecordSource for &T {
 /// belongs at byte `at` of the batch (counted from its first header byte),
 /// before the encoded byte found there. The batch is the encoded bytes with
 /// these spliced in, in order; an empty list means the encoding is whole.
-pub type Shared = Vec<(usize, Bytes)>;
+pub(crate) type Shared = Vec<(usize, Bytes)>;
 
 /// Values at least this long are referenced by a gathering encoder (see
 /// [`append_batch_gather`]) rather than copied. Below it, an entry in a
 /// vectored write costs more than copying the bytes.
-pub const SHARE_MIN_BYTES: usize = 512;
+pub(crate) const SHARE_MIN_BYTES: usize = 512;
 
 /// How timestamps are assigned while encoding, and who produced the batch.
 #[derive(Debug, Clone, Copy)]
@@ -233,7 +234,7 @@ where
 /// [`SHARE_MIN_BYTES`] are pushed onto `shared` (which must be empty)
 /// instead of being copied into `buf`: the batch is `buf`'s new bytes with
 /// them spliced in (see [`Shared`]); its header and CRC cover the whole.
-pub fn append_batch_gather<B, R>(
+pub(crate) fn append_batch_gather<B, R>(
     buf: &mut B,
     shared: &mut Shared,
     base_offset: u64,
@@ -285,10 +286,14 @@ where
             put_bytes_field(buf, REC_KEY, k);
         }
         if let Some(v) = r.value() {
-            match shared.as_deref_mut().filter(|_| v.len() >= SHARE_MIN_BYTES).zip(r.shared_value()) {
+            // `shared_value` only for values that will be shared: it costs
+            // a reference count.
+            let share = shared.as_deref_mut().filter(|_| v.len() >= SHARE_MIN_BYTES);
+            match share.and_then(|s| Some((s, r.shared_value()?))) {
                 Some((shared, bytes)) if bytes.len() == v.len() => {
+                    debug_assert!(bytes[..] == *v, "shared_value differs from value");
                     if shared.capacity() == 0 {
-                        shared.reserve(records.len() - i);
+                        shared.reserve((records.len() - i).min(256));
                     }
                     put_key(buf, REC_VALUE, 2);
                     put_varint(buf, v.len() as u64);
@@ -330,13 +335,13 @@ where
 
 /// The pieces of a batch encoded in `own` with `shared` spliced in, in
 /// order, none empty (see [`Shared`]).
-pub fn batch_pieces<'a>(own: &'a [u8], shared: &'a [(usize, Bytes)]) -> Pieces<'a> {
+pub(crate) fn batch_pieces<'a>(own: &'a [u8], shared: &'a [(usize, Bytes)]) -> Pieces<'a> {
     Pieces { own, shared: shared.iter(), from: 0, spliced: 0, next_shared: None, done: false }
 }
 
 /// Iterator of [`batch_pieces`].
 #[derive(Clone)]
-pub struct Pieces<'a> {
+pub(crate) struct Pieces<'a> {
     own: &'a [u8],
     shared: std::slice::Iter<'a, (usize, Bytes)>,
     /// Where in `own` the next own piece starts.

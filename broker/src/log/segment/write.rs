@@ -108,9 +108,10 @@ impl Segment {
         let mut pos = start;
         for (pieces, len, meta) in batches {
             if self.direct {
+                let mut recent = self.recent.write_locked();
                 let mut at = pos;
                 for piece in pieces {
-                    self.recent.write_locked().remember(at, piece);
+                    recent.remember(at, piece);
                     at += piece.len() as u64;
                 }
             }
@@ -258,7 +259,7 @@ fn write_all_vectored_at<'a>(
             // guarantees it on Unix), the slices borrow live buffers for the
             // length of the call, and the fd is open (`file` is borrowed).
             let n = unsafe {
-                libc::pwritev(file.as_raw_fd(), slices.as_ptr().cast::<libc::iovec>(), count, pos as libc::off_t)
+                libc::pwritev64(file.as_raw_fd(), slices.as_ptr().cast::<libc::iovec>(), count, pos as libc::off64_t)
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
