@@ -122,15 +122,28 @@ async fn bench_reports_throughput_latency_and_the_brokers_disk() {
     let text = String::from_utf8_lossy(&out.stdout);
     let line =
         |phase: &str| text.lines().find(|l| l.starts_with(phase)).unwrap_or_else(|| panic!("no {phase} line: {text}"));
+    // The number just before `word` in `line`.
+    let before = |line: &str, word: &str| -> f64 {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == word).unwrap_or_else(|| panic!("no {word:?} in {line}"));
+        words[at - 1].parse().unwrap_or_else(|_| panic!("no number before {word:?} in {line}"))
+    };
     for phase in ["produce", "consume"] {
         assert!(line(phase).contains(" 60 records ") && line(phase).contains("p99"), "{text}");
+        // CPU seconds per GB of the client itself: some, and not absurd
+        // (6 KB moved: even 10 s of CPU would be 1.7e6 s per GB).
+        let cpu = before(line(phase).split("client CPU").nth(1).unwrap_or_else(|| panic!("{text}")), "s");
+        assert!(cpu > 0.0 && cpu < 2e6, "{text}");
     }
     // Every durable batch was written and fsynced; batches queued together
     // share a write and its fsync.
-    let disk: Vec<&str> = line("broker").split_whitespace().collect();
-    let (writes, fsyncs): (u32, u32) = (disk[1].parse().unwrap(), disk[disk.len() - 2].parse().unwrap());
-    assert!((1..=6).contains(&writes) && fsyncs >= 1, "{text}");
-    assert!(line("broker").contains("for 6 requests"), "{text}");
+    let disk = line("broker");
+    let (writes, fsyncs) = (before(disk, "segment"), before(disk, "fsyncs;"));
+    assert!((1.0..=6.0).contains(&writes) && fsyncs >= 1.0, "{text}");
+    assert!(disk.contains("for 6 requests"), "{text}");
+    // The broker's CPU over the phase, from its metrics.
+    let cpu = before(disk.split("CPU").nth(1).unwrap_or_else(|| panic!("{text}")), "s");
+    assert!(cpu > 0.0 && cpu < 2e6, "{text}");
     // A metrics address that does not answer is an error, not a silent zero.
     let down = strata(&[&["bench", "--skip-consume", "--metrics", "127.0.0.1:1"][..], &common].concat());
     assert!(!down.status.success());

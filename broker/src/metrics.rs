@@ -49,6 +49,7 @@ async fn refresh(manager: &Manager, coordinator: &Coordinator) {
     if let Some(rss) = crate::memory::resident_bytes() {
         metrics::gauge!("strata_resident_memory_bytes").set(rss as f64);
     }
+    metrics::gauge!("strata_process_cpu_seconds_total").set(process_cpu_seconds());
     for topic in manager.topics_snapshot() {
         for log in topic.partitions().iter() {
             let labels = [("topic", topic.name().to_string()), ("partition", log.id().to_string())];
@@ -146,4 +147,20 @@ async fn answer(
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(body.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// CPU time (user and system) this process has used, in seconds: the
+/// broker exports it (`strata_process_cpu_seconds_total`), and `strata
+/// bench` reports its own and the broker's per GB moved.
+pub fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes the struct it is given, which outlives the call.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return 0.0;
+        }
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }

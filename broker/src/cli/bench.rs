@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{broker_stats, connect, status_error, AcksArg, CliError, Connect};
+use strata::metrics::process_cpu_seconds;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -103,11 +104,13 @@ struct Phase {
 }
 
 impl Phase {
-    fn report(&self, name: &str) {
+    /// Prints the phase's line; `client_cpu`: this process's CPU seconds
+    /// during it.
+    fn report(&self, name: &str, client_cpu: f64) {
         let secs = self.elapsed.as_secs_f64();
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
         println!(
-            "{name:<8} {:>10} records {:>9.1} MB in {:>6.2} s = {:>7.1} MB/s {:>10.0} records/s | latency per batch ms: p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}",
+            "{name:<8} {:>10} records {:>9.1} MB in {:>6.2} s = {:>7.1} MB/s {:>10.0} records/s | latency per batch ms: p50 {:.2} p99 {:.2} p999 {:.2} max {:.2} | client CPU {:.2} s per GB",
             self.records,
             self.bytes as f64 / 1e6,
             secs,
@@ -117,6 +120,7 @@ impl Phase {
             ms(0.99),
             ms(0.999),
             self.latency_us.max() as f64 / 1000.0,
+            broker_stats::per_gb(client_cpu, self.bytes),
         );
     }
 }
@@ -470,25 +474,28 @@ pub async fn run(args: BenchArgs) -> Result<(), CliError> {
         args.producers, args.partitions, args.record_size, args.batch_records, args.batches, args.acks, args.in_flight, args.connect.addr
     );
     if let Some(rate) = args.e2e_rate {
+        let cpu = process_cpu_seconds();
         let phase = e2e_phase(client.clone(), &args, &topic, rate).await?;
-        phase.report("e2e");
+        phase.report("e2e", process_cpu_seconds() - cpu);
         if temporary {
             client.admin.delete_topic(DeleteTopicRequest { name: topic }).await.map_err(status_error)?;
         }
         return Ok(());
     }
+    let cpu = process_cpu_seconds();
     let produced = produce_phase(&args, &topic).await?;
-    produced.report("produce");
+    produced.report("produce", process_cpu_seconds() - cpu);
     if let (Some(addr), Some(before)) = (&args.metrics, disk_before) {
         let after = broker_stats::scrape(addr).await?;
-        println!("{}", broker_stats::report(before, after, produced.elapsed, args.batches));
+        println!("{}", broker_stats::report(before, after, produced.elapsed, args.batches, produced.bytes));
     }
     if !args.skip_consume {
+        let cpu = process_cpu_seconds();
         let consumed = match args.consume_with {
             ConsumeWith::Subscribe => subscribe_phase(&client, &args, &topic).await?,
             ConsumeWith::Fetch => consume_phase(&mut client, &args, &topic, produced.records).await?,
         };
-        consumed.report("consume");
+        consumed.report("consume", process_cpu_seconds() - cpu);
     }
     if temporary {
         client.admin.delete_topic(DeleteTopicRequest { name: topic }).await.map_err(status_error)?;

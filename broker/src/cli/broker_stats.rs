@@ -21,6 +21,8 @@ pub struct Snapshot {
     writes_over_2_5ms: f64,
     /// fsyncs of segment data.
     fsyncs: f64,
+    /// The broker's CPU seconds so far.
+    cpu_seconds: f64,
 }
 
 /// Reads the counters from `GET http://addr/metrics`.
@@ -65,6 +67,7 @@ fn parse(text: &str) -> Snapshot {
             "strata_segment_write_duration_seconds_sum" => s.write_seconds = value,
             "strata_segment_write_duration_seconds_bucket{le=\"0.0025\"}" => within_2_5ms = value,
             "strata_fsync_total" => s.fsyncs = value,
+            "strata_process_cpu_seconds_total" => s.cpu_seconds = value,
             _ => {}
         }
     }
@@ -73,18 +76,29 @@ fn parse(text: &str) -> Snapshot {
 }
 
 /// One line on what the disk did between `before` and `after`, a phase of
-/// `elapsed`, and for how many client requests.
-pub fn report(before: Snapshot, after: Snapshot, elapsed: Duration, requests: usize) -> String {
+/// `elapsed` moving `bytes` of record values, and for how many client
+/// requests; and the broker's CPU time per GB.
+pub fn report(before: Snapshot, after: Snapshot, elapsed: Duration, requests: usize, bytes: u64) -> String {
     let writes = after.writes - before.writes;
     let seconds = after.write_seconds - before.write_seconds;
     let mean_ms = if writes > 0.0 { seconds / writes * 1000.0 } else { 0.0 };
     format!(
         "broker   {writes:.0} segment writes for {requests} requests, mean {mean_ms:.2} ms, {:.0} over 2.5 ms; \
-         writing {:.0}% of the phase; {:.0} fsyncs",
+         writing {:.0}% of the phase; {:.0} fsyncs; CPU {:.2} s per GB",
         after.writes_over_2_5ms - before.writes_over_2_5ms,
         100.0 * seconds / elapsed.as_secs_f64(),
         after.fsyncs - before.fsyncs,
+        per_gb(after.cpu_seconds - before.cpu_seconds, bytes),
     )
+}
+
+/// `seconds` per GB of `bytes` (0 for no bytes).
+pub fn per_gb(seconds: f64, bytes: u64) -> f64 {
+    if bytes == 0 {
+        0.0
+    } else {
+        seconds / (bytes as f64 / 1e9)
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +108,7 @@ mod tests {
     const TEXT: &str = "\
 # TYPE strata_fsync_total counter
 strata_fsync_total 7
+strata_process_cpu_seconds_total 1.5
 # TYPE strata_segment_write_duration_seconds histogram
 strata_segment_write_duration_seconds_bucket{le=\"0.001\"} 2
 strata_segment_write_duration_seconds_bucket{le=\"0.0025\"} 9
@@ -106,16 +121,20 @@ strata_rpc_duration_seconds_count{method=\"/strata.v1.Broker/Produce\"} 99
     #[test]
     fn parses_the_storage_counters() {
         let s = parse(TEXT);
-        assert_eq!(s, Snapshot { writes: 10.0, write_seconds: 0.015, writes_over_2_5ms: 1.0, fsyncs: 7.0 });
+        assert_eq!(
+            s,
+            Snapshot { writes: 10.0, write_seconds: 0.015, writes_over_2_5ms: 1.0, fsyncs: 7.0, cpu_seconds: 1.5 }
+        );
         assert_eq!(parse("garbage\n\n"), Snapshot::default());
     }
 
     #[test]
     fn reports_the_difference() {
-        let line = report(Snapshot::default(), parse(TEXT), Duration::from_millis(30), 20);
+        let line = report(Snapshot::default(), parse(TEXT), Duration::from_millis(30), 20, 500_000_000);
         assert_eq!(
             line,
-            "broker   10 segment writes for 20 requests, mean 1.50 ms, 1 over 2.5 ms; writing 50% of the phase; 7 fsyncs"
+            "broker   10 segment writes for 20 requests, mean 1.50 ms, 1 over 2.5 ms; writing 50% of the phase; \
+             7 fsyncs; CPU 3.00 s per GB"
         );
     }
 }
