@@ -161,13 +161,13 @@ impl Log {
         let at = (w.end_hint % DIRECT_IO_ALIGN as u64) as usize;
         buf.put_bytes(0, at);
         let mut shared = Shared::new();
-        let meta = match w.active.direct_file() {
-            Some(_) => append_batch(&mut buf, base, records, stamp),
+        let (meta, spliced) = match w.active.direct_file() {
+            Some(_) => (append_batch(&mut buf, base, records, stamp), 0),
             // Through the page cache large values are written from where
             // they are (the request's buffer): one copy of them fewer.
             None => append_batch_gather(&mut buf, &mut shared, base, records, stamp),
         };
-        let len = buf.len() - at + shared.iter().map(|(_, b)| b.len()).sum::<usize>();
+        let len = buf.len() - at + spliced;
         w.next_offset = meta.next_offset();
         w.end_hint += len as u64;
         let (tx, rx) = oneshot::channel();

@@ -227,20 +227,21 @@ where
     B: BufMut + std::ops::DerefMut<Target = [u8]>,
     R: RecordSource,
 {
-    append_batch_with(buf, None, base_offset, records, stamp)
+    append_batch_with(buf, None, base_offset, records, stamp).0
 }
 
 /// As [`append_batch`], but the records' shared values of at least
 /// [`SHARE_MIN_BYTES`] are pushed onto `shared` (which must be empty)
 /// instead of being copied into `buf`: the batch is `buf`'s new bytes with
 /// them spliced in (see [`Shared`]); its header and CRC cover the whole.
+/// Also returns how many bytes the shared values add.
 pub(crate) fn append_batch_gather<B, R>(
     buf: &mut B,
     shared: &mut Shared,
     base_offset: u64,
     records: &[R],
     stamp: Stamp,
-) -> BatchMeta
+) -> (BatchMeta, usize)
 where
     B: BufMut + std::ops::DerefMut<Target = [u8]>,
     R: RecordSource,
@@ -256,7 +257,7 @@ fn append_batch_with<B, R>(
     base_offset: u64,
     records: &[R],
     stamp: Stamp,
-) -> BatchMeta
+) -> (BatchMeta, usize)
 where
     B: BufMut + std::ops::DerefMut<Target = [u8]>,
     R: RecordSource,
@@ -329,8 +330,8 @@ where
         None => HeaderExtra::NONE,
     };
     let shared: &[(usize, Bytes)] = shared.map_or(&[], |s| s);
-    write_header_spliced(&mut buf[start..], shared, &meta, &HeaderExtra { attributes, ..extra });
-    meta
+    write_header_spliced(&mut buf[start..], shared, spliced, &meta, &HeaderExtra { attributes, ..extra });
+    (meta, spliced)
 }
 
 /// The pieces of a batch encoded in `own` with `shared` spliced in, in
@@ -411,12 +412,19 @@ impl HeaderExtra {
 
 /// Fills the version-2 header of the batch in `buf` and its CRC.
 pub fn write_header_with(buf: &mut [u8], meta: &BatchMeta, extra: &HeaderExtra) {
-    write_header_spliced(buf, &[], meta, extra);
+    write_header_spliced(buf, &[], 0, meta, extra);
 }
 
-/// As [`write_header_with`], for the batch of `buf` with `shared` spliced in.
-fn write_header_spliced(buf: &mut [u8], shared: &[(usize, Bytes)], meta: &BatchMeta, extra: &HeaderExtra) {
-    let len = (buf.len() + shared.iter().map(|(_, b)| b.len()).sum::<usize>()) as u32;
+/// As [`write_header_with`], for the batch of `buf` with `shared` (of
+/// `spliced` bytes in all) spliced in.
+fn write_header_spliced(
+    buf: &mut [u8],
+    shared: &[(usize, Bytes)],
+    spliced: usize,
+    meta: &BatchMeta,
+    extra: &HeaderExtra,
+) {
+    let len = (buf.len() + spliced) as u32;
     let h = &mut buf[..BATCH_HEADER_LEN];
     h[BASE_OFFSET_AT..][..8].copy_from_slice(&meta.base_offset.to_le_bytes());
     h[BATCH_LEN_AT..][..4].copy_from_slice(&len.to_le_bytes());
@@ -547,8 +555,9 @@ pub(crate) mod tests {
             let meta = encode_batch(&mut whole, 7, &records, stamp());
             let mut own = BytesMut::from(&vec![0xAAu8; before][..]);
             let mut shared = Shared::new();
-            let gathered = append_batch_gather(&mut own, &mut shared, 7, &records, stamp());
+            let (gathered, spliced) = append_batch_gather(&mut own, &mut shared, 7, &records, stamp());
             prop_assert_eq!(gathered, meta);
+            prop_assert_eq!(spliced, shared.iter().map(|(_, b)| b.len()).sum::<usize>());
             let expect_shared = records.iter().filter(|r| r.1.as_ref().is_some_and(|v| v.len() >= SHARE_MIN_BYTES)).count();
             prop_assert_eq!(shared.len(), expect_shared);
             let joined: Vec<u8> = batch_pieces(&own[before..], &shared).flatten().copied().collect();
