@@ -304,12 +304,36 @@ async fn durable_batches(dir: &std::path::Path, batches: u64) -> Vec<flips::OnDi
     flips::batches(&dir.join("topics/t/0"))
 }
 
+/// A broker on `dir` whose partition `t`/0 start-up refused at `victim`:
+/// it starts and serves other topics; `t`/0 refuses writes naming the file,
+/// the byte and the choices, and serves what precedes the damage.
+async fn assert_partition_refused(dir: &std::path::Path, victim: &flips::OnDisk, needles: &[&str]) {
+    let b = Broker::start(dir);
+    let mut c = b.client().await;
+    let file_name = victim.file.file_name().unwrap().to_string_lossy().into_owned();
+    let err = c.produce("t", Some(0), vec![rec(None, "new")], strata_client::proto::Acks::Durable).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    for needle in [file_name.as_str(), &format!("byte {}", victim.pos), "truncate"].iter().chain(needles) {
+        assert!(err.message().contains(needle), "{needle:?} not in {}", err.message());
+    }
+    assert_eq!(high_watermark(&mut c, "t", 0).await, victim.base);
+    let got = read_all(&mut c, "t", 0, 0).await;
+    assert_eq!(got.len() as u64, victim.base, "readable up to the damage");
+    // The rest of the broker serves.
+    create_topic(&mut c, "other", 1).await;
+    c.produce("other", Some(0), vec![rec(None, "x")], strata_client::proto::Acks::Durable).await.unwrap();
+    b.log_lines_once(|l| l.contains("recovery refused damage"));
+    drop(c);
+    assert!(b.stop().await.success());
+    // For the next round.
+    std::fs::remove_dir_all(dir.join("topics/other")).unwrap();
+}
+
 #[tokio::test]
-async fn damage_with_valid_batches_after_it_refuses_to_start_and_changes_nothing() {
+async fn damage_with_valid_batches_after_it_is_refused_for_its_partition_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let on_disk = durable_batches(dir.path(), 10).await;
     let victim = &on_disk[4];
-    let file_name = victim.file.file_name().unwrap().to_string_lossy().into_owned();
     for (what, damage) in [("a flipped bit", 0usize), ("a zeroed header", 1)] {
         let original = std::fs::read(&victim.file).unwrap();
         let mut damaged = original.clone();
@@ -318,11 +342,7 @@ async fn damage_with_valid_batches_after_it_refuses_to_start_and_changes_nothing
             _ => damaged[victim.pos as usize..victim.pos as usize + 61].fill(0),
         }
         std::fs::write(&victim.file, &damaged).unwrap();
-        let (status, stderr) = serve_refuses(dir.path(), &["--listen", "127.0.0.1:0"]);
-        assert!(!status.success(), "{what}");
-        for needle in ["refusing to start", &file_name, &format!("byte {}", victim.pos), "strata verify", "truncate"] {
-            assert!(stderr.contains(needle), "{what}: {needle:?} not in {stderr}");
-        }
+        assert_partition_refused(dir.path(), victim, &["strata verify"]).await;
         assert_eq!(std::fs::read(&victim.file).unwrap(), damaged, "{what}: nothing was changed");
         std::fs::write(&victim.file, &original).unwrap();
     }
@@ -330,9 +350,7 @@ async fn damage_with_valid_batches_after_it_refuses_to_start_and_changes_nothing
     // A batch of a newer format version is refused the same way.
     let last = on_disk.last().unwrap();
     flips::flip(&last.file, last.pos + 12, 0); // magic 2 -> 3
-    let (status, stderr) = serve_refuses(dir.path(), &["--listen", "127.0.0.1:0"]);
-    assert!(!status.success());
-    assert!(stderr.contains("newer") && stderr.contains("version 3"), "{stderr}");
+    assert_partition_refused(dir.path(), last, &["newer", "version 3"]).await;
     flips::flip(&last.file, last.pos + 12, 0);
 
     // The explicit setting cuts at the damage and starts; what came before stays.
@@ -341,6 +359,88 @@ async fn damage_with_valid_batches_after_it_refuses_to_start_and_changes_nothing
     let mut c = b.client().await;
     assert_eq!(high_watermark(&mut c, "t", 0).await, victim.base);
     assert_eq!(read_all(&mut c, "t", 0, 0).await.len() as u64, victim.base);
+    c.produce("t", Some(0), vec![rec(None, "after the cut")], strata_client::proto::Acks::Durable).await.unwrap();
+}
+
+#[tokio::test]
+async fn damage_in_the_last_batch_after_a_clean_stop_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let on_disk = durable_batches(dir.path(), 20).await;
+    let last = on_disk.last().unwrap();
+    for at in [20u64, last.len - 1] {
+        flips::flip(&last.file, last.pos + at, 3);
+        let damaged = std::fs::read(&last.file).unwrap();
+        assert_partition_refused(dir.path(), last, &["reported durable", "strata verify"]).await;
+        assert_eq!(std::fs::read(&last.file).unwrap(), damaged, "nothing was cut");
+        flips::flip(&last.file, last.pos + at, 3);
+    }
+    // Undamaged, every record is there.
+    let b = Broker::start(dir.path());
+    let mut c = b.client().await;
+    assert_eq!(read_all(&mut c, "t", 0, 0).await.len(), 60);
+}
+
+#[tokio::test]
+async fn after_a_crash_only_what_was_never_fsynced_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    // No fsync but the ones durable produces ask for.
+    let env = [("STRATA_STORAGE__FLUSH_INTERVAL_MS", "3600000")];
+    let b = Broker::start_with(dir.path(), &[], &env);
+    let mut c = b.client().await;
+    create_topic(&mut c, "t", 1).await;
+    for i in 0..10 {
+        let acks = if i < 8 { strata_client::proto::Acks::Durable } else { strata_client::proto::Acks::Written };
+        c.produce("t", Some(0), vec![rec(None, &format!("value {i}"))], acks).await.unwrap();
+    }
+    drop(c);
+    b.kill9();
+    let on_disk = flips::batches(&dir.path().join("topics/t/0"));
+    assert_eq!(on_disk.len(), 10);
+    let pristine = std::fs::read(&on_disk[0].file).unwrap();
+
+    // The last durable batch damaged: below the recovery point, refused.
+    let durable = &on_disk[7];
+    flips::flip(&durable.file, durable.pos + 30, 1);
+    assert_partition_refused(dir.path(), durable, &["reported durable", "strata verify"]).await;
+    std::fs::write(&on_disk[0].file, &pristine).unwrap();
+    std::fs::remove_file(dir.path().join(".clean-shutdown")).unwrap();
+
+    // The last batch, acknowledged only as written (never fsynced), torn:
+    // cut like any torn tail after a crash.
+    let written = &on_disk[9];
+    flips::flip(&written.file, written.pos + 30, 1);
+    let b = Broker::start(dir.path());
+    let mut c = b.client().await;
+    assert_eq!(high_watermark(&mut c, "t", 0).await, written.base);
+    b.log_lines_once(|l| l.contains("recovery cut"));
+    c.produce("t", Some(0), vec![rec(None, "after")], strata_client::proto::Acks::Durable).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_recovery_point_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("STRATA_STORAGE__FLUSH_INTERVAL_MS", "3600000")];
+    let b = Broker::start_with(dir.path(), &[], &env);
+    let mut c = b.client().await;
+    create_topic(&mut c, "t", 1).await;
+    for i in 0..4 {
+        // The first two fsynced (so there is a recovery point), the rest not.
+        let acks = if i < 2 { strata_client::proto::Acks::Durable } else { strata_client::proto::Acks::Written };
+        c.produce("t", Some(0), vec![rec(None, &format!("v{i}"))], acks).await.unwrap();
+    }
+    drop(c);
+    b.kill9();
+    let point = dir.path().join("topics/t/0/recovery-point");
+    flips::flip(&point, 3, 5);
+    let on_disk = flips::batches(&dir.path().join("topics/t/0"));
+    let last = on_disk.last().unwrap();
+    flips::flip(&last.file, last.pos + 30, 1);
+    let b = Broker::start(dir.path());
+    b.log_lines_once(|l| l.contains("recovery point is damaged"));
+    let mut c = b.client().await;
+    let err = c.produce("t", Some(0), vec![rec(None, "x")], strata_client::proto::Acks::Durable).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    assert_eq!(high_watermark(&mut c, "t", 0).await, last.base);
 }
 
 #[tokio::test]
@@ -369,9 +469,15 @@ async fn torn_tails_recover_to_the_last_complete_batch() {
             _ => bytes.extend(std::iter::repeat_n(0u8, (next() % 5000) as usize)),
         }
         std::fs::write(&file, &bytes).unwrap();
+        // A crash before any fsync covered the torn batches (the batches
+        // were fsynced before a clean stop: their torn tail is only a torn
+        // write if the recovery point and the marker say nothing of them).
+        let _ = std::fs::remove_file(dir.path().join(".clean-shutdown"));
+        let _ = std::fs::remove_file(dir.path().join("topics/t/0/recovery-point"));
         let b = Broker::start(dir.path());
         let mut c = b.client().await;
         assert_eq!(high_watermark(&mut c, "t", 0).await, torn.base, "seed {seed}: cut at byte {cut}");
+        b.log_lines_once(|l| l.contains("recovery cut"));
         let got = read_all(&mut c, "t", 0, 0).await;
         assert_eq!(got.len() as u64, torn.base, "seed {seed}");
         drop(c);
@@ -584,7 +690,8 @@ async fn the_scrubber_finds_damage_in_a_running_broker_within_its_interval() {
 async fn a_hole_of_unsynced_writes_after_a_crash_is_cut_but_refused_after_a_clean_stop() {
     let dir = tempfile::tempdir().unwrap();
     // One index entry for the whole segment: start-up checks all of it.
-    let env = [("STRATA_STORAGE__INDEX_INTERVAL_BYTES", "1048576")];
+    // No fsync before the crash: the holed writes are above the recovery point.
+    let env = [("STRATA_STORAGE__INDEX_INTERVAL_BYTES", "1048576"), ("STRATA_STORAGE__FLUSH_INTERVAL_MS", "3600000")];
     let b = Broker::start_with(dir.path(), &[], &env);
     let mut c = b.client().await;
     create_topic(&mut c, "t", 1).await;
@@ -594,6 +701,8 @@ async fn a_hole_of_unsynced_writes_after_a_crash_is_cut_but_refused_after_a_clea
     }
     drop(c);
     b.kill9();
+    let point = dir.path().join("topics/t/0/recovery-point");
+    let point_at_crash = std::fs::read(&point).ok();
     let on_disk = flips::batches(&dir.path().join("topics/t/0"));
     let file = on_disk[0].file.clone();
     let original = std::fs::read(&file).unwrap();
@@ -607,13 +716,139 @@ async fn a_hole_of_unsynced_writes_after_a_crash_is_cut_but_refused_after_a_clea
     let b = Broker::start_with(dir.path(), &[], &env);
     assert!(b.stop().await.success());
     std::fs::write(&file, &holed).unwrap();
-    let (status, stderr) = serve_refuses(dir.path(), &["--listen", "127.0.0.1:0"]);
-    assert!(!status.success() && stderr.contains("refusing to start"), "{stderr}");
+    let b = Broker::start_with(dir.path(), &[], &env);
+    let mut c = b.client().await;
+    let err = c.produce("t", Some(0), vec![rec(None, "x")], strata_client::proto::Acks::Durable).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    assert_eq!(high_watermark(&mut c, "t", 0).await, first_hit.base);
+    drop(c);
+    assert!(b.stop().await.success());
+    assert_eq!(std::fs::read(&file).unwrap(), holed, "nothing was cut");
 
-    // After a crash (no clean-shutdown marker) it is a torn write: cut.
+    // After a crash (no clean-shutdown marker) above the recovery point it
+    // is a torn write: cut.
     std::fs::remove_file(dir.path().join(".clean-shutdown")).unwrap();
+    match &point_at_crash {
+        Some(bytes) => std::fs::write(&point, bytes).unwrap(),
+        None => std::fs::remove_file(&point).unwrap(),
+    }
     let b = Broker::start_with(dir.path(), &[], &env);
     let mut c = b.client().await;
     assert_eq!(high_watermark(&mut c, "t", 0).await, first_hit.base);
     b.log_lines_once(|l| l.contains("recovery cut"));
+}
+
+#[tokio::test]
+async fn a_flipped_bit_in_topic_metadata_is_refused_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = b.client().await;
+    create_topic(&mut c, "orders", 3).await;
+    for p in 0..3 {
+        c.produce("orders", Some(p), vec![rec(None, "kept")], strata_client::proto::Acks::Durable).await.unwrap();
+    }
+    drop(c);
+    assert!(b.stop().await.success());
+    let topic_dir = dir.path().join("topics/orders");
+    let meta = topic_dir.join("topic.toml");
+    let pristine = std::fs::read(&meta).unwrap();
+    let at = pristine.windows(14).position(|w| w == b"partitions = 3").unwrap() + 13;
+    // '3' -> '1' (one partition: 1 and 2 would look like an unfinished
+    // growth) and '3' -> '7' (four partitions never written).
+    for bit in [1u8, 2] {
+        let mut damaged = pristine.clone();
+        damaged[at] ^= 1 << bit;
+        std::fs::write(&meta, &damaged).unwrap();
+        let before = tree(&topic_dir);
+        let (status, stderr) = serve_refuses(dir.path(), &["--listen", "127.0.0.1:0"]);
+        assert!(!status.success());
+        assert!(stderr.contains("refusing to start") && stderr.contains("checksum mismatch"), "{stderr}");
+        assert!(stderr.contains(&meta.display().to_string()), "{stderr}");
+        assert_eq!(tree(&topic_dir), before, "nothing was deleted or added");
+        let (ok, out) = verify(dir.path());
+        assert!(!ok && out.contains("topic.toml is damaged: checksum mismatch"), "{out}");
+    }
+    std::fs::write(&meta, &pristine).unwrap();
+    let (ok, out) = verify(dir.path());
+    assert!(ok, "{out}");
+
+    // A partition directory past the count with no growth marker is not
+    // garbage; nor is a missing one below it.
+    std::fs::create_dir(topic_dir.join("3")).unwrap();
+    let (status, stderr) = serve_refuses(dir.path(), &["--listen", "127.0.0.1:0"]);
+    assert!(!status.success() && stderr.contains("partition directory 3"), "{stderr}");
+    assert!(topic_dir.join("3").exists());
+    let (ok, out) = verify(dir.path());
+    assert!(!ok && out.contains("partition directory 3"), "{out}");
+    std::fs::remove_dir(topic_dir.join("3")).unwrap();
+    std::fs::rename(topic_dir.join("2"), dir.path().join("moved")).unwrap();
+    let (status, stderr) = serve_refuses(dir.path(), &["--listen", "127.0.0.1:0"]);
+    assert!(!status.success() && stderr.contains("partition directory 2 is missing"), "{stderr}");
+    std::fs::rename(dir.path().join("moved"), topic_dir.join("2")).unwrap();
+
+    let b = Broker::start(dir.path());
+    let mut c = b.client().await;
+    for p in 0..3 {
+        assert_eq!(read_all(&mut c, "orders", p, 0).await.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_growth_that_crashed_before_its_commit_is_undone_by_its_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_with(dir.path(), &[], &[("STRATA_FAILPOINTS", "grow_before_commit")]);
+    let mut c = b.client().await;
+    create_topic(&mut c, "g", 2).await;
+    c.produce("g", Some(1), vec![rec(None, "kept")], strata_client::proto::Acks::Durable).await.unwrap();
+    let grow = strata_client::proto::CreatePartitionsRequest { name: "g".into(), total: 5 };
+    assert!(c.admin.create_partitions(grow).await.is_err(), "the broker aborts at the crash point");
+    drop(c);
+    assert!(!b.wait_exit(std::time::Duration::from_secs(10)).success());
+    let topic_dir = dir.path().join("topics/g");
+    assert!(topic_dir.join("growth.toml").exists() && topic_dir.join("4").exists());
+
+    let b = Broker::start(dir.path());
+    b.log_lines_once(|l| l.contains("unfinished growth"));
+    let mut c = b.client().await;
+    assert_eq!(describe(&mut c, "g").await.partitions.len(), 2);
+    assert!(!topic_dir.join("growth.toml").exists() && !topic_dir.join("2").exists());
+    assert_eq!(read_all(&mut c, "g", 1, 0).await.len(), 1);
+    // And a growth that commits keeps its partitions across a restart.
+    let grow = strata_client::proto::CreatePartitionsRequest { name: "g".into(), total: 4 };
+    c.admin.create_partitions(grow).await.unwrap();
+    c.produce("g", Some(3), vec![rec(None, "new")], strata_client::proto::Acks::Durable).await.unwrap();
+    drop(c);
+    assert!(b.stop().await.success());
+    assert!(!topic_dir.join("growth.toml").exists());
+    let b = Broker::start(dir.path());
+    let mut c = b.client().await;
+    assert_eq!(read_all(&mut c, "g", 3, 0).await.len(), 1);
+}
+
+#[tokio::test]
+async fn list_offsets_by_timestamp_at_damage_is_data_loss_not_a_later_offset() {
+    use flips::*;
+    use strata_client::proto::*;
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_with(dir.path(), &[], &[("STRATA_STORAGE__DIRECT_IO", "false")]);
+    let mut c = b.client().await;
+    create_topic(&mut c, "ts", 1).await;
+    fill(&mut c, "ts", 20).await;
+    let on_disk = batches(&dir.path().join("topics/ts/0"));
+    let victim = &on_disk[10];
+    flip(&victim.file, victim.pos + 80, 3);
+    let by_time = |ts: i64| ListOffsetsRequest {
+        topic: "ts".into(),
+        partition: 0,
+        spec: Some(list_offsets_request::Spec::TimestampMs(ts)),
+    };
+    // Records before the damage are still found; one in or after it is not
+    // answered with an offset past the damage.
+    let before = c.broker.list_offsets(by_time(1_700_000_000_000 + 3)).await.unwrap().into_inner();
+    assert_eq!(before.offset, 3);
+    for record in [victim.base, victim.base + 2, victim.next + 1] {
+        let err = c.broker.list_offsets(by_time(1_700_000_000_000 + record as i64)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::DataLoss, "record {record}: {}", err.message());
+        assert!(err.message().contains(&format!("offsets {}..{}", victim.base, victim.next)), "{}", err.message());
+    }
 }

@@ -376,3 +376,24 @@ async fn a_compacted_topic_with_gaps_replays_completely_through_every_reader() {
     }
     assert_eq!(consumed, want);
 }
+
+#[tokio::test]
+async fn a_topic_name_of_the_longest_valid_length_is_created_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = b.client().await;
+    let name = "n".repeat(249);
+    c.create_topic(&name, 2, []).await.expect("a 249-character name is valid");
+    c.produce(&name, Some(1), vec![rec(None, "v")], strata_client::proto::Acks::Durable).await.unwrap();
+    assert_eq!(read_all(&mut c, &name, 1, 0).await.len(), 1);
+    c.admin.delete_topic(strata_client::proto::DeleteTopicRequest { name: name.clone() }).await.unwrap();
+    let too_long = "n".repeat(250);
+    let err = c.create_topic(&too_long, 1, []).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("topics"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("__"))
+        .collect();
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}

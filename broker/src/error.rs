@@ -197,6 +197,9 @@ impl Error {
                 "partition {topic}/{partition} is read-only: an fsync failed ({cause}), so nothing written since \
                  the last good fsync is acknowledged as durable; restart the broker (start-up checks the log)"
             )),
+            LogError::Refused(why) => Error::Unavailable(format!(
+                "partition {topic}/{partition} takes no writes: start-up refused to cut damage in {why}"
+            )),
             LogError::Io(e) => Error::storage(format!("partition {topic}/{partition}"), e),
             LogError::UnexpectedOffset { expected, actual } => {
                 Error::OffsetMismatch { topic: topic.to_string(), partition, expected, actual }

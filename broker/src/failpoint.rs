@@ -10,7 +10,8 @@
 //!   `name=emfile@N` lets the first N hits pass before failing. I/O points:
 //!   `write` (segment data), `fsync` (segment data), `fallocate` (segment
 //!   preallocation), `rename` (topic metadata and compaction swaps), `open`
-//!   (a partition's log being opened).
+//!   (a partition's log being opened), `recovery_point` (the write of a
+//!   partition's recovery point after an fsync).
 //!
 //! With the variable unset every point is one check of an empty list.
 
@@ -22,7 +23,7 @@ use std::sync::OnceLock;
 pub const ENV: &str = "STRATA_FAILPOINTS";
 
 /// The I/O points, in the order of the module documentation.
-pub const IO_POINTS: [&str; 5] = ["write", "fsync", "fallocate", "rename", "open"];
+pub const IO_POINTS: [&str; 6] = ["write", "fsync", "fallocate", "rename", "open", "recovery_point"];
 
 struct Point {
     name: String,

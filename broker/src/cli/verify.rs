@@ -102,6 +102,17 @@ pub fn run(args: VerifyArgs) -> Result<(), CliError> {
         if !topic.join(TOPIC_META_FILE).is_file() {
             println!("DAMAGED  {}: no {TOPIC_META_FILE} (the broker refuses to start)", topic.display());
             totals.problems += 1;
+        } else {
+            let (problems, notes) = strata::partition::verify_topic_dir(&topic);
+            let status = if problems.is_empty() { "ok" } else { "DAMAGED" };
+            println!("{status}  {}", topic.join(TOPIC_META_FILE).display());
+            for p in &problems {
+                println!("        {p} (the broker refuses to start)");
+            }
+            for n in notes {
+                println!("        note: {n}");
+            }
+            totals.problems += problems.len();
         }
         for partition in sorted_entries(&topic)?.into_iter().filter(|p| p.is_dir()) {
             verify_partition(&partition, &mut totals)?;

@@ -120,11 +120,23 @@ pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
 /// Present in the data directory only while no broker runs on it after a
 /// clean stop; its absence at start-up means the last stop was a crash.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// In each partition directory: the offset its last fsync covered, and its
+/// CRC (see `log/checkpoint.rs`).
+pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// Size of the recovery-point file: offset (u64) and CRC-32 (u32).
+pub const RECOVERY_POINT_LEN: usize = 12;
 /// Lock file in the data directory: `flock`ed by the one process using the
 /// directory, holding its PID.
 pub const LOCK_FILE: &str = ".lock";
 /// Per-topic metadata file; its presence is the commit point of a topic.
 pub const TOPIC_META_FILE: &str = "topic.toml";
+/// Present in a topic directory only while its partition count grows: the
+/// growth's old and new counts. Without it, a partition directory at or
+/// past the committed count is damage, not an unfinished growth.
+pub const GROWTH_MARKER_FILE: &str = "growth.toml";
+/// The last line of `topic.toml` and `growth.toml`: this prefix, then the
+/// CRC-32 (IEEE) of every byte before the line, as 8 hex digits.
+pub const CHECKSUM_LINE_PREFIX: &str = "# strata-crc32 = ";
 /// Directory under the data dir holding one directory per topic.
 pub const TOPICS_DIR: &str = "topics";
 /// Prefix of the directory a topic is created in: it gets its `topic.toml`

@@ -18,6 +18,7 @@
 mod aligned;
 mod append;
 pub mod batch;
+pub mod checkpoint;
 pub mod compact;
 pub mod direct;
 pub mod format;
@@ -120,6 +121,9 @@ pub enum LogError {
     /// An fsync failed: the log takes no more appends and acknowledges
     /// nothing as durable until the broker restarts (the error, as text).
     ReadOnly(String),
+    /// Start-up found damage it refused to cut (where, why and what to do):
+    /// the log takes no appends until the operator repairs it.
+    Refused(String),
     /// The bytes at the requested offset are damaged; nothing wrong is served.
     DataLoss(Box<Damage>),
     /// The disk failed us.
@@ -171,6 +175,9 @@ pub struct Log {
     /// The first fsync error, once one failed: from then on the log is
     /// read-only (no appends, no durable acknowledgement) until restart.
     sync_error: Mutex<Option<String>>,
+    /// Damage start-up refused to cut (where and why): the log takes no
+    /// appends and ends, for readers, where the damage starts.
+    refused: Option<String>,
     /// Held for the length of an fsync: one at a time (see [`Log::sync`]).
     syncing: Mutex<()>,
     /// (segment base, position) of every damaged batch readers met, so
@@ -216,11 +223,25 @@ impl Log {
             segments.insert(base, Arc::new(seg));
         }
         let active = Arc::new(Segment::open(dir, last, true, config.index, config.direct_io)?);
-        let (next_offset, tail) = active.recover_tail(config.index, config.truncate_damage, config.clean_stop)?;
+        let point = checkpoint::RecoveryPoint::read(dir)?;
+        if let checkpoint::RecoveryPoint::Damaged(why) = &point {
+            tracing::warn!(log = %name, reason = %why, "the recovery point is damaged: no damage in the tail will be cut");
+        }
+        let (next_offset, tail) =
+            active.recover_tail(config.index, config.truncate_damage, config.clean_stop, point.trusted_below())?;
+        // A recovery point past what was kept (`truncate` cut below it, or
+        // the file was damaged) would refuse the next crash's torn tail.
+        if tail.refused.is_none()
+            && point != checkpoint::RecoveryPoint::At(next_offset)
+            && point.trusted_below() > next_offset
+        {
+            checkpoint::RecoveryPoint::write(dir, next_offset)?;
+        }
         let direct = active.direct_writer()?;
         segments.insert(last, active.clone());
         sync_dir(dir)?;
         let log_start = segments.keys().next().copied().unwrap_or(last);
+        let refused = tail.refused.clone();
         let report = OpenReport { segments: segments.len(), tail };
         let log = Log {
             dir: dir.to_path_buf(),
@@ -248,6 +269,7 @@ impl Log {
             readahead: Arc::default(),
             damaged: Mutex::default(),
             sync_error: Mutex::new(None),
+            refused,
             syncing: Mutex::new(()),
             #[cfg(test)]
             fail_writes: AtomicBool::new(false),
@@ -413,6 +435,11 @@ impl Log {
             Ok(()) => {
                 metrics::counter!("strata_fsync_total").increment(1);
                 metrics::histogram!("strata_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+                // Before anything is reported durable. A failure only leaves
+                // the recovery point behind, which is safe.
+                if let Err(e) = checkpoint::RecoveryPoint::write(&self.dir, upto) {
+                    tracing::warn!(log = %self.name, error = %e, "could not write the recovery point");
+                }
                 self.durable.send_if_modified(|d| raise(d, upto));
                 Ok(())
             }
@@ -427,8 +454,11 @@ impl Log {
         }
     }
 
-    /// `ReadOnly` once an fsync failed.
+    /// `Refused` for damage start-up did not cut; `ReadOnly` once an fsync failed.
     fn check_writable(&self) -> Result<(), LogError> {
+        if let Some(why) = &self.refused {
+            return Err(LogError::Refused(why.clone()));
+        }
         match &*self.sync_error.locked() {
             Some(e) => Err(LogError::ReadOnly(e.clone())),
             None => Ok(()),
@@ -513,6 +543,12 @@ impl Log {
         if std::mem::replace(&mut self.writer.locked().closed, true) {
             return Ok(());
         }
+        if self.refused.is_some() {
+            // Nothing was appended, and nothing may be changed.
+            self.closed.store(true, Ordering::Release);
+            self.end.send_modify(|_| {});
+            return Ok(());
+        }
         self.drain_locked(&mut sink, false);
         let next = self.end_offset();
         let last = next.checked_sub(1).filter(|&o| o >= sink.active.base_offset());
@@ -524,6 +560,11 @@ impl Log {
         // Wake waiters of the high watermark so they notice the close.
         self.end.send_modify(|_| {});
         result
+    }
+
+    /// The damage start-up refused to cut, if any (where, why, what to do).
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
     }
 
     /// True once closed.

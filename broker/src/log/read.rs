@@ -292,25 +292,33 @@ impl Log {
     }
 
     /// As [`Log::offset_for_timestamp`], among offsets below `upto` only.
+    ///
+    /// A damaged batch met before the answer fails the lookup with
+    /// [`LogError::DataLoss`], as a fetch does: its timestamps are unknown,
+    /// so the first record at or after `ts` may be among its offsets, and
+    /// answering with a later offset would skip it silently.
     pub fn offset_for_timestamp_upto(&self, ts: i64, upto: u64) -> Result<Option<(u64, i64)>, LogError> {
         let hw = self.end_offset().min(upto);
         let segments: Vec<Arc<Segment>> = self.segments.read_locked().values().cloned().collect();
-        for seg in segments.iter().filter(|s| s.max_timestamp() >= ts) {
+        for (i, seg) in segments.iter().enumerate().filter(|(_, s)| s.max_timestamp() >= ts) {
             let limit = seg.size();
+            let next_base = segments.get(i + 1).map_or(hw, |s| s.base_offset()).min(hw);
             let mut pos = seg.time_search_start(ts)?;
+            // The first offset not yet looked at: where a damaged batch's loss starts.
+            let mut from = match pos {
+                0 => seg.base_offset(),
+                p => seg.checked_header_at(p, limit)?.map_or(seg.base_offset(), |h| h.meta.base_offset),
+            };
             while pos < limit {
-                // Damaged batches are skipped: their timestamps are unknown.
                 let (h, data) = match seg.verified_bytes_at(pos, limit)? {
                     Ok((h, data)) => (h, data),
                     Err(e) => {
                         self.note_damage(seg, pos, &e);
-                        match seg.next_valid_batch(pos, 0, limit)? {
-                            Some((p, _)) => {
-                                pos = p;
-                                continue;
-                            }
-                            None => break,
+                        let next = seg.next_valid_batch(pos, 0, limit)?.map_or(next_base, |(_, h)| h.meta.base_offset);
+                        if from >= hw {
+                            return Ok(None);
                         }
+                        return Err(self.data_loss(seg, pos, from, next.min(next_base), e));
                     }
                 };
                 if h.meta.base_offset >= hw {
@@ -324,6 +332,7 @@ impl Log {
                         return Ok(found);
                     }
                 }
+                from = h.meta.next_offset();
                 pos += u64::from(h.batch_len);
             }
         }

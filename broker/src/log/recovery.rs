@@ -6,10 +6,13 @@
 //! 1. **Data directory** (`partition::Manager::open`): a directory named
 //!    `~creating-*` is a creation that crashed, and one named `~deleted-*` a
 //!    deletion that crashed: both are removed. A topic directory without its
-//!    metadata file is damage (a topic is renamed into place only with it):
-//!    start-up is refused and nothing is deleted ([`topic_dir`]). Partition
-//!    directories at or beyond the committed count are a growth that
-//!    crashed: removed ([`partition_dir_unfinished`]).
+//!    metadata file is damage (a topic is renamed into place only with it,
+//!    and its partition directories):
+//!    start-up is refused and nothing is deleted ([`topic_dir`]); so is a
+//!    `topic.toml` whose checksum fails. Partition directories at or beyond
+//!    the committed count are removed only when a growth marker says they
+//!    are an unfinished growth; otherwise, and for a missing directory below
+//!    the count, the topic is refused ([`partition_dirs`]).
 //! 2. **Compaction swaps** ([`recover_cleaned`]), per partition, before its
 //!    segments are opened: an uncommitted copy is discarded, a committed one
 //!    finished.
@@ -21,9 +24,13 @@
 //!    would be, with nothing valid after them, are the preallocated tail
 //!    (the end, nothing is cut); a torn or corrupt batch (or one whose
 //!    offsets go backwards) with nothing valid after it is a torn tail and
-//!    the rest of the file is cut; damage with a valid batch after it, or a
-//!    batch of a newer format version, is refused — the broker does not
-//!    start and nothing is changed — unless `storage.recovery = "truncate"`.
+//!    the rest of the file is cut; damage with a valid batch after it, damage
+//!    at offsets reported durable (below the partition's recovery point —
+//!    the offset its last fsync covered, [`RecoveryPoint`] — or anywhere
+//!    after a clean stop), or a batch of a newer format version, is refused —
+//!    that partition stays unavailable for writes and readable up to the
+//!    damage, the rest of the broker serves, and nothing is changed — unless
+//!    `storage.recovery = "truncate"`.
 //!    One exception: after an unclean stop, damage that spans a whole 4 KiB
 //!    block of zeros is a hole left by writes not yet fsynced (after a power
 //!    loss blocks reach the disk in any order) and is cut like a torn tail;
@@ -38,7 +45,8 @@ use std::path::Path;
 
 use super::batch::{BatchError, BatchHeader};
 use super::format::{
-    cleaned_paths, CLEANED_SUFFIX, CREATING_TOPIC_PREFIX, DELETED_TOPIC_PREFIX, SEGMENT_NAME_DIGITS, TOPIC_META_FILE,
+    cleaned_paths, CLEANED_SUFFIX, CREATING_TOPIC_PREFIX, DELETED_TOPIC_PREFIX, GROWTH_MARKER_FILE,
+    SEGMENT_NAME_DIGITS, TOPIC_META_FILE,
 };
 use super::sync_dir;
 
@@ -68,10 +76,51 @@ pub fn topic_dir(name: &str, has_meta: bool) -> TopicDir {
     }
 }
 
-/// True if partition directory `partition` of a topic with `count` committed
-/// partitions is left over from a growth that crashed, and must be removed.
-pub fn partition_dir_unfinished(partition: u32, count: u32) -> bool {
-    partition >= count
+/// What start-up does with a topic's partition directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionDirs {
+    /// Open partitions `0..count`, after removing these directories (an
+    /// unfinished growth's) and the growth marker, if there is one.
+    Open {
+        /// Partition directories to remove first.
+        remove: Vec<u32>,
+    },
+    /// Refuse the topic, changing nothing (the reason and the choices).
+    Refuse(String),
+}
+
+/// Judges the partition directories `found` of a topic whose `topic.toml`
+/// commits `count` partitions, with the growth marker `growth` (from, to)
+/// if one is there. Only a growth marker proves a directory is garbage: a
+/// directory at or past the count without one, or a missing directory below
+/// it, means the count or the directories are damaged, and nothing is
+/// deleted.
+pub fn partition_dirs(found: &[u32], count: u32, growth: Option<(u32, u32)>) -> PartitionDirs {
+    let choices = "nothing was deleted: run `strata verify DATA_DIR`, and restore the file or the directories";
+    let unfinished = match growth {
+        None => 0..0,
+        // Committed: only the marker is left to remove.
+        Some((_, to)) if to == count => 0..0,
+        Some((from, to)) if from == count && to > from => from..to,
+        Some((from, to)) => {
+            return PartitionDirs::Refuse(format!(
+                "{GROWTH_MARKER_FILE} says the topic grows from {from} to {to} partitions, but {TOPIC_META_FILE} \
+                 commits {count}; {choices}"
+            ))
+        }
+    };
+    if let Some(p) = found.iter().find(|&&p| p >= count && !unfinished.contains(&p)) {
+        return PartitionDirs::Refuse(format!(
+            "partition directory {p} is at or past the {count} partitions {TOPIC_META_FILE} commits, and no growth \
+             marker says it is unfinished; {choices}"
+        ));
+    }
+    if let Some(p) = (0..count).find(|p| !found.contains(p)) {
+        return PartitionDirs::Refuse(format!(
+            "partition directory {p} is missing, but {TOPIC_META_FILE} commits {count} partitions; {choices}"
+        ));
+    }
+    PartitionDirs::Open { remove: found.iter().copied().filter(|p| unfinished.contains(p)).collect() }
 }
 
 /// What the tail scan of the active segment found at one position.
@@ -107,61 +156,49 @@ pub enum TailStep {
 
 /// The tail policy. `valid_after` is the position of a valid batch found
 /// after this one (with offsets at or after the expected one), if any;
+/// `durable` says the offsets at this position were reported durable (below
+/// the partition's recovery point, or anywhere after a clean stop);
 /// `truncate` is `storage.recovery = "truncate"`.
 ///
 /// - A valid batch is kept.
 /// - Zeros with nothing valid after them are the preallocated tail: the end.
+/// - Damage at offsets reported durable is refused: an fsync covered them,
+///   so this is not a write cut short, and cutting would lose what was
+///   acknowledged.
 /// - A torn or corrupt batch, or one whose offsets go backwards, with
 ///   nothing valid after it is a torn tail: cut.
 /// - A batch of a newer format version, or damage (zeros included) with a
 ///   valid batch after it, is refused, unless `truncate`: then cut.
-pub fn tail_step(found: Found, valid_after: Option<u64>, truncate: bool) -> TailStep {
+pub fn tail_step(found: Found, valid_after: Option<u64>, durable: bool, truncate: bool) -> TailStep {
     let why = match &found {
         Found::Batch(_) | Found::Zeros => String::new(),
         Found::Overlap { base_offset, expected } => format!("batch at offset {base_offset} overlaps offset {expected}"),
         Found::Damaged(e) => e.to_string(),
     };
     let newer = matches!(&found, Found::Damaged(e) if e.is_newer_version());
+    let damage = if why.is_empty() { "zeros where a batch header must be".to_string() } else { why.clone() };
     match found {
         Found::Batch(h) => TailStep::Keep(h),
-        _ if (newer || valid_after.is_some()) && !truncate => TailStep::Refuse(match valid_after {
-            _ if newer => format!("{why}: written by a newer strata; upgrade, or {TRUNCATE_CHOICE}"),
-            Some(p) => format!(
-                "{}, and a valid batch follows at byte {p}: this is damage, not a torn write; \
-                 run `strata verify DATA_DIR` for a report, or {TRUNCATE_CHOICE}",
-                if why.is_empty() { "zeros where a batch header must be".to_string() } else { why }
-            ),
-            None => unreachable!("refused only with a batch after or a newer version"),
-        }),
         Found::Zeros if valid_after.is_none() => TailStep::End,
-        Found::Zeros => TailStep::Cut("zeros where a batch header must be".into()),
-        _ => TailStep::Cut(why),
+        _ if truncate => TailStep::Cut(damage),
+        _ if newer => TailStep::Refuse(format!("{why}: written by a newer strata; upgrade, or {TRUNCATE_CHOICE}")),
+        _ if durable => TailStep::Refuse(format!(
+            "{damage}, at offsets reported durable (fsynced before the stop): this is damage, not a torn write; \
+             run `strata verify DATA_DIR` for a report, or {TRUNCATE_CHOICE}"
+        )),
+        _ => match valid_after {
+            Some(p) => TailStep::Refuse(format!(
+                "{damage}, and a valid batch follows at byte {p}: this is damage, not a torn write; \
+                 run `strata verify DATA_DIR` for a report, or {TRUNCATE_CHOICE}"
+            )),
+            None => TailStep::Cut(damage),
+        },
     }
 }
 
 const TRUNCATE_CHOICE: &str =
-    "start with storage.recovery = \"truncate\" (STRATA_STORAGE__RECOVERY=truncate) to cut the log there, losing what follows";
-
-/// Marks an I/O error as a refusal by the recovery policy.
-pub fn refuse(path: &Path, position: u64, reason: String) -> io::Error {
-    io::Error::other(Refused(format!("{} at byte {position}: {reason}", path.display())))
-}
-
-/// The reason, if `e` is a refusal by the recovery policy.
-pub fn refusal(e: &io::Error) -> Option<String> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<Refused>()).map(|r| r.0.clone())
-}
-
-#[derive(Debug)]
-struct Refused(String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
+    "start with storage.recovery = \"truncate\" (STRATA_STORAGE__RECOVERY=truncate) to cut the log there, losing what follows; \
+     until then the partition is unavailable for writes and readable up to the damage";
 
 /// What a tail check found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -170,10 +207,17 @@ pub struct TailRecovery {
     pub batches_checked: u64,
     /// Bytes cut off the end of the log, and why.
     pub truncated: Option<(u64, String)>,
+    /// Damage the policy refuses to cut: where and why. The log ends there
+    /// and takes no appends; nothing was changed.
+    pub refused: Option<String>,
 }
 
 /// Logs what opening the log `name` did to it.
 pub fn log_open(name: &str, tail: &TailRecovery, end_offset: u64) {
+    if let Some(why) = &tail.refused {
+        tracing::error!(partition = %name, end_offset, reason = %why,
+            "recovery refused damage: the partition takes no writes and is readable up to the damage");
+    }
     if let Some((bytes, why)) = &tail.truncated {
         tracing::warn!(partition = %name, cut_bytes = bytes, reason = %why, end_offset,
             "recovery cut a torn or corrupt tail");
@@ -230,15 +274,29 @@ mod tests {
         assert!(matches!(topic_dir("orders", false), TopicDir::Refuse(why) if why.contains("nothing was deleted")));
         assert_eq!(topic_dir(&format!("{DELETED_TOPIC_PREFIX}orders-1"), true), TopicDir::RemoveUnfinished);
         assert_eq!(topic_dir(&format!("{CREATING_TOPIC_PREFIX}orders-1"), false), TopicDir::RemoveUnfinished);
-        assert!(!partition_dir_unfinished(2, 3));
-        assert!(partition_dir_unfinished(3, 3));
+    }
+
+    #[test]
+    fn only_a_growth_marker_proves_a_partition_directory_is_garbage() {
+        let open = |remove: Vec<u32>| PartitionDirs::Open { remove };
+        assert_eq!(partition_dirs(&[0, 1, 2], 3, None), open(vec![]));
+        // A count damaged downwards, or upwards: refused, nothing removed.
+        assert!(matches!(partition_dirs(&[0, 1, 2], 1, None), PartitionDirs::Refuse(w) if w.contains("directory 1")));
+        assert!(matches!(partition_dirs(&[0, 1, 2], 7, None), PartitionDirs::Refuse(w) if w.contains("3 is missing")));
+        // A growth from 3 to 5 that crashed before its commit; and after.
+        assert_eq!(partition_dirs(&[0, 1, 2, 3, 4], 3, Some((3, 5))), open(vec![3, 4]));
+        assert_eq!(partition_dirs(&[0, 1, 2, 3], 3, Some((3, 5))), open(vec![3]));
+        assert_eq!(partition_dirs(&[0, 1, 2, 3, 4], 5, Some((3, 5))), open(vec![]));
+        // A marker that does not fit the count, or dirs past the growth.
+        assert!(matches!(partition_dirs(&[0, 1, 2, 3], 2, Some((3, 5))), PartitionDirs::Refuse(_)));
+        assert!(matches!(partition_dirs(&[0, 1, 2, 3, 4, 5], 3, Some((3, 5))), PartitionDirs::Refuse(_)));
     }
 
     #[test]
     fn the_tail_is_cut_only_at_damage() {
-        assert!(matches!(tail_step(Found::Zeros, None, false), TailStep::End));
-        assert!(matches!(tail_step(Found::Damaged(BatchError::Truncated), None, false), TailStep::Cut(_)));
-        match tail_step(Found::Overlap { base_offset: 3, expected: 5 }, None, false) {
+        assert!(matches!(tail_step(Found::Zeros, None, false, false), TailStep::End));
+        assert!(matches!(tail_step(Found::Damaged(BatchError::Truncated), None, false, false), TailStep::Cut(_)));
+        match tail_step(Found::Overlap { base_offset: 3, expected: 5 }, None, false, false) {
             TailStep::Cut(why) => assert!(why.contains("overlaps offset 5"), "{why}"),
             other => panic!("{other:?}"),
         }
@@ -247,7 +305,7 @@ mod tests {
     #[test]
     fn damage_with_valid_batches_after_it_or_a_newer_version_is_refused() {
         for found in [Found::Zeros, Found::Damaged(BatchError::CrcMismatch)] {
-            match tail_step(found, Some(4096), false) {
+            match tail_step(found, Some(4096), false, false) {
                 TailStep::Refuse(why) => {
                     assert!(why.contains("byte 4096") && why.contains("strata verify") && why.contains("truncate"))
                 }
@@ -255,9 +313,20 @@ mod tests {
             }
         }
         assert!(
-            matches!(tail_step(Found::Damaged(BatchError::BadMagic(3)), None, false), TailStep::Refuse(w) if w.contains("newer"))
+            matches!(tail_step(Found::Damaged(BatchError::BadMagic(3)), None, false, false), TailStep::Refuse(w) if w.contains("newer"))
         );
-        assert!(matches!(tail_step(Found::Damaged(BatchError::BadMagic(3)), None, true), TailStep::Cut(_)));
-        assert!(matches!(tail_step(Found::Zeros, Some(4096), true), TailStep::Cut(_)));
+        assert!(matches!(tail_step(Found::Damaged(BatchError::BadMagic(3)), None, false, true), TailStep::Cut(_)));
+        assert!(matches!(tail_step(Found::Zeros, Some(4096), false, true), TailStep::Cut(_)));
+    }
+
+    #[test]
+    fn damage_at_durable_offsets_is_refused_even_as_a_tail() {
+        for found in [Found::Damaged(BatchError::CrcMismatch), Found::Damaged(BatchError::Truncated)] {
+            assert!(
+                matches!(tail_step(found, None, true, false), TailStep::Refuse(w) if w.contains("reported durable"))
+            );
+        }
+        assert!(matches!(tail_step(Found::Zeros, None, true, false), TailStep::End));
+        assert!(matches!(tail_step(Found::Damaged(BatchError::CrcMismatch), None, true, true), TailStep::Cut(_)));
     }
 }

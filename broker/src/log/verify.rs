@@ -65,7 +65,10 @@ impl fmt::Display for Problem {
                 write!(f, "batch at byte {pos} starts at offset {base}, before offset {expected}")
             }
             Problem::TornTail { pos, len } => {
-                write!(f, "torn tail at byte {pos} ({len} bytes; recovery cuts it at the next start)")
+                write!(
+                    f,
+                    "torn tail at byte {pos} ({len} bytes; after a crash recovery cuts it unless an fsync covered it, after a clean stop it refuses it)"
+                )
             }
             Problem::Index { which, reason } => write!(f, "{which}: {reason}"),
         }

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::internal::{check_client_op, validate_topic_name, ClientOp};
-use super::meta::TopicMeta;
-use super::{Manager, Topic, TopicInfo};
+use super::meta::{GrowthMarker, TopicMeta};
+use super::{Manager, Partition, Topic, TopicInfo};
 use crate::config::{topic::check_keys, TopicSettings};
 use crate::error::{Error, Result};
 use crate::log::format::{CREATING_TOPIC_PREFIX, DELETED_TOPIC_PREFIX};
 use crate::log::locks::{LockExt, RwLockExt};
 use crate::log::sync_dir;
+
+/// Crash point between a growth's new partition directories and its commit.
+pub const GROWTH_CRASH_POINT: &str = "grow_before_commit";
 
 /// A suffix that makes a staging or doomed directory's name unique.
 fn unique() -> u128 {
@@ -60,9 +63,17 @@ impl Manager {
         // The topic directory appears, by rename, with its topic.toml in it:
         // recovery can tell a crashed creation (`~creating-*`) from damage.
         let dir = self.topic_dir(name);
-        let staging = self.root.join(format!("{CREATING_TOPIC_PREFIX}{name}-{}", unique()));
+        // Named without the topic: a name of 249 characters plus a prefix
+        // would pass the file-name limit (255 bytes).
+        let staging = self.root.join(format!("{CREATING_TOPIC_PREFIX}{}", unique()));
         let committed = (|| {
             fs::create_dir_all(&staging).map_err(|e| Error::storage(format!("creating {}", staging.display()), e))?;
+            // The partition directories come with the topic, so a committed
+            // topic never lacks one (a missing one is damage).
+            for id in 0..partitions {
+                let p = staging.join(id.to_string());
+                fs::create_dir(&p).map_err(|e| Error::storage(format!("creating {}", p.display()), e))?;
+            }
             TopicMeta { partitions, configs: configs.clone() }.write(&staging, name)?;
             fs::rename(&staging, &dir)
                 .and_then(|_| sync_dir(&self.root))
@@ -111,7 +122,7 @@ impl Manager {
     /// Removes a topic's directory crash-safely: renamed to `~deleted-*`
     /// first, so a crash midway leaves a name recovery removes.
     fn remove_topic_dir(&self, name: &str) -> Result<()> {
-        let doomed = self.root.join(format!("{DELETED_TOPIC_PREFIX}{name}-{}", unique()));
+        let doomed = self.root.join(format!("{DELETED_TOPIC_PREFIX}{}", unique()));
         let remove = || -> std::io::Result<()> {
             fs::rename(self.topic_dir(name), &doomed)?;
             sync_dir(&self.root)?;
@@ -160,22 +171,39 @@ impl Manager {
         }
         self.check_descriptors(total - current)?;
         let dir = self.topic_dir(name);
-        let opened = self.open_partitions(name, current..total, &topic.settings()).inspect_err(|_| {
-            // Not committed: the new partitions' directories go again.
+        // The marker first: it is what lets recovery remove the new
+        // directories if the growth does not commit.
+        GrowthMarker { from: current, to: total }.write(&dir, name)?;
+        let undo = |opened: &[Arc<Partition>]| {
+            for p in opened {
+                let _ = p.close();
+            }
+            // A failed commit may have renamed topic.toml into place: the
+            // old count goes back first, or the directories stay (with the
+            // marker, start-up decides by whichever count is on disk).
+            let restored = TopicMeta { partitions: current, configs: topic.overrides() }.write(&dir, name);
+            if let Err(e) = restored {
+                tracing::warn!(topic = name, error = %e, "a failed growth is undone at the next start");
+                return;
+            }
             for id in current..total {
                 let _ = std::fs::remove_dir_all(dir.join(id.to_string()));
             }
-        })?;
+            // If this fails, the marker stays and start-up finishes the undo.
+            let _ = sync_dir(&dir).and_then(|_| GrowthMarker::remove(&dir, name).map_err(std::io::Error::other));
+        };
+        let opened = self.open_partitions(name, current..total, &topic.settings()).inspect_err(|_| undo(&[]))?;
+        crate::failpoint::hit(GROWTH_CRASH_POINT);
         let committed = sync_dir(&dir)
             .map_err(|e| Error::storage(format!("syncing {}", dir.display()), e))
             .and_then(|_| TopicMeta { partitions: total, configs: topic.overrides() }.write(&dir, name));
         if let Err(e) = committed {
-            // Not committed: close and remove the new partitions again.
-            for p in &opened {
-                let _ = p.close();
-                let _ = std::fs::remove_dir_all(dir.join(p.id().to_string()));
-            }
+            undo(&opened);
             return Err(e);
+        }
+        // Committed: a marker left behind is removed at start-up.
+        if let Err(e) = GrowthMarker::remove(&dir, name) {
+            tracing::warn!(topic = name, error = %e, "the growth committed, but its marker stays until the next start");
         }
         topic.add_partitions(opened);
         tracing::info!(topic = name, from = current, to = total, "added partitions");

@@ -33,11 +33,11 @@ pub use topic::{Produced, Topic};
 
 use crate::config::{Config, RecoveryMode, TimestampType, TopicDefaults, TopicSettings, SETTINGS};
 use crate::error::{Error, Result};
-use crate::log::format::{CLEAN_SHUTDOWN_FILE, TOPICS_DIR, TOPIC_META_FILE};
+use crate::log::format::{CLEAN_SHUTDOWN_FILE, GROWTH_MARKER_FILE, TOPICS_DIR, TOPIC_META_FILE};
 use crate::log::locks::{LockExt, RwLockExt};
-use crate::log::recovery::{self, TopicDir};
+use crate::log::recovery::{self, PartitionDirs, TopicDir};
 use crate::log::{sync_dir, IndexConfig, Log, LogConfig};
-use meta::TopicMeta;
+use meta::{GrowthMarker, MetaError, TopicMeta};
 
 /// A partition as `DescribeTopic` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,51 @@ pub struct Manager {
     _lock: lock::DataDirLock,
     /// The last stop was clean (for recovery's judgement of holes).
     clean_stop: bool,
+}
+
+/// Checks a stopped broker's topic directory `dir` as start-up would judge
+/// it, changing nothing (for `strata verify`): its `topic.toml` (checksum,
+/// contents), its growth marker, and its partition directories against the
+/// committed count. Returns the problems found, and notes.
+pub fn verify_topic_dir(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let (mut problems, mut notes) = (Vec::new(), Vec::new());
+    let meta = match TopicMeta::peek(dir) {
+        Ok((meta, checked)) => {
+            if !checked {
+                notes
+                    .push(format!("{TOPIC_META_FILE} has no checksum (written by an older strata; start-up adds one)"));
+            }
+            meta
+        }
+        Err(e) => {
+            problems.push(format!("{TOPIC_META_FILE} {e}"));
+            return (problems, notes);
+        }
+    };
+    if let Err(e) = TopicSettings::resolve(&TopicDefaults::default().settings, &meta.configs) {
+        problems.push(format!("{TOPIC_META_FILE}: {e}"));
+    }
+    let growth = match GrowthMarker::read(dir) {
+        Ok(g) => g,
+        Err(e) => {
+            problems.push(format!("{GROWTH_MARKER_FILE} {e}"));
+            return (problems, notes);
+        }
+    };
+    let mut found: Vec<u32> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .collect();
+    found.sort_unstable();
+    match recovery::partition_dirs(&found, meta.partitions, growth.map(|g| (g.from, g.to))) {
+        PartitionDirs::Refuse(why) => problems.push(why),
+        PartitionDirs::Open { remove } if !remove.is_empty() => {
+            notes.push(format!("partition directories {remove:?} are an unfinished growth (start-up removes them)"))
+        }
+        PartitionDirs::Open { .. } => {}
+    }
+    (problems, notes)
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -167,13 +212,8 @@ impl Manager {
 
     fn open_partition(&self, topic: &str, dir: &Path, id: u32, settings: &TopicSettings) -> Result<Arc<Partition>> {
         let name = format!("{topic}/{id}");
-        let (log, report) =
-            Log::open(&dir.join(id.to_string()), name.clone(), self.log_config(settings)).map_err(|e| {
-                match recovery::refusal(&e) {
-                    Some(reason) => Error::RecoveryRefused { path: dir.join(id.to_string()), reason },
-                    None => Error::storage(format!("opening partition {name}"), e),
-                }
-            })?;
+        let (log, report) = Log::open(&dir.join(id.to_string()), name.clone(), self.log_config(settings))
+            .map_err(|e| Error::storage(format!("opening partition {name}"), e))?;
         recovery::log_open(&name, &report.tail, log.end_offset());
         let log = Arc::new(log);
         let interval = Duration::from_millis(self.config.storage.flush_interval_ms);
@@ -224,18 +264,33 @@ impl Manager {
 
     fn open_topic(&self, name: &str) -> Result<Arc<Topic>> {
         let dir = self.topic_dir(name);
-        // Unreadable metadata is refused like missing metadata: nothing is deleted.
-        let meta = TopicMeta::read(&dir).map_err(|e| Error::RecoveryRefused {
-            path: dir.join(TOPIC_META_FILE),
+        // Unreadable or damaged metadata is refused like missing metadata:
+        // nothing is deleted.
+        let refused = |file: &str, e: MetaError| Error::RecoveryRefused {
+            path: dir.join(file),
             reason: format!("{e}; nothing was deleted: fix or restore the file, or move the topic directory away"),
-        })?;
+        };
+        let meta = TopicMeta::read(&dir).map_err(|e| refused(TOPIC_META_FILE, e))?;
+        let growth = GrowthMarker::read(&dir).map_err(|e| refused(GROWTH_MARKER_FILE, e))?;
         let settings = TopicSettings::resolve(&self.defaults.settings, &meta.configs)?;
+        let mut found = Vec::new();
         for entry in fs::read_dir(&dir).map_err(|e| Error::storage(format!("listing {}", dir.display()), e))? {
             let entry = entry.map_err(|e| Error::storage("listing partitions", e))?;
             if let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
-                if recovery::partition_dir_unfinished(p, meta.partitions) {
-                    recovery::log_removal(&entry.path(), "a partition of an unfinished growth");
-                    fs::remove_dir_all(entry.path()).map_err(|e| Error::storage("removing partition", e))?;
+                found.push(p);
+            }
+        }
+        found.sort_unstable();
+        match recovery::partition_dirs(&found, meta.partitions, growth.map(|g| (g.from, g.to))) {
+            PartitionDirs::Refuse(reason) => return Err(Error::RecoveryRefused { path: dir, reason }),
+            PartitionDirs::Open { remove } => {
+                for p in remove {
+                    let path = dir.join(p.to_string());
+                    recovery::log_removal(&path, "a partition of an unfinished growth (growth.toml says so)");
+                    fs::remove_dir_all(&path).map_err(|e| Error::storage("removing partition", e))?;
+                }
+                if growth.is_some() {
+                    GrowthMarker::remove(&dir, name)?;
                 }
             }
         }

@@ -71,6 +71,7 @@ impl Segment {
         cfg: IndexConfig,
         truncate_damage: bool,
         clean_stop: bool,
+        recovery_point: u64,
     ) -> io::Result<(u64, TailRecovery)> {
         let file_len = self.file.metadata()?.len();
         let mut report = TailRecovery::default();
@@ -106,18 +107,26 @@ impl Segment {
                 Found::Batch(_) => None,
                 _ => self.next_valid_batch(pos, next_offset, file_len)?.map(|(p, _)| p),
             };
+            // Everything was fsynced before a clean stop; after a crash, what
+            // the last fsync covered (the recovery point).
+            let durable = clean_stop || next_offset < recovery_point;
             let hole = match valid_after {
-                Some(next) if !clean_stop => self.has_zero_block(pos, next)?,
+                Some(next) if !durable => self.has_zero_block(pos, next)?,
                 _ => false,
             };
-            let h = match recovery::tail_step(found, valid_after, truncate_damage || hole) {
+            let h = match recovery::tail_step(found, valid_after, durable, truncate_damage || hole) {
                 TailStep::Keep(h) => h,
                 TailStep::End => break,
                 TailStep::Cut(why) => {
                     report.truncated = Some((file_len - pos, why));
                     break;
                 }
-                TailStep::Refuse(why) => return Err(recovery::refuse(&self.path, pos, why)),
+                TailStep::Refuse(why) => {
+                    // Nothing is cut: the log ends here for readers, and
+                    // takes no appends (see `Log::open`).
+                    report.refused = Some(format!("{} at byte {pos}: {why}", self.path.display()));
+                    break;
+                }
             };
             report.batches_checked += 1;
             ix.note_batch(self.rel(h.meta.base_offset), pos, &h, max_ts, cfg.interval_bytes);
@@ -125,7 +134,7 @@ impl Segment {
             next_offset = h.meta.next_offset();
             pos += u64::from(h.batch_len);
         }
-        if pos < file_len {
+        if pos < file_len && report.refused.is_none() {
             self.file.set_len(pos)?;
             self.file.sync_all()?;
         }
