@@ -11,7 +11,10 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["strata/v1/broker.proto", "strata/v1/admin.proto", "strata/v1/groups.proto"];
+const PROTOS: &[&str] =
+    &["strata/v1/broker.proto", "strata/v1/admin.proto", "strata/v1/groups.proto", "strata/v1/errors.proto"];
+
+const HEALTH_PROTO: &str = "grpc/health/v1/health.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {
@@ -43,5 +46,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".strata.v1.SubscribeResponse", "crate::raw::SubscribeResponse")
         .out_dir(&server_dir)
         .compile_fds(fds)?;
+
+    // grpc.health.v1, server side only, with the same codec.
+    println!("cargo:rerun-if-changed={HEALTH_PROTO}");
+    let health_dir = out.join("health");
+    fs::create_dir_all(&health_dir)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .codec_path("crate::codec::StrataCodec")
+        .out_dir(&health_dir)
+        .compile_fds(protox::compile([HEALTH_PROTO], ["."])?)?;
     Ok(())
 }

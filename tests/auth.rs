@@ -482,9 +482,26 @@ async fn passwords_authenticate_and_survive_kill_9() {
     }
     assert!(refused >= 20, "only {refused} of 30 guesses were refused without a derivation");
     alice.admin.list_users(ListUsersRequest {}).await.unwrap();
+    // A token issued for alice dies with her; another principal's lives.
+    let alices = token_for(&mut admin, "alice", 0).await.token;
+    let bobs = token_for(&mut admin, "bob", 0).await.token;
+    let mut by_token = client(&b.addr, Some(&alices)).await;
+    assert_eq!(by_token.admin.who_am_i(WhoAmIRequest {}).await.unwrap().into_inner().principal, "alice");
     let del = DeleteUserRequest { username: "alice".into() };
     assert!(admin.admin.delete_user(del).await.unwrap().into_inner().deleted);
     assert_eq!(alice.admin.list_users(ListUsersRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut by_token = client(&b.addr, Some(&alices)).await;
+    assert_eq!(by_token.admin.list_users(ListUsersRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
+    let listed = admin.admin.list_tokens(ListTokensRequest { principal: String::new() }).await.unwrap().into_inner();
+    assert!(listed.tokens.iter().all(|t| t.principal != "alice"), "{listed:?}");
+    let mut bob = client(&b.addr, Some(&bobs)).await;
+    assert_eq!(bob.admin.who_am_i(WhoAmIRequest {}).await.unwrap().into_inner().principal, "bob");
+    // Revoked for good: after a restart too.
+    drop((admin, alice, by_token, bob));
+    b.kill9();
+    let b = Broker::start_with(dir.path(), &[], &slow_guesses);
+    let mut by_token = client(&b.addr, Some(&alices)).await;
+    assert_eq!(by_token.admin.list_users(ListUsersRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
 }
 
 /// Group RPCs act on and show only topics the caller may read: resetting
@@ -581,4 +598,39 @@ async fn the_cli_takes_credentials_from_a_client_config_file() {
     std::fs::write(&file, "adress = \"x\"\n").unwrap();
     let out = strata(&["topic", "list", "--client-config", file.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("adress"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// With auth on a producer id is bound to the principal it was issued to:
+/// another principal allowed to write the topic cannot use it.
+#[tokio::test]
+async fn a_producer_id_is_usable_only_by_its_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path());
+    let mut admin = client(&b.addr, Some(BOOTSTRAP)).await;
+    admin.create_topic("t", 1, []).await.unwrap();
+    let mut tokens = Vec::new();
+    for who in ["alice", "mallory"] {
+        add_acl(&mut admin, acl(who, AclOperation::Write, ResourceType::Topic, false, "t", false)).await;
+        add_acl(&mut admin, acl(who, AclOperation::Read, ResourceType::Topic, false, "t", false)).await;
+        tokens.push(token_for(&mut admin, who, 0).await.token);
+    }
+    let (mut alice, mut mallory) = (client(&b.addr, Some(&tokens[0])).await, client(&b.addr, Some(&tokens[1])).await);
+    let p = alice.broker.init_producer(InitProducerRequest { writer_id: "svc".into() }).await.unwrap().into_inner();
+    let req = |value: &str| ProduceRequest {
+        topic: "t".into(),
+        partition: Some(0),
+        records: vec![Record { value: Some(value.to_string().into()), ..Default::default() }],
+        acks: Acks::Durable as i32,
+        producer: Some(ProducerBatch { producer_id: p.producer_id, producer_epoch: p.producer_epoch, sequence: 0 }),
+        ..Default::default()
+    };
+    let err = mallory.broker.produce(req("forged")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(strata_client::refusal::is(&err, ErrorReason::UnknownProducerId), "{err:?}");
+    assert!(err.message().contains("another principal"), "{}", err.message());
+    let stored = alice.broker.produce(req("mine")).await.unwrap().into_inner();
+    assert_eq!(stored.ranges[0].base_offset, 0, "the owner's batch is stored, not taken for a duplicate");
+    // Mallory's own writer id of the same name is hers, not alice's.
+    let q = mallory.broker.init_producer(InitProducerRequest { writer_id: "svc".into() }).await.unwrap().into_inner();
+    assert_ne!(q.producer_id, p.producer_id);
 }

@@ -133,15 +133,19 @@ fn last_segment(dir: &Path, topic: &str) -> PathBuf {
     logs.pop().unwrap()
 }
 
-/// Writes 10 batches of 10 records, kills the broker, damages the last
-/// segment with `damage`, restarts and returns the broker and what it serves.
+/// Writes 9 durable batches of 10 records and a 10th acknowledged only as
+/// written (never fsynced: the flush interval is long), kills the broker,
+/// damages the last segment with `damage` (the 10th batch: above the
+/// recovery point, so a torn write), restarts and returns the broker and
+/// what it serves.
 async fn damaged_restart(dir: &Path, damage: impl FnOnce(&Path)) -> (Broker, Vec<Record>) {
-    let broker = Broker::start(dir);
+    let broker = Broker::start_with(dir, &[], &[("STRATA_STORAGE__FLUSH_INTERVAL_MS", "3600000")]);
     let mut c = broker.client().await;
     create_topic(&mut c, "torn", 1).await;
     for b in 0..10 {
         let records = (0..10).map(|i| rec(None, &format!("b{b}-r{i}"))).collect();
-        c.produce("torn", Some(0), records, Acks::Durable).await.unwrap();
+        let acks = if b < 9 { Acks::Durable } else { Acks::Written };
+        c.produce("torn", Some(0), records, acks).await.unwrap();
     }
     broker.kill9();
     damage(&last_segment(dir, "torn"));

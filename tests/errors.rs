@@ -185,3 +185,25 @@ async fn topic_admin_lifecycle() {
     create_topic(&mut c, "life", 1).await;
     assert_eq!(high_watermark(&mut c, "life", 0).await, 0);
 }
+
+#[tokio::test]
+async fn a_timestamp_far_in_the_future_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let mut c = broker.client().await;
+    create_topic(&mut c, "t", 1).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    for ts in [i64::MAX, now + 2 * 3600 * 1000] {
+        let r = Record { timestamp_ms: ts, value: Some("v".into()), ..Default::default() };
+        let err = c.produce("t", Some(0), vec![rec(None, "ok"), r], Acks::Durable).await;
+        assert_status(err, Code::InvalidArgument, &["record 1", "message.timestamp.after.max.ms = 3600000"]);
+    }
+    assert_eq!(high_watermark(&mut c, "t", 0).await, 0, "nothing was stored");
+    // Within the bound, and with the bound raised, it is taken.
+    let soon = Record { timestamp_ms: now + 60_000, value: Some("v".into()), ..Default::default() };
+    c.produce("t", Some(0), vec![soon], Acks::Durable).await.unwrap();
+    let far = [("message.timestamp.after.max.ms".to_string(), i64::MAX.to_string())];
+    c.create_topic("future", 1, far).await.unwrap();
+    let r = Record { timestamp_ms: i64::MAX, value: Some("v".into()), ..Default::default() };
+    c.produce("future", Some(0), vec![r], Acks::Durable).await.unwrap();
+}

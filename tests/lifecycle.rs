@@ -335,6 +335,24 @@ async fn a_compacted_topic_with_gaps_replays_completely_through_every_reader() {
     .await;
     assert_eq!(at_gap.next_offset, 3);
     assert_eq!(at_gap.high_watermark, 6);
+    // A long poll there answers at once with where to go on, not after its
+    // max_wait_ms (no record will ever arrive at offset 1).
+    let started = std::time::Instant::now();
+    let req = FetchRequest {
+        partitions: vec![FetchPartition {
+            topic: "gaps".into(),
+            partition: 0,
+            offset: 1,
+            max_bytes: 1,
+            skip_damaged: false,
+        }],
+        max_wait_ms: 30_000,
+        min_bytes: 1,
+        max_bytes: 0,
+    };
+    let polled = c.broker.fetch(req).await.unwrap().into_inner().partitions.remove(0);
+    assert!(polled.records.is_empty() && polled.next_offset == 3, "{polled:?}");
+    assert!(started.elapsed() < Duration::from_secs(15), "the long poll waited {:?}", started.elapsed());
 
     // Fetch, following next_offset.
     let offsets: Vec<u64> = read_all(&mut c, "gaps", 0, 0).await.iter().map(|r| r.offset).collect();

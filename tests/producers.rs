@@ -214,7 +214,9 @@ async fn conditional_appends_let_exactly_one_racer_win_each_round() {
 #[tokio::test]
 async fn a_retry_of_a_batch_whose_write_failed_is_appended() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::start_with(dir.path(), &[], &[("STRATA_FAILPOINTS", "write=enospc*1")]);
+    // The first write (InitProducer's record of the id it issues) passes,
+    // the next fails.
+    let b = Broker::start_with(dir.path(), &[], &[("STRATA_FAILPOINTS", "write=enospc*1@1")]);
     let mut c = b.client().await;
     c.create_topic("t", 1, []).await.unwrap();
     let (id, epoch) = Producer::init(b.client().await, "").await.unwrap().id();
@@ -315,4 +317,75 @@ async fn per_key_conditions_hold_across_compaction_and_restart() {
     let o3 = put(&mut c, "acct-1", Some("deposit 5"), Some(Some(o2))).await.expect("rebuilt from the compacted log");
     assert!(o3 > o2);
     put(&mut c, "acct-3", Some("opened"), Some(None)).await.unwrap();
+}
+
+/// A client from loopback address `from` (127.0.0.0/8 is all loopback).
+async fn client_from(b: &Broker, from: &str) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", b.addr))
+        .unwrap()
+        .local_address(Some(from.parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    Client::from_channel(channel, strata_client::Credentials::none())
+}
+
+fn stamped(id: i64, epoch: i32, sequence: i32, value: &str) -> ProduceRequest {
+    ProduceRequest {
+        topic: "t".into(),
+        partition: Some(0),
+        records: vec![rec(None, value)],
+        acks: Acks::Durable as i32,
+        producer: Some(ProducerBatch { producer_id: id, producer_epoch: epoch, sequence }),
+        ..Default::default()
+    }
+}
+
+fn unknown_producer(r: Result<tonic::Response<ProduceResponse>, tonic::Status>) {
+    let err = r.expect_err("must be refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(strata_client::refusal::is(&err, ErrorReason::UnknownProducerId), "{err:?}");
+}
+
+/// Producer ids are the broker's to issue and are bound to their owner
+/// (with auth off: the client's address), across a restart: another client
+/// cannot write under one (and so make the owner's batch a "duplicate"),
+/// and made-up ids cannot fill a partition's producer table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_ids_are_issued_and_bound_to_their_owner_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let (mut owner, mut other) = (client_from(&b, "127.0.0.1").await, client_from(&b, "127.0.0.2").await);
+    owner.create_topic("t", 1, []).await.unwrap();
+    let issued = owner.broker.init_producer(InitProducerRequest { writer_id: String::new() }).await.unwrap();
+    let (id, epoch) = (issued.get_ref().producer_id, issued.get_ref().producer_epoch);
+
+    // Another client, same id, epoch and next sequence: refused, and the
+    // owner's own batch with that sequence is stored, not a "duplicate".
+    unknown_producer(other.broker.produce(stamped(id, epoch, 0, "forged")).await);
+    let mine = owner.broker.produce(stamped(id, epoch, 0, "mine")).await.unwrap().into_inner();
+    assert_eq!(mine.ranges[0].base_offset, 0);
+    // Ids never issued: refused, thousands of them, and the table stays
+    // open to the real producers.
+    for made_up in (0..2000).map(|i| 12_345 + i) {
+        unknown_producer(other.broker.produce(stamped(made_up, 0, 0, "x")).await);
+    }
+    let later = Producer::init(other.clone(), "").await.unwrap();
+    let mut later = later;
+    later.produce("t", 0, vec![rec(None, "theirs")], Acks::Durable).await.unwrap();
+    // An epoch the id never had.
+    unknown_producer(owner.broker.produce(stamped(id, epoch + 1, 1, "x")).await);
+    drop((owner, other));
+    b.kill9();
+
+    // The binding survives the restart.
+    let b = Broker::start(dir.path());
+    let (mut owner, mut other) = (client_from(&b, "127.0.0.1").await, client_from(&b, "127.0.0.2").await);
+    unknown_producer(other.broker.produce(stamped(id, epoch, 1, "forged")).await);
+    let next = owner.broker.produce(stamped(id, epoch, 1, "mine again")).await.unwrap().into_inner();
+    assert_eq!(next.ranges[0].base_offset, 2);
+    // A retry of the owner's first batch is still answered, not stored twice.
+    let again = owner.broker.produce(stamped(id, epoch, 0, "mine")).await.unwrap().into_inner();
+    assert_eq!(again.ranges[0].base_offset, 0);
+    assert_eq!(values(&read_all(&mut owner, "t", 0, 0).await), ["mine", "theirs", "mine again"]);
 }

@@ -1,5 +1,7 @@
-//! Errors a caller of the broker core can act on. `server::status` maps them
-//! to gRPC status codes, in one place.
+//! Errors a caller of the broker core can act on. Each has a [`Reason`] (the
+//! machine-readable name a client tells refusals apart by, listed with the
+//! same names in `proto/strata/v1/errors.proto`) and metadata; `server::status`
+//! maps them to gRPC status codes and `google.rpc.ErrorInfo`, in one place.
 
 use std::fmt;
 use std::io;
@@ -62,8 +64,27 @@ pub enum Error {
         /// Who asked (None: anonymous).
         principal: Option<String>,
     },
-    /// Not allowed whoever asks (the message says why).
-    PermissionDenied(String),
+    /// No ACL allows the caller this, or one denies it.
+    PermissionDenied {
+        /// The caller ("" when anonymous).
+        principal: String,
+        /// What it asked to do ("read", "write", ...).
+        operation: String,
+        /// Of what kind ("topic", "group", "cluster").
+        resource_type: String,
+        /// Which.
+        resource: String,
+    },
+    /// A client asked to change an internal (`__`) topic, or to read the
+    /// records of the credentials topic (`read`).
+    InternalTopic {
+        /// The topic.
+        topic: String,
+        /// A read (PERMISSION_DENIED) rather than a change (INVALID_ARGUMENT).
+        read: bool,
+        /// What was refused.
+        message: String,
+    },
     /// A conditional append (`expected_offset`) found the partition's next
     /// offset elsewhere; nothing was stored.
     OffsetMismatch {
@@ -75,6 +96,14 @@ pub enum Error {
         expected: u64,
         /// The partition's next offset.
         actual: u64,
+    },
+    /// A produce under a producer id (or epoch) this broker did not issue to
+    /// the caller.
+    UnknownProducer {
+        /// The id.
+        producer_id: i64,
+        /// Why, and what to do.
+        message: String,
     },
     /// A per-key conditional append found the key's latest record elsewhere.
     KeyMismatch {
@@ -98,9 +127,22 @@ pub enum Error {
         /// Why.
         error: SeqError,
     },
-    /// A resource the broker budgets (file descriptors, memory) would be
-    /// exceeded; the message names it, the numbers and what to change.
-    ResourceExhausted(String),
+    /// A broker-wide budget (memory, connections) is spent for now: retry
+    /// later. `limit` names the setting.
+    Busy {
+        /// The setting or bound.
+        limit: &'static str,
+        /// The numbers and what to change.
+        message: String,
+    },
+    /// A count the broker bounds (ACLs, tokens, producers, keys, file
+    /// descriptors) is reached: retrying will not help until some go.
+    LimitReached {
+        /// The setting or bound.
+        limit: &'static str,
+        /// The numbers and what to change.
+        message: String,
+    },
     /// A produce request whose records, stored, would exceed what one fetch
     /// reply can carry (`server.max_request_bytes`).
     RequestTooLarge {
@@ -149,8 +191,9 @@ pub enum Error {
     },
     /// The group's state refuses the request (fencing, membership).
     Group(GroupError),
-    /// The broker is stopping, or the partition was closed under the request.
-    Unavailable(String),
+    /// The broker or the partition cannot serve the request now (why, and
+    /// the message).
+    Unavailable(Unavailability, String),
     /// Another process holds the data directory.
     DataDirInUse {
         /// The directory.
@@ -176,6 +219,107 @@ pub enum Error {
     },
 }
 
+/// Why a request got UNAVAILABLE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailability {
+    /// The broker is stopping.
+    Stopping,
+    /// The partition was closed under the request (a stop or a deletion).
+    PartitionClosed,
+    /// An fsync failed: read-only until restart.
+    ReadOnly,
+    /// Start-up refused to cut damage in the partition's log.
+    Damaged,
+    /// A transient conflict: send the same request again.
+    Retry,
+}
+
+/// Defines [`Reason`] from one row per reason: its name (as in
+/// `proto/strata/v1/errors.proto`), whether a retry may succeed, and whether
+/// a refusal with it changed nothing.
+macro_rules! reasons {
+    ($( $variant:ident = $name:literal, $retriable:literal, $definite:literal; )*) => {
+        /// The machine-readable reason of a refusal (`ErrorInfo.reason`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Reason { $( #[doc = $name] $variant, )* }
+
+        impl Reason {
+            /// Every reason, in the order of errors.proto.
+            pub const ALL: &[Reason] = &[$( Reason::$variant, )*];
+
+            /// The name clients see (`ErrorInfo.reason`).
+            pub fn as_str(self) -> &'static str {
+                match self { $( Reason::$variant => $name, )* }
+            }
+
+            /// The same request, sent again unchanged, may succeed later.
+            pub fn retriable(self) -> bool {
+                match self { $( Reason::$variant => $retriable, )* }
+            }
+
+            /// A refusal with this reason changed nothing (a produce stored
+            /// nothing); false: a write may have been stored.
+            pub fn definite(self) -> bool {
+                match self { $( Reason::$variant => $definite, )* }
+            }
+        }
+    };
+}
+
+reasons! {
+    TopicNotFound = "TOPIC_NOT_FOUND", false, true;
+    PartitionNotFound = "PARTITION_NOT_FOUND", false, true;
+    GroupNotFound = "GROUP_NOT_FOUND", false, true;
+    UnknownService = "UNKNOWN_SERVICE", false, true;
+    TopicExists = "TOPIC_EXISTS", false, true;
+    InvalidTopicName = "INVALID_TOPIC_NAME", false, true;
+    InvalidPartitions = "INVALID_PARTITIONS", false, true;
+    InvalidConfig = "INVALID_CONFIG", false, true;
+    InvalidArgument = "INVALID_ARGUMENT", false, true;
+    RecordTooLarge = "RECORD_TOO_LARGE", false, true;
+    RequestTooLarge = "REQUEST_TOO_LARGE", false, true;
+    MalformedRequest = "MALFORMED_REQUEST", false, true;
+    InternalTopic = "INTERNAL_TOPIC", false, true;
+    NoSubscription = "NO_SUBSCRIPTION", false, true;
+    Unauthenticated = "UNAUTHENTICATED", false, true;
+    BadCredentials = "BAD_CREDENTIALS", false, true;
+    TooManyPasswordChecks = "TOO_MANY_PASSWORD_CHECKS", true, true;
+    PermissionDenied = "PERMISSION_DENIED", false, true;
+    NotDeclaredWriter = "NOT_DECLARED_WRITER", false, true;
+    OffsetMismatch = "OFFSET_MISMATCH", false, true;
+    KeyMismatch = "KEY_MISMATCH", false, true;
+    ProducerFenced = "PRODUCER_FENCED", false, true;
+    OutOfOrderSequence = "OUT_OF_ORDER_SEQUENCE", true, true;
+    DuplicateSequence = "DUPLICATE_SEQUENCE", false, true;
+    UnknownProducerId = "UNKNOWN_PRODUCER_ID", false, true;
+    UnknownMember = "UNKNOWN_MEMBER", false, true;
+    StaleMemberEpoch = "STALE_MEMBER_EPOCH", false, true;
+    NotAssigned = "NOT_ASSIGNED", false, true;
+    GroupHasMembers = "GROUP_HAS_MEMBERS", false, true;
+    NotInGroup = "NOT_IN_GROUP", false, true;
+    GroupNotEmpty = "GROUP_NOT_EMPTY", false, true;
+    OffsetOutOfRange = "OFFSET_OUT_OF_RANGE", false, true;
+    DataLoss = "DATA_LOSS", false, true;
+    BrokerStopping = "BROKER_STOPPING", true, false;
+    PartitionClosed = "PARTITION_CLOSED", true, false;
+    PartitionReadOnly = "PARTITION_READ_ONLY", false, false;
+    PartitionDamaged = "PARTITION_DAMAGED", false, true;
+    Retry = "RETRY", true, false;
+    MessageTooLarge = "MESSAGE_TOO_LARGE", false, true;
+    Busy = "BUSY", true, true;
+    LimitReached = "LIMIT_REACHED", false, true;
+    DiskFull = "DISK_FULL", true, true;
+    TooManyOpenFiles = "TOO_MANY_OPEN_FILES", true, true;
+    SubscriberStalled = "SUBSCRIBER_STALLED", true, true;
+    StorageError = "STORAGE_ERROR", true, false;
+    Internal = "INTERNAL", true, false;
+    StartupRefused = "STARTUP_REFUSED", false, true;
+}
+
+/// The `limit` of the refusal a partition's full table of idempotent
+/// producers gives.
+pub const PRODUCER_TABLE_LIMIT: &str = "producers_per_partition";
+
 /// Result alias for broker operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -191,19 +335,187 @@ impl Error {
             LogError::OffsetOutOfRange { offset, log_start, high_watermark } => {
                 Error::OffsetOutOfRange { topic: topic.to_string(), partition, offset, log_start, high_watermark }
             }
-            LogError::Closed => Error::Unavailable(format!("partition {topic}/{partition} is closed")),
+            LogError::Closed => {
+                Error::Unavailable(Unavailability::PartitionClosed, format!("partition {topic}/{partition} is closed"))
+            }
             LogError::DataLoss(damage) => Error::DataLoss { topic: topic.to_string(), partition, damage },
-            LogError::ReadOnly(cause) => Error::Unavailable(format!(
-                "partition {topic}/{partition} is read-only: an fsync failed ({cause}), so nothing written since \
+            LogError::ReadOnly(cause) => Error::Unavailable(
+                Unavailability::ReadOnly,
+                format!(
+                    "partition {topic}/{partition} is read-only: an fsync failed ({cause}), so nothing written since \
                  the last good fsync is acknowledged as durable; restart the broker (start-up checks the log)"
-            )),
-            LogError::Refused(why) => Error::Unavailable(format!(
-                "partition {topic}/{partition} takes no writes: start-up refused to cut damage in {why}"
-            )),
+                ),
+            ),
+            LogError::Refused(why) => Error::Unavailable(
+                Unavailability::Damaged,
+                format!("partition {topic}/{partition} takes no writes: start-up refused to cut damage in {why}"),
+            ),
             LogError::Io(e) => Error::storage(format!("partition {topic}/{partition}"), e),
             LogError::UnexpectedOffset { expected, actual } => {
                 Error::OffsetMismatch { topic: topic.to_string(), partition, expected, actual }
             }
+        }
+    }
+}
+
+impl Error {
+    /// True for a partition's full table of idempotent producers.
+    pub fn is_producer_table_full(&self) -> bool {
+        matches!(self, Error::LimitReached { limit, .. } if *limit == PRODUCER_TABLE_LIMIT)
+    }
+
+    /// The machine-readable reason clients see.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Error::TopicNotFound { .. } => Reason::TopicNotFound,
+            Error::PartitionNotFound { .. } => Reason::PartitionNotFound,
+            Error::TopicExists { .. } => Reason::TopicExists,
+            Error::InvalidTopicName { .. } => Reason::InvalidTopicName,
+            Error::InvalidPartitions { .. } => Reason::InvalidPartitions,
+            Error::InvalidConfig { .. } => Reason::InvalidConfig,
+            Error::InvalidArgument(_) => Reason::InvalidArgument,
+            Error::NotDeclaredWriter { .. } => Reason::NotDeclaredWriter,
+            Error::PermissionDenied { .. } => Reason::PermissionDenied,
+            Error::InternalTopic { .. } => Reason::InternalTopic,
+            Error::OffsetMismatch { .. } => Reason::OffsetMismatch,
+            Error::KeyMismatch { .. } => Reason::KeyMismatch,
+            Error::UnknownProducer { .. } => Reason::UnknownProducerId,
+            Error::Producer { error, .. } => match error {
+                SeqError::Fenced { .. } => Reason::ProducerFenced,
+                SeqError::OutOfOrder { got, expected } if got < expected => Reason::DuplicateSequence,
+                SeqError::OutOfOrder { .. } => Reason::OutOfOrderSequence,
+            },
+            Error::Busy { .. } => Reason::Busy,
+            Error::LimitReached { .. } => Reason::LimitReached,
+            Error::RequestTooLarge { .. } => Reason::RequestTooLarge,
+            Error::RecordTooLarge { .. } => Reason::RecordTooLarge,
+            Error::OffsetOutOfRange { .. } => Reason::OffsetOutOfRange,
+            Error::DataLoss { .. } => Reason::DataLoss,
+            Error::GroupNotFound { .. } => Reason::GroupNotFound,
+            Error::Group(e) => match e {
+                GroupError::UnknownMember(_) => Reason::UnknownMember,
+                GroupError::StaleEpoch { .. } => Reason::StaleMemberEpoch,
+                GroupError::NotAssigned { .. } => Reason::NotAssigned,
+                GroupError::NoSubscription => Reason::NoSubscription,
+                GroupError::GroupHasMembers(_) => Reason::GroupHasMembers,
+                GroupError::NotInGroup { .. } => Reason::NotInGroup,
+                GroupError::NotEmpty { .. } => Reason::GroupNotEmpty,
+            },
+            Error::Unavailable(why, _) => match why {
+                Unavailability::Stopping => Reason::BrokerStopping,
+                Unavailability::PartitionClosed => Reason::PartitionClosed,
+                Unavailability::ReadOnly => Reason::PartitionReadOnly,
+                Unavailability::Damaged => Reason::PartitionDamaged,
+                Unavailability::Retry => Reason::Retry,
+            },
+            Error::DataDirInUse { .. } | Error::RecoveryRefused { .. } => Reason::StartupRefused,
+            Error::Internal(_) => Reason::Internal,
+            Error::Storage { source, .. } if source.kind() == io::ErrorKind::StorageFull => Reason::DiskFull,
+            Error::Storage { source, .. } if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                Reason::TooManyOpenFiles
+            }
+            Error::Storage { .. } => Reason::StorageError,
+        }
+    }
+
+    /// The reason's fields (`ErrorInfo.metadata`), as errors.proto lists them.
+    pub fn metadata(&self) -> Vec<(&'static str, String)> {
+        let tp = |topic: &str, partition: u32| vec![("topic", topic.to_string()), ("partition", partition.to_string())];
+        let opt = |o: &Option<u64>| o.map_or("absent".to_string(), |o| o.to_string());
+        match self {
+            Error::TopicNotFound { topic } | Error::TopicExists { topic } => vec![("topic", topic.clone())],
+            Error::PartitionNotFound { topic, partition, partitions } => {
+                let mut m = tp(topic, *partition);
+                m.push(("partitions", partitions.to_string()));
+                m
+            }
+            Error::InvalidTopicName { name, .. } => vec![("topic", name.clone())],
+            Error::InvalidPartitions { requested, min, max } => {
+                vec![("requested", requested.to_string()), ("min", min.to_string()), ("max", max.to_string())]
+            }
+            Error::InvalidConfig { key, .. } => vec![("key", key.clone())],
+            Error::NotDeclaredWriter { topic, writer, .. } => {
+                vec![("topic", topic.clone()), ("writer", writer.clone())]
+            }
+            Error::PermissionDenied { principal, operation, resource_type, resource } => vec![
+                ("principal", principal.clone()),
+                ("operation", operation.clone()),
+                ("resource_type", resource_type.clone()),
+                ("resource", resource.clone()),
+            ],
+            Error::InternalTopic { topic, .. } => vec![("topic", topic.clone())],
+            Error::UnknownProducer { producer_id, .. } => vec![("producer_id", producer_id.to_string())],
+            Error::OffsetMismatch { topic, partition, expected, actual } => {
+                let mut m = tp(topic, *partition);
+                m.extend([("expected_offset", expected.to_string()), ("next_offset", actual.to_string())]);
+                m
+            }
+            Error::KeyMismatch { topic, partition, expected, actual } => {
+                let mut m = tp(topic, *partition);
+                m.extend([("expected", opt(expected)), ("actual", opt(actual))]);
+                m
+            }
+            Error::Producer { topic, partition, producer_id, error } => {
+                let mut m = tp(topic, *partition);
+                m.push(("producer_id", producer_id.to_string()));
+                match error {
+                    SeqError::Fenced { epoch, current } => {
+                        m.extend([("epoch", epoch.to_string()), ("current_epoch", current.to_string())])
+                    }
+                    SeqError::OutOfOrder { got, expected } => {
+                        m.extend([("sequence", got.to_string()), ("expected_sequence", expected.to_string())])
+                    }
+                }
+                m
+            }
+            Error::Busy { limit, .. } | Error::LimitReached { limit, .. } => vec![("limit", limit.to_string())],
+            Error::RequestTooLarge { records, stored, limit } => {
+                vec![("records", records.to_string()), ("stored", stored.to_string()), ("limit", limit.to_string())]
+            }
+            Error::RecordTooLarge { index, size, limit } => {
+                vec![("index", index.to_string()), ("size", size.to_string()), ("limit", limit.to_string())]
+            }
+            Error::OffsetOutOfRange { topic, partition, offset, log_start, high_watermark } => {
+                let mut m = tp(topic, *partition);
+                m.extend([
+                    ("offset", offset.to_string()),
+                    ("log_start_offset", log_start.to_string()),
+                    ("high_watermark", high_watermark.to_string()),
+                ]);
+                m
+            }
+            Error::DataLoss { topic, partition, damage } => {
+                let mut m = tp(topic, *partition);
+                m.extend([
+                    ("from_offset", damage.from.to_string()),
+                    ("next_offset", damage.next.to_string()),
+                    ("file", damage.file.display().to_string()),
+                    ("position", damage.position.to_string()),
+                ]);
+                m
+            }
+            Error::GroupNotFound { group } => vec![("group", group.clone())],
+            Error::Group(e) => match e {
+                GroupError::UnknownMember(m) => vec![("member", m.clone())],
+                GroupError::StaleEpoch { member, got, current } => {
+                    vec![("member", member.clone()), ("epoch", got.to_string()), ("current_epoch", current.to_string())]
+                }
+                GroupError::NotAssigned { member, tp: (t, p) } => {
+                    vec![("member", member.clone()), ("topic", t.clone()), ("partition", p.to_string())]
+                }
+                GroupError::NoSubscription => Vec::new(),
+                GroupError::GroupHasMembers(n) => vec![("members", n.to_string())],
+                GroupError::NotInGroup { member, group } => vec![("member", member.clone()), ("group", group.clone())],
+                GroupError::NotEmpty { group, members, .. } => {
+                    vec![("group", group.clone()), ("members", members.to_string())]
+                }
+            },
+            Error::Unavailable(..)
+            | Error::InvalidArgument(_)
+            | Error::DataDirInUse { .. }
+            | Error::RecoveryRefused { .. }
+            | Error::Internal(_)
+            | Error::Storage { .. } => Vec::new(),
         }
     }
 }
@@ -223,7 +535,15 @@ impl fmt::Display for Error {
                 write!(f, "invalid partition count {requested}: must be between {min} and {max}")
             }
             Error::InvalidConfig { key, reason } => write!(f, "invalid config '{key}': {reason}"),
-            Error::InvalidArgument(msg) | Error::ResourceExhausted(msg) | Error::PermissionDenied(msg) => f.write_str(msg),
+            Error::InvalidArgument(msg) => f.write_str(msg),
+            Error::Busy { message, .. }
+            | Error::LimitReached { message, .. }
+            | Error::InternalTopic { message, .. }
+            | Error::UnknownProducer { message, .. } => f.write_str(message),
+            Error::PermissionDenied { principal, operation, resource_type, resource } => write!(
+                f,
+                "principal {principal:?} may not {operation} {resource_type} {resource:?}: no ACL allows it, or one denies it"
+            ),
             Error::NotDeclaredWriter { topic, writer, principal } => write!(
                 f,
                 "write to topic {topic} denied: its declared writer is {writer:?} (writer.principal), not {}",
@@ -277,7 +597,7 @@ impl fmt::Display for Error {
             ),
             Error::GroupNotFound { group } => write!(f, "consumer group '{group}' does not exist"),
             Error::Group(e) => e.fmt(f),
-            Error::Unavailable(msg) => f.write_str(msg),
+            Error::Unavailable(_, msg) => f.write_str(msg),
             Error::Internal(msg) => f.write_str(msg),
             Error::RecoveryRefused { path, reason } => {
                 write!(f, "refusing to start: {}: {reason}", path.display())

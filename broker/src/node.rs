@@ -91,8 +91,8 @@ impl Node {
             Arc::new(tokio::task::spawn_blocking(move || Security::open(&m, &a, &q)).await??)
         };
         let writers = {
-            let m = manager.clone();
-            Arc::new(tokio::task::spawn_blocking(move || Writers::open(&m)).await??)
+            let (m, expiry) = (manager.clone(), config.storage.producer_expiry_ms);
+            Arc::new(tokio::task::spawn_blocking(move || Writers::open(&m, expiry)).await??)
         };
         let (tasks_stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![

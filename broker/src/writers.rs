@@ -1,110 +1,394 @@
-//! Producer ids and epochs (`InitProducer`), and the fencing of stale
-//! instances by a stable writer id, as Kafka does with `transactional.id`.
+//! Producer ids and epochs (`InitProducer`): which ids the broker issued,
+//! to whom, and the fencing of stale instances by a stable writer id, as
+//! Kafka does with `transactional.id`.
 //!
-//! A writer id is scoped to the caller's principal (so one service cannot
-//! fence another's). Each `InitProducer` with a writer id keeps the id's
-//! producer id and bumps its epoch; a produce carrying an older epoch is
-//! fenced on every partition, including ones the newer instance has not
-//! written yet. Without a writer id a producer gets a new random id and
-//! epoch 0, and nothing is fenced.
+//! - **Every producer id is issued, and bound to its owner**: the
+//!   authenticated principal, or, without one (auth off), the client's IP
+//!   address (as quotas key clients). A produce under an id this broker did
+//!   not issue, or issued to another owner, is refused (UNKNOWN_PRODUCER_ID)
+//!   before it touches a partition: one principal cannot write under
+//!   another's id (and have the victim's batch answered as a duplicate), nor
+//!   fill a partition's producer table with made-up ids.
+//! - **Bounded per owner**: an owner holds at most [`MAX_IDS_PER_OWNER`]
+//!   ids issued without a writer id; issuing one more retires its oldest.
+//!   Ids unused for `storage.producer_expiry_ms` are retired too. A retired
+//!   id is refused like one never issued (the producer calls InitProducer
+//!   again), and its state in a full partition table is the first to go.
+//! - **Writer ids** are scoped to the caller's principal (so one service
+//!   cannot fence another's). Each `InitProducer` with a writer id keeps the
+//!   id's producer id, bumps its epoch and binds it to the caller; a produce
+//!   carrying an older epoch is fenced on every partition, including ones the
+//!   newer instance has not written yet.
 //!
-//! Writer ids are events in the compacted internal topic
-//! `__strata_writers` (key `principal \0 writer id`, value producer id i64
-//! and epoch i16, little-endian), appended with fsync before the answer and
-//! replayed at start-up.
+//! Both are events in the compacted internal topic `__strata_writers`,
+//! appended with fsync before the answer and replayed at start-up, so the
+//! bindings survive a restart: key `principal \0 writer id` → producer id
+//! (i64) and epoch (i16), little-endian; key `\x01p<producer id>` → a flag
+//! byte (1: it has a writer id) and the owner (`p:<principal>` or
+//! `a:<ip>`). An id's tombstone retires it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::AckLevel;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SeqError};
 use crate::log::locks::LockExt;
 use crate::partition::internal::{open_keyed_topic, replay_keyed, KeyedRecord};
 use crate::partition::{Manager, Partition};
 
-/// The internal topic of writer ids.
+/// The internal topic of writer ids and issued producer ids.
 pub const WRITERS_TOPIC: &str = "__strata_writers";
 
 /// Most writer ids kept.
 pub const MAX_WRITERS: usize = 100_000;
 
+/// Most producer ids without a writer id one owner holds at once: issuing
+/// one more retires its oldest.
+pub const MAX_IDS_PER_OWNER: usize = 1_000;
+
+/// Most producer ids issued at once, over all owners.
+pub const MAX_ISSUED: usize = 200_000;
+
 /// Longest writer id.
 pub const MAX_WRITER_ID_BYTES: usize = 255;
 
-/// Producer ids and epochs.
+/// How often ids are checked for expiry (ms).
+const EXPIRE_EVERY_MS: i64 = 60_000;
+
+/// Key prefix of an issued producer id's record.
+const ID_KEY_PREFIX: &str = "\u{1}p";
+
+/// Whom a producer id was issued to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// An authenticated principal.
+    Principal(Arc<str>),
+    /// A client without one, by its IP address.
+    Address(IpAddr),
+    /// Neither (only outside the RPC layer): matches no request.
+    Nobody,
+    /// A writer id's producer id recorded before ids were bound, under the
+    /// anonymous principal: any caller, until its next InitProducer binds it.
+    Legacy,
+}
+
+impl Owner {
+    /// The owner a request of `principal` from `ip` is.
+    pub fn of(principal: Option<&str>, ip: Option<IpAddr>) -> Owner {
+        match (principal, ip) {
+            (Some(p), _) => Owner::Principal(p.into()),
+            (None, Some(ip)) => Owner::Address(ip),
+            (None, None) => Owner::Nobody,
+        }
+    }
+
+    fn matches(&self, principal: Option<&str>, ip: Option<IpAddr>) -> bool {
+        match (self, principal) {
+            (Owner::Legacy, _) => true,
+            (Owner::Principal(p), Some(q)) => **p == *q,
+            (Owner::Address(a), None) => ip == Some(*a),
+            _ => false,
+        }
+    }
+
+    fn encode(&self) -> String {
+        match self {
+            Owner::Principal(p) => format!("p:{p}"),
+            Owner::Address(a) => format!("a:{a}"),
+            Owner::Nobody | Owner::Legacy => String::new(),
+        }
+    }
+
+    fn decode(s: &str) -> Option<Owner> {
+        match s.split_at_checked(2)? {
+            ("p:", p) => Some(Owner::Principal(p.into())),
+            ("a:", a) => a.parse().ok().map(Owner::Address),
+            _ => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Owner::Principal(p) => format!("principal {p:?}"),
+            Owner::Address(a) => format!("client address {a}"),
+            Owner::Nobody => "no caller".into(),
+            Owner::Legacy => "any caller".into(),
+        }
+    }
+}
+
+/// An issued producer id.
+#[derive(Debug)]
+struct Issued {
+    owner: Owner,
+    /// It belongs to a writer id (bounded by [`MAX_WRITERS`], never retired
+    /// for its owner's count).
+    writer: bool,
+    /// Last produce or issue (ms; since start-up at the latest).
+    last_used_ms: i64,
+}
+
+#[derive(Default)]
+struct State {
+    /// By `principal \0 writer id`: (producer id, epoch).
+    by_writer: HashMap<String, (i64, i16)>,
+    /// The newest epoch of each writer's producer id.
+    epochs: HashMap<i64, i16>,
+    issued: HashMap<i64, Issued>,
+    /// Each owner's ids without a writer id, oldest first.
+    by_owner: HashMap<Owner, VecDeque<i64>>,
+    last_expire_ms: i64,
+}
+
+impl State {
+    fn issue(&mut self, id: i64, owner: Owner, writer: bool, now_ms: i64) {
+        if let Some(old) = self.issued.insert(id, Issued { owner: owner.clone(), writer, last_used_ms: now_ms }) {
+            self.unlist(id, &old);
+        }
+        if !writer {
+            self.by_owner.entry(owner).or_default().push_back(id);
+        }
+    }
+
+    fn retire(&mut self, id: i64) {
+        if let Some(old) = self.issued.remove(&id) {
+            self.unlist(id, &old);
+        }
+    }
+
+    fn unlist(&mut self, id: i64, old: &Issued) {
+        if let Some(ids) = self.by_owner.get_mut(&old.owner) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.by_owner.remove(&old.owner);
+            }
+        }
+    }
+}
+
+/// Producer ids, their owners and epochs.
 pub struct Writers {
     log: Arc<Partition>,
-    /// By `principal \0 writer id`: (producer id, epoch).
-    by_writer: Mutex<HashMap<String, (i64, i16)>>,
-    /// The newest epoch of each writer's producer id.
-    epochs: Mutex<HashMap<i64, i16>>,
+    state: Mutex<State>,
+    /// `storage.producer_expiry_ms`.
+    expiry_ms: i64,
     writing: tokio::sync::Mutex<()>,
 }
 
 impl Writers {
     /// Opens `__strata_writers` (creating it on first start) and replays it.
-    pub fn open(manager: &Manager) -> Result<Writers> {
+    pub fn open(manager: &Manager, expiry_ms: u64) -> Result<Writers> {
         let log = open_keyed_topic(manager, WRITERS_TOPIC)?;
-        let mut by_writer = HashMap::new();
+        let now = crate::partition::now_ms();
+        let mut state = State::default();
+        let mut owners: HashMap<i64, (Owner, bool)> = HashMap::new();
         replay_keyed(&log, |_, key, value| {
             let Ok(key) = std::str::from_utf8(key) else { return };
+            if let Some(id) = key.strip_prefix(ID_KEY_PREFIX).and_then(|id| id.parse::<i64>().ok()) {
+                match value.and_then(decode_owner) {
+                    Some(v) => owners.insert(id, v),
+                    None => owners.remove(&id),
+                };
+                return;
+            }
             match value.and_then(decode) {
-                Some(v) => by_writer.insert(key.to_string(), v),
-                None => by_writer.remove(key),
+                Some(v) => state.by_writer.insert(key.to_string(), v),
+                None => state.by_writer.remove(key),
             };
         })?;
-        let epochs = by_writer.values().copied().collect();
-        tracing::info!(writers = by_writer.len(), "loaded writer ids");
-        Ok(Writers {
-            log,
-            by_writer: Mutex::new(by_writer),
-            epochs: Mutex::new(epochs),
-            writing: tokio::sync::Mutex::new(()),
-        })
+        state.epochs = state.by_writer.values().copied().collect();
+        // Writer ids recorded before ids were bound: owned by their key's
+        // principal (any caller for the anonymous one) until rebound.
+        for (key, (id, _)) in &state.by_writer {
+            if !owners.contains_key(id) {
+                let principal = key.split('\0').next().unwrap_or_default();
+                let owner = if principal.is_empty() { Owner::Legacy } else { Owner::Principal(principal.into()) };
+                owners.insert(*id, (owner, true));
+            }
+        }
+        for (id, (owner, writer)) in owners {
+            state.issue(id, owner, writer, now);
+        }
+        state.last_expire_ms = now;
+        tracing::info!(writers = state.by_writer.len(), producer_ids = state.issued.len(), "loaded producer ids");
+        Ok(Writers { log, state: Mutex::new(state), expiry_ms: expiry_ms as i64, writing: tokio::sync::Mutex::new(()) })
     }
 
-    /// A producer id and epoch for `principal` (None: anonymous) and
-    /// `writer_id` (empty: none).
-    pub async fn init(&self, principal: Option<&str>, writer_id: &str) -> Result<(i64, i16)> {
-        if writer_id.is_empty() {
-            return Ok((random_id()?, 0));
-        }
+    /// A producer id and epoch for `owner` (whose principal, if any, scopes
+    /// the writer id) and `writer_id` (empty: none).
+    pub async fn init(&self, owner: Owner, writer_id: &str) -> Result<(i64, i16)> {
         if writer_id.len() > MAX_WRITER_ID_BYTES || writer_id.chars().any(char::is_control) {
             return Err(Error::InvalidArgument(format!(
                 "writer_id must be at most {MAX_WRITER_ID_BYTES} bytes without control characters"
             )));
         }
-        let key = format!("{}\0{writer_id}", principal.unwrap_or(""));
-        let _w = self.writing.lock().await;
-        let current = self.by_writer.locked().get(&key).copied();
-        let next = match current {
-            Some((id, epoch)) if epoch < i16::MAX => (id, epoch + 1),
-            // A new writer, or one whose epochs ran out: a new id.
-            Some(_) | None => (random_id()?, 0),
-        };
-        if current.is_none() && self.by_writer.locked().len() >= MAX_WRITERS {
-            return Err(Error::ResourceExhausted(format!("the broker keeps at most {MAX_WRITERS} writer ids")));
+        if owner == Owner::Nobody {
+            return Err(Error::Internal("InitProducer without a caller".into()));
         }
-        let mut value = next.0.to_le_bytes().to_vec();
-        value.extend_from_slice(&next.1.to_le_bytes());
-        let record = KeyedRecord::set(key.clone().into_bytes(), value);
-        self.log.append(&[record], crate::partition::now_ms(), AckLevel::Durable)?.acknowledged().await?;
-        self.by_writer.locked().insert(key, next);
-        self.epochs.locked().insert(next.0, next.1);
+        let now = crate::partition::now_ms();
+        let _w = self.writing.lock().await;
+        let mut records = Vec::new();
+        let mut retire = self.expired(now);
+        let writer_key = match &owner {
+            _ if writer_id.is_empty() => None,
+            Owner::Principal(p) => Some(format!("{p}\0{writer_id}")),
+            _ => Some(format!("\0{writer_id}")),
+        };
+        let next = match &writer_key {
+            None => {
+                // The owner's oldest id goes if it holds the most.
+                let st = self.state.locked();
+                if let Some(ids) = st.by_owner.get(&owner).filter(|ids| ids.len() >= MAX_IDS_PER_OWNER) {
+                    retire.extend(ids.iter().take(ids.len() + 1 - MAX_IDS_PER_OWNER).copied());
+                }
+                (self.fresh_id(&st)?, 0)
+            }
+            Some(key) => {
+                let st = self.state.locked();
+                let current = st.by_writer.get(key).copied();
+                if current.is_none() && st.by_writer.len() >= MAX_WRITERS {
+                    return Err(Error::LimitReached {
+                        limit: "writer_ids",
+                        message: format!("the broker keeps at most {MAX_WRITERS} writer ids"),
+                    });
+                }
+                let next = match current {
+                    Some((id, epoch)) if epoch < i16::MAX => (id, epoch + 1),
+                    // A new writer, or one whose epochs ran out: a new id.
+                    Some(_) | None => (self.fresh_id(&st)?, 0),
+                };
+                let mut value = next.0.to_le_bytes().to_vec();
+                value.extend_from_slice(&next.1.to_le_bytes());
+                records.push(KeyedRecord::set(key.clone().into_bytes(), value));
+                next
+            }
+        };
+        {
+            let st = self.state.locked();
+            let new_ids = usize::from(!st.issued.contains_key(&next.0));
+            if st.issued.len() + new_ids > MAX_ISSUED + retire.len() {
+                return Err(Error::LimitReached {
+                    limit: "producer_ids",
+                    message: format!(
+                        "the broker has issued {MAX_ISSUED} producer ids in use (unused ones expire after storage.producer_expiry_ms)"
+                    ),
+                });
+            }
+        }
+        retire.sort_unstable();
+        retire.dedup();
+        retire.retain(|&id| id != next.0);
+        records.extend(retire.iter().map(|id| KeyedRecord::delete(id_key(*id))));
+        let mut owner_value = vec![u8::from(writer_key.is_some())];
+        owner_value.extend_from_slice(owner.encode().as_bytes());
+        records.push(KeyedRecord::set(id_key(next.0), owner_value));
+        self.log.append(&records, now, AckLevel::Durable)?.acknowledged().await?;
+        let mut st = self.state.locked();
+        for id in retire {
+            st.retire(id);
+        }
+        if let Some(key) = writer_key {
+            st.by_writer.insert(key, next);
+            st.epochs.insert(next.0, next.1);
+        }
+        let writer = st.epochs.contains_key(&next.0);
+        st.issue(next.0, owner, writer, now);
         Ok(next)
     }
 
-    /// The newest epoch of `producer_id` if a writer id owns it.
-    pub fn newest_epoch(&self, producer_id: i64) -> Option<i16> {
-        self.epochs.locked().get(&producer_id).copied()
+    /// Ids without a writer id unused for `storage.producer_expiry_ms`, to
+    /// retire (looked for at most once a minute).
+    fn expired(&self, now_ms: i64) -> Vec<i64> {
+        let mut st = self.state.locked();
+        if now_ms - st.last_expire_ms < EXPIRE_EVERY_MS {
+            return Vec::new();
+        }
+        st.last_expire_ms = now_ms;
+        let horizon = now_ms.saturating_sub(self.expiry_ms);
+        st.issued.iter().filter(|(_, i)| !i.writer && i.last_used_ms < horizon).map(|(id, _)| *id).collect()
     }
+
+    /// A random id not issued yet.
+    fn fresh_id(&self, st: &State) -> Result<i64> {
+        loop {
+            let id = random_id()?;
+            if !st.issued.contains_key(&id) && !st.epochs.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// Checks that `producer_id` was issued to the caller (`principal`, or
+    /// its address `ip`) and that `epoch` is its newest (older: fenced on
+    /// every partition; newer: never issued). Notes the use.
+    pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        principal: Option<&str>,
+        ip: Option<IpAddr>,
+        topic: &str,
+        partition: u32,
+    ) -> Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let unknown = |why: String| Error::UnknownProducer { producer_id, message: why };
+        let Some(issued) = st.issued.get_mut(&producer_id) else {
+            return Err(unknown(format!(
+                "producer id {producer_id} was not issued by this broker, or expired unused: call InitProducer"
+            )));
+        };
+        if !issued.owner.matches(principal, ip) {
+            return Err(unknown(format!(
+                "producer id {producer_id} was issued to another {}: call InitProducer",
+                if principal.is_some() { "principal" } else { "client" }
+            )));
+        }
+        issued.last_used_ms = crate::partition::now_ms();
+        match st.epochs.get(&producer_id).copied() {
+            Some(current) if current > epoch => Err(Error::Producer {
+                topic: topic.to_string(),
+                partition,
+                producer_id,
+                error: SeqError::Fenced { epoch, current },
+            }),
+            Some(current) if current < epoch => Err(unknown(format!(
+                "producer {producer_id} epoch {epoch} was never issued (its newest is {current}): call InitProducer"
+            ))),
+            // Without a writer id an id has epoch 0 only.
+            None if epoch != 0 => Err(unknown(format!(
+                "producer {producer_id} epoch {epoch} was never issued (it has epoch 0 only): call InitProducer"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `producer_id` is issued now (a partition table's entries of
+    /// retired ids are the first to go when it is full).
+    pub fn is_issued(&self, producer_id: i64) -> bool {
+        self.state.locked().issued.contains_key(&producer_id)
+    }
+
+    /// The owner of `producer_id`, for operators and tests.
+    pub fn owner(&self, producer_id: i64) -> Option<String> {
+        self.state.locked().issued.get(&producer_id).map(|i| i.owner.describe())
+    }
+}
+
+fn id_key(id: i64) -> Vec<u8> {
+    format!("{ID_KEY_PREFIX}{id}").into_bytes()
 }
 
 fn decode(v: &[u8]) -> Option<(i64, i16)> {
     (v.len() == 10)
         .then(|| (i64::from_le_bytes(v[..8].try_into().unwrap_or_default()), i16::from_le_bytes([v[8], v[9]])))
+}
+
+fn decode_owner(v: &[u8]) -> Option<(Owner, bool)> {
+    let (&flag, owner) = v.split_first()?;
+    Some((Owner::decode(std::str::from_utf8(owner).ok()?)?, flag == 1))
 }
 
 /// A random positive 63-bit producer id.
@@ -114,4 +398,42 @@ fn random_id() -> Result<i64> {
         .fill(&mut b)
         .map_err(|_| Error::Internal("the system's random number generator failed".into()))?;
     Ok((u64::from_le_bytes(b) >> 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_match_only_themselves() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let alice = Owner::of(Some("alice"), Some(ip));
+        assert!(alice.matches(Some("alice"), Some(other)), "a principal, from any address");
+        assert!(!alice.matches(Some("bob"), Some(ip)));
+        assert!(!alice.matches(None, Some(ip)));
+        let addr = Owner::of(None, Some(ip));
+        assert!(addr.matches(None, Some(ip)));
+        assert!(!addr.matches(None, Some(other)) && !addr.matches(Some("alice"), Some(ip)));
+        assert!(!Owner::Nobody.matches(None, None));
+        for o in [alice, addr] {
+            assert_eq!(Owner::decode(&o.encode()), Some(o));
+        }
+    }
+
+    #[test]
+    fn an_owner_holds_a_bounded_number_of_ids_oldest_retired_first() {
+        let mut st = State::default();
+        let owner = Owner::of(Some("a"), None);
+        for id in 0..5 {
+            st.issue(id, owner.clone(), false, 0);
+        }
+        st.issue(100, owner.clone(), true, 0);
+        assert_eq!(st.by_owner[&owner].len(), 5, "writer ids are not counted");
+        st.retire(0);
+        assert_eq!(st.by_owner[&owner].front(), Some(&1));
+        // Rebinding an id to another owner moves it.
+        st.issue(1, Owner::of(Some("b"), None), false, 0);
+        assert_eq!(st.by_owner[&owner].len(), 3);
+    }
 }

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::proto::*;
-use crate::Client;
+use crate::{refusal, Client};
 use strata_proto::{tp_list, tp_set};
 
 /// A topic partition.
@@ -123,7 +123,7 @@ impl GroupConsumer {
     pub async fn heartbeat(&mut self) -> Result<(), Status> {
         let reply = match self.client.groups.heartbeat(self.request()).await {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::FailedPrecondition && self.epoch != 0 => {
+            Err(s) if fenced(&s) && self.epoch != 0 => {
                 // Fenced: whatever we owned belongs to someone else now.
                 self.owned.clear();
                 self.positions.clear();
@@ -212,7 +212,7 @@ impl GroupConsumer {
         let reply = match self.client.broker.fetch(req).await {
             Ok(r) => r.into_inner(),
             // A partition's log start moved past our position: start from the new log start.
-            Err(s) if s.code() == Code::OutOfRange => {
+            Err(s) if refusal::is(&s, ErrorReason::OffsetOutOfRange) => {
                 let tps: Vec<Tp> = self.owned.iter().cloned().collect();
                 self.start_positions(&tps).await?;
                 return Ok(Vec::new());
@@ -275,4 +275,12 @@ impl GroupConsumer {
         self.owned.clear();
         Ok(())
     }
+}
+
+/// Whether a heartbeat's refusal says the member lost its membership (it
+/// rejoins as a new member).
+fn fenced(s: &Status) -> bool {
+    [ErrorReason::UnknownMember, ErrorReason::StaleMemberEpoch, ErrorReason::NotInGroup]
+        .into_iter()
+        .any(|r| refusal::is(s, r))
 }

@@ -7,12 +7,14 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod raw;
+pub mod refusal;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 pub use producer::{Producer, RetryPolicy};
 use proto::{admin_client::AdminClient, broker_client::BrokerClient, groups_client::GroupsClient};
+pub use refusal::Refusal;
 pub use strata_proto::v1 as proto;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;

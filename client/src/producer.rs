@@ -14,8 +14,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tonic::{Code, Status};
+use tonic::Status;
 
+use crate::proto::ErrorReason;
+use crate::refusal::{self, Refusal};
 use crate::{proto, Client};
 
 /// How requests are retried.
@@ -73,10 +75,15 @@ pub struct Producer {
     pub retry: RetryPolicy,
 }
 
-/// Codes after which the request may or may not have been stored, and a
-/// retry (with the same sequence) is safe.
-fn retryable(code: Code) -> bool {
-    matches!(code, Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Aborted)
+/// Whether to send the same batch again: its outcome is unknown (a retry
+/// with the same sequence is answered, not stored twice), or the broker
+/// says a retry may succeed (a budget spent for now, a full disk). A gap in
+/// the sequence is not healed by sending the same batch again.
+fn retryable(s: &Status) -> bool {
+    match Refusal::of(s) {
+        Some(r) => !r.definite() || (r.retriable() && !r.is(ErrorReason::OutOfOrderSequence)),
+        None => refusal::outcome_unknown(s),
+    }
 }
 
 impl Producer {
@@ -136,12 +143,12 @@ impl Producer {
                 Err(_) => Err(Status::deadline_exceeded("no answer within the attempt timeout")),
             };
             match result {
-                Err(s) if retryable(s.code()) && attempt < self.retry.attempts => {
+                Err(s) if retryable(&s) && attempt < self.retry.attempts => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.retry.max_backoff);
                     attempt += 1;
                 }
-                Err(s) if !retryable(s.code()) => {
+                Err(s) if !refusal::outcome_unknown(&s) => {
                     // Refused: nothing was stored. If no later batch took a
                     // number yet, the next one reuses this one's.
                     self.give_back(batch);

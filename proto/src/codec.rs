@@ -111,12 +111,22 @@ impl<U: Message + Default + 'static> Decoder for StrataDecoder<U> {
             if chunk.len() < len {
                 return Err(Status::internal(format!("{name} buffer is not contiguous")));
             }
-            check(&chunk[..len]).map_err(|e| Status::invalid_argument(format!("{name} {e}")))?;
+            check(&chunk[..len]).map_err(|e| malformed(format!("{name} {e}")))?;
         }
-        U::decode(buf)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("{name} does not decode as protobuf: {e}")))
+        U::decode(buf).map(Some).map_err(|e| malformed(format!("{name} does not decode as protobuf: {e}")))
     }
+}
+
+/// INVALID_ARGUMENT with reason MALFORMED_REQUEST (errors.proto): final,
+/// definite.
+fn malformed(message: String) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let metadata = std::collections::HashMap::from([
+        ("retriable".to_string(), "false".to_string()),
+        ("definite".to_string(), "true".to_string()),
+    ]);
+    let info = ErrorDetails::with_error_info("MALFORMED_REQUEST", "strata.v1", metadata);
+    Status::with_error_details(tonic::Code::InvalidArgument, message, info)
 }
 
 fn message_name<U>() -> &'static str {

@@ -45,6 +45,13 @@ pub mod server {
     include!(concat!(env!("OUT_DIR"), "/server/strata.v1.rs"));
 }
 
+/// `grpc.health.v1`: the health server trait and messages, decoded with
+/// [`codec::StrataCodec`] (clients can use any health client).
+#[allow(clippy::all, missing_docs)]
+pub mod health {
+    include!(concat!(env!("OUT_DIR"), "/health/grpc.health.v1.rs"));
+}
+
 /// Encoded `FileDescriptorSet` of every Strata proto file.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
 

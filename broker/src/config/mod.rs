@@ -127,6 +127,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// Largest gRPC message accepted (a produce request, for instance).
     pub max_request_bytes: u64,
+    /// Largest Groups or Admin request message: they decode to many times
+    /// their size (small entries), so they have a smaller bound.
+    pub max_control_request_bytes: u64,
     /// Record bytes per fetch when the request leaves `max_bytes` at 0.
     pub fetch_default_max_bytes: u64,
     /// Longest long-poll wait a fetch may ask for.
@@ -177,6 +180,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:7400".into(),
             max_request_bytes: 32 << 20,
+            max_control_request_bytes: 1 << 20,
             fetch_default_max_bytes: 4 << 20,
             fetch_max_wait_ms: 30_000,
             shutdown_grace_ms: 10_000,
@@ -412,6 +416,12 @@ impl Config {
             ConfigError(format!("server.listen = {:?} is not an address like 127.0.0.1:7400: {e}", self.server.listen))
         })?;
         range("server.max_request_bytes", self.server.max_request_bytes, 1 << 16, 1 << 30)?;
+        range(
+            "server.max_control_request_bytes",
+            self.server.max_control_request_bytes,
+            1 << 16,
+            self.server.max_request_bytes,
+        )?;
         security::validate(self)?;
         range("server.fetch_default_max_bytes", self.server.fetch_default_max_bytes, 1, self.server.max_request_bytes)?;
         range("server.fetch_max_wait_ms", self.server.fetch_max_wait_ms, 0, 3_600_000)?;

@@ -202,6 +202,8 @@ topic_settings! {
     delete_retention_ms: u64 = 24 * 3600 * 1000, "delete.retention.ms", Valid::Between(0, I64_MAX);
     /// `max.message.bytes`: the largest record, as stored.
     max_message_bytes: u64 = 1 << 20, "max.message.bytes", Valid::Between(1, MAX_MESSAGE_BYTES_LIMIT);
+    /// `message.timestamp.after.max.ms`: how far ahead of the broker's clock a record's timestamp may be (CreateTime); one further ahead is refused, since time retention could never delete what precedes it.
+    message_timestamp_after_max_ms: u64 = 3600 * 1000, "message.timestamp.after.max.ms", Valid::Between(0, I64_MAX);
     /// `min.compaction.lag.ms`: records younger than this are never compacted away.
     min_compaction_lag_ms: u64 = 0, "min.compaction.lag.ms", Valid::Between(0, I64_MAX);
     /// `retention.bytes`: per-partition size budget; the oldest closed segments go first (-1 = unlimited).

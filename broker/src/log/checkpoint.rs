@@ -9,6 +9,10 @@
 //! as it did before the file existed. At start-up after a crash, damage
 //! below it is refused instead of cut (see `recovery::tail_step`).
 //!
+//! The file is created (at offset 0) when the log is opened, so the writes
+//! after fsyncs overwrite blocks already allocated: a full disk does not
+//! stop them. An empty file is one whose first write never happened.
+//!
 //! Layout (`format::RECOVERY_POINT_LEN` bytes): the offset (u64, little
 //! endian), then the CRC-32 of those 8 bytes (u32, little endian).
 
@@ -38,6 +42,11 @@ impl RecoveryPoint {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RecoveryPoint::Missing),
             Err(e) => return Err(e),
         };
+        if bytes.is_empty() {
+            // Created, but its first write never happened (a crash, or a
+            // full disk): nothing was recorded.
+            return Ok(RecoveryPoint::Missing);
+        }
         if bytes.len() != RECOVERY_POINT_LEN {
             return Ok(RecoveryPoint::Damaged(format!("{} bytes, not {RECOVERY_POINT_LEN}", bytes.len())));
         }
@@ -69,7 +78,12 @@ impl RecoveryPoint {
         buf[8..].copy_from_slice(&crc.to_le_bytes());
         crate::failpoint::io("recovery_point")?;
         let file = OpenOptions::new().write(true).create(true).truncate(false).open(dir.join(RECOVERY_POINT_FILE))?;
-        file.write_all_at(&buf, 0)
+        file.write_all_at(&buf, 0)?;
+        // A damaged file may be longer; cutting it needs no space.
+        if file.metadata()?.len() != RECOVERY_POINT_LEN as u64 {
+            file.set_len(RECOVERY_POINT_LEN as u64)?;
+        }
+        Ok(())
     }
 }
 

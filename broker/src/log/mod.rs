@@ -229,13 +229,19 @@ impl Log {
         }
         let (next_offset, tail) =
             active.recover_tail(config.index, config.truncate_damage, config.clean_stop, point.trusted_below())?;
-        // A recovery point past what was kept (`truncate` cut below it, or
-        // the file was damaged) would refuse the next crash's torn tail.
-        if tail.refused.is_none()
-            && point != checkpoint::RecoveryPoint::At(next_offset)
-            && point.trusted_below() > next_offset
-        {
-            checkpoint::RecoveryPoint::write(dir, next_offset)?;
+        // Created now (its later writes then need no new space), or moved
+        // back to what was kept (`truncate` cut below it: it would refuse
+        // the next crash's torn tail). A damaged one is rewritten by the
+        // next fsync. Best effort: on a full disk the file may stay behind.
+        let rewrite = match point {
+            checkpoint::RecoveryPoint::Missing => Some(0),
+            checkpoint::RecoveryPoint::At(p) if p > next_offset && tail.refused.is_none() => Some(next_offset),
+            _ => None,
+        };
+        if let Some(offset) = rewrite {
+            if let Err(e) = checkpoint::RecoveryPoint::write(dir, offset) {
+                tracing::warn!(log = %name, error = %e, "could not write the recovery point");
+            }
         }
         let direct = active.direct_writer()?;
         segments.insert(last, active.clone());

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::keys::KeyIndex;
 use super::producers::{ProducerTable, SeqBatch, SeqCheck, SeqError, MAX_PRODUCERS};
 use crate::config::AckLevel;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Unavailability};
 use crate::log::batch::{ProducerStamp, RecordSource};
 use crate::log::compact::{compact_partition, CleanStats, CompactionPolicy, Throttle};
 use crate::log::locks::LockExt;
@@ -102,10 +102,13 @@ impl Appending {
         let error = |e| log_error(&self.topic, self.partition, &self.log, e);
         let Some(pending) = self.pending else {
             let retry = || {
-                Error::Unavailable(format!(
-                    "a write to {}/{} failed while this retry waited for its first append; send it again",
-                    self.topic, self.partition
-                ))
+                Error::Unavailable(
+                    Unavailability::Retry,
+                    format!(
+                        "a write to {}/{} failed while this retry waited for its first append; send it again",
+                        self.topic, self.partition
+                    ),
+                )
             };
             let mut end = self.log.watch_end_offset();
             loop {
@@ -254,10 +257,12 @@ impl Partition {
                 }
                 SeqCheck::Append => {
                     if !table.has_room_for(p.id) {
-                        return Err(Error::ResourceExhausted(format!(
+                        return Err(Error::LimitReached {
+                            limit: crate::error::PRODUCER_TABLE_LIMIT,
+                            message: format!(
                             "partition {} keeps at most {MAX_PRODUCERS} idempotent producers (storage.producer_expiry_ms forgets idle ones)",
                             self.name()
-                        )));
+                        )});
                     }
                     let pending = self.submit_keyed(records, now_ms, durable, options, cond.expected_key_offset)?;
                     let appended = pending.appended;
@@ -297,10 +302,12 @@ impl Partition {
             };
             let key = records.first().and_then(|r| r.key()).unwrap_or_default();
             let actual = index.latest(key).map_err(|held| {
-                Error::ResourceExhausted(format!(
+                Error::LimitReached {
+                    limit: "storage.max_conditional_keys",
+                    message: format!(
                     "partition {} has more than storage.max_conditional_keys = {held} keys: per-key conditions are off for it",
                     self.name()
-                ))
+                )}
             })?;
             if actual != expected {
                 return Err(Error::KeyMismatch { topic: self.topic.clone(), partition: self.id, expected, actual });
@@ -328,10 +335,13 @@ impl Partition {
         // Appends queued before the index existed and not yet written are
         // not in it: the caller tries again once they are.
         if self.log.end_offset() != self.log.next_offset() || self.log.failed_writes() != failed {
-            return Err(Error::Unavailable(format!(
-                "partition {} was being written while its key index was built; send the request again",
-                self.name()
-            )));
+            return Err(Error::Unavailable(
+                Unavailability::Retry,
+                format!(
+                    "partition {} was being written while its key index was built; send the request again",
+                    self.name()
+                ),
+            ));
         }
         tracing::debug!(partition = self.name(), keys = index.len(), "key index built from the log");
         Ok((index, failed))
@@ -396,6 +406,15 @@ impl Partition {
                 r => return r.map_err(|e| self.error(e)),
             }
         }
+    }
+
+    /// Forgets the idempotent producers `retired` says are no longer
+    /// issued (their ids are refused before they reach a partition); the
+    /// number forgotten.
+    pub fn forget_producers(&self, retired: impl Fn(i64) -> bool) -> usize {
+        let mut table = self.producers.locked();
+        let Some(table) = table.as_mut() else { return 0 };
+        table.forget_if(retired)
     }
 
     /// Damaged batches readers met since start-up.

@@ -55,21 +55,24 @@ pub fn check_client_op(name: &str, op: ClientOp) -> Result<()> {
     if !is_internal(name) || (op == ClientOp::Read && name != AUTH_TOPIC) {
         return Ok(());
     }
+    let internal = |message| Error::InternalTopic { topic: name.into(), read: false, message };
     Err(match op {
-        ClientOp::Read => Error::PermissionDenied(format!(
-            "topic '{name}' holds the broker's credentials: no client may read its records"
-        )),
+        ClientOp::Read => Error::InternalTopic {
+            topic: name.into(),
+            read: true,
+            message: format!("topic '{name}' holds the broker's credentials: no client may read its records"),
+        },
         ClientOp::Create => Error::InvalidTopicName {
             name: name.into(),
             reason: format!("names starting with '{INTERNAL_PREFIX}' are reserved for internal topics"),
         },
-        ClientOp::Delete => Error::InvalidArgument(format!("topic '{name}' is internal and cannot be deleted")),
-        ClientOp::Produce => Error::InvalidArgument(format!("topic '{name}' is internal: it cannot be produced to")),
-        ClientOp::AlterConfig => Error::InvalidArgument(format!(
-            "topic '{name}' is internal: its configuration is the broker's and cannot be changed"
-        )),
+        ClientOp::Delete => internal(format!("topic '{name}' is internal and cannot be deleted")),
+        ClientOp::Produce => internal(format!("topic '{name}' is internal: it cannot be produced to")),
+        ClientOp::AlterConfig => {
+            internal(format!("topic '{name}' is internal: its configuration is the broker's and cannot be changed"))
+        }
         ClientOp::AddPartitions => {
-            Error::InvalidArgument(format!("topic '{name}' is internal: its partition count cannot be changed"))
+            internal(format!("topic '{name}' is internal: its partition count cannot be changed"))
         }
     })
 }

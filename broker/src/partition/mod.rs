@@ -253,11 +253,11 @@ impl Manager {
         let reserved = fds::reserved(limit, self.config.server.max_connections);
         let available = limit.saturating_sub(open).saturating_sub(reserved);
         if needed > available {
-            return Err(Error::ResourceExhausted(format!(
+            return Err(Error::LimitReached { limit: "RLIMIT_NOFILE", message: format!(
                 "{partitions} new partitions need {needed} file descriptors ({} each), but only {available} are free: the limit (RLIMIT_NOFILE) is {limit}, {open} are open and {reserved} are kept for client connections (server.max_connections = {}, at most a quarter of the limit) and the broker itself; raise the limit (ulimit -n, docker run --ulimit nofile=...) or use fewer partitions",
                 fds::FDS_PER_PARTITION,
                 self.config.server.max_connections
-            )));
+            )});
         }
         Ok(())
     }

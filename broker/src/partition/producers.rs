@@ -124,6 +124,13 @@ impl ProducerTable {
         self.producers.retain(|_, e| e.last_ms >= now_ms - expiry_ms);
     }
 
+    /// Forgets the producers `gone` says are gone; how many.
+    pub fn forget_if(&mut self, gone: impl Fn(i64) -> bool) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|&id, _| !gone(id));
+        before - self.producers.len()
+    }
+
     /// Producers known.
     pub fn len(&self) -> usize {
         self.producers.len()

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use super::handle::{AppendIf, Appending, Partition};
 use super::partitioner::partition_for_key;
-use crate::config::{AckLevel, TopicSettings};
+use crate::config::{AckLevel, TimestampType, TopicSettings};
 use crate::error::{Error, Result};
 use crate::log::batch::{stored_record_size, RecordSource};
 use crate::log::format::BATCH_HEADER_LEN;
@@ -144,7 +144,7 @@ impl Topic {
 
     /// Checks every record before anything is appended, so a bad request
     /// changes nothing.
-    fn validate<R: RecordSource>(&self, records: &[R], max_stored_bytes: usize) -> Result<()> {
+    fn validate<R: RecordSource>(&self, records: &[R], max_stored_bytes: usize, now_ms: i64) -> Result<()> {
         if records.is_empty() {
             return Err(Error::InvalidArgument("produce request has no records".into()));
         }
@@ -163,6 +163,19 @@ impl Topic {
                 return Err(Error::InvalidArgument(format!(
                     "record {index} has timestamp {} ms; timestamps must be >= 0 (0 = broker append time)",
                     r.timestamp_ms()
+                )));
+            }
+            let ahead = r.timestamp_ms().saturating_sub(now_ms);
+            if settings.timestamp_type == TimestampType::CreateTime
+                && ahead > 0
+                && ahead as u64 > settings.message_timestamp_after_max_ms
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "record {index} has timestamp {} ms, {ahead} ms ahead of the broker's clock ({now_ms}); topic '{}' \
+                     takes timestamps at most message.timestamp.after.max.ms = {} ms ahead",
+                    r.timestamp_ms(),
+                    self.name,
+                    settings.message_timestamp_after_max_ms
                 )));
             }
             let size = stored_record_size(r);
@@ -191,7 +204,7 @@ impl Topic {
         max_stored_bytes: usize,
         cond: AppendIf,
     ) -> Result<Produced> {
-        self.validate(records, max_stored_bytes)?;
+        self.validate(records, max_stored_bytes, now_ms)?;
         let logs = self.partitions();
         let n = logs.len() as u32;
         if (cond.producer.is_some() || cond.expected_offset.is_some()) && partition.is_none() {

@@ -72,6 +72,23 @@ pub enum Refused {
     BadPassword,
     /// Too many password derivations for this address lately.
     TooManyAttempts,
+    /// More than one `authorization` header: which one is meant is not
+    /// guessed.
+    Ambiguous,
+}
+
+impl Refused {
+    /// The `credential` of a BAD_CREDENTIALS refusal (errors.proto).
+    pub fn credential(&self) -> &'static str {
+        match self {
+            Refused::MalformedToken => "malformed",
+            Refused::UnknownToken => "unknown_token",
+            Refused::ExpiredToken => "expired_token",
+            Refused::BadPassword => "bad_password",
+            Refused::TooManyAttempts => "too_many_attempts",
+            Refused::Ambiguous => "ambiguous",
+        }
+    }
 }
 
 impl std::fmt::Display for Refused {
@@ -84,6 +101,7 @@ impl std::fmt::Display for Refused {
             Refused::TooManyAttempts => {
                 "too many password checks from this address (auth.password_checks_per_sec): wait, or use an API token"
             }
+            Refused::Ambiguous => "the request has more than one authorization header: send exactly one",
         })
     }
 }
@@ -254,20 +272,32 @@ impl Security {
         let _w = self.writing.lock().await;
         let new = !self.users.read_locked().contains_key(user);
         if new && self.users.read_locked().len() >= MAX_USERS {
-            return Err(Error::ResourceExhausted(format!(
-                "the broker keeps at most {MAX_USERS} users; delete some first"
-            )));
+            return Err(Error::LimitReached {
+                limit: "users",
+                message: format!("the broker keeps at most {MAX_USERS} users; delete some first"),
+            });
         }
         self.write(KeyedRecord::set(user_key(user), encode_user(&hashed))).await?;
         self.users.write_locked().insert(user.to_string(), Arc::new(hashed));
         Ok(new)
     }
 
-    /// Deletes a user; false if there was none of that name.
+    /// Deletes a user and revokes every API token issued for its name; false
+    /// if there was no user of that name. Its ACLs stay, as Kafka's do (an
+    /// ACL names a principal, which may come back, or authenticate by
+    /// certificate).
     pub async fn delete_user(&self, user: &str) -> Result<bool> {
         let _w = self.writing.lock().await;
         if !self.users.read_locked().contains_key(user) {
             return Ok(false);
+        }
+        // Tokens first: a crash in between leaves the user, so the delete
+        // can be repeated; never a deleted user whose tokens still work.
+        let ids: Vec<String> =
+            self.tokens.read_locked().values().filter(|t| t.principal == user).map(|t| t.id.clone()).collect();
+        for id in ids {
+            self.write(KeyedRecord::delete(token_key(&id))).await?;
+            self.tokens.write_locked().remove(&id);
         }
         self.write(KeyedRecord::delete(user_key(user))).await?;
         self.users.write_locked().remove(user);
@@ -301,9 +331,12 @@ impl Security {
             return Ok(false);
         }
         if index.all.len() >= MAX_ACLS {
-            return Err(Error::ResourceExhausted(format!(
-                "the broker keeps at most {MAX_ACLS} ACLs; delete some first (prefix ACLs cover many resources)"
-            )));
+            return Err(Error::LimitReached {
+                limit: "acls",
+                message: format!(
+                    "the broker keeps at most {MAX_ACLS} ACLs; delete some first (prefix ACLs cover many resources)"
+                ),
+            });
         }
         self.write(KeyedRecord::set(acl_key(&a), vec![1])).await?;
         let mut all = index.all.clone();
@@ -361,9 +394,10 @@ impl Security {
             self.tokens.write_locked().remove(&id);
         }
         if self.tokens.read_locked().len() >= MAX_TOKENS {
-            return Err(Error::ResourceExhausted(format!(
-                "the broker keeps at most {MAX_TOKENS} API tokens; revoke some first"
-            )));
+            return Err(Error::LimitReached {
+                limit: "tokens",
+                message: format!("the broker keeps at most {MAX_TOKENS} API tokens; revoke some first"),
+            });
         }
         let (id, secret, hash) = token::generate()?;
         let created_at_ms = now_ms();

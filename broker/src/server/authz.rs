@@ -18,10 +18,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::Status;
+use tonic::{Code, Status};
 
 use super::connections::ConnInfo;
-use crate::error::Error;
+use super::status;
+use crate::error::{Error, Reason};
 use crate::security::acl::{self, Operation, ResourceType, CLUSTER};
 use crate::security::{quota, Refused, Security};
 
@@ -129,7 +130,7 @@ impl Authorizer {
             // Probes and WhoAmI answer whatever the credentials: a probe
             // must not fail because a token expired.
             Some(Err(_)) if rule == Public => None,
-            Some(Err(why)) => return Err(Status::unauthenticated(why.to_string())),
+            Some(Err(why)) => return Err(unauthenticated(why)),
             None => conn.and_then(|c| c.principal()).map(Arc::<str>::from),
         };
         let security = Some(self.security.clone());
@@ -165,14 +166,29 @@ impl Authorizer {
                 match principal.as_deref() {
                     Some(p) if self.security.is_super_user(p) => {}
                     Some(p) => {
-                        return Err(Status::permission_denied(format!(
-                            "principal {p:?} may not call {path}: access control is changed and shown only by super users (auth.super_users, auth.bootstrap_token), also while auth.enabled is false"
-                        )))
+                        return Err(status::refusal(
+                            Code::PermissionDenied,
+                            Reason::PermissionDenied,
+                            format!(
+                                "principal {p:?} may not call {path}: access control is changed and shown only by super users (auth.super_users, auth.bootstrap_token), also while auth.enabled is false"
+                            ),
+                            vec![
+                                ("principal", p.to_string()),
+                                ("operation", "all".into()),
+                                ("resource_type", "cluster".into()),
+                                ("resource", CLUSTER.into()),
+                            ],
+                        ))
                     }
                     None => {
-                        return Err(Status::unauthenticated(format!(
-                            "{path} needs a super user (auth.super_users, or the auth.bootstrap_token as \"authorization: Bearer <token>\"), also while auth.enabled is false"
-                        )))
+                        return Err(status::refusal(
+                            Code::Unauthenticated,
+                            Reason::Unauthenticated,
+                            format!(
+                                "{path} needs a super user (auth.super_users, or the auth.bootstrap_token as \"authorization: Bearer <token>\"), also while auth.enabled is false"
+                            ),
+                            Vec::new(),
+                        ))
                     }
                 }
             }
@@ -180,9 +196,14 @@ impl Authorizer {
         }
         let security = off.security.clone();
         let Some(p) = principal else {
-            return Err(Status::unauthenticated(format!(
-                "{path} needs an authenticated principal (an API token as \"authorization: Bearer <token>\", a user and password as \"authorization: Basic <base64 user:password>\", or a client certificate with mutual TLS): the broker has auth.enabled"
-            )));
+            return Err(status::refusal(
+                Code::Unauthenticated,
+                Reason::Unauthenticated,
+                format!(
+                    "{path} needs an authenticated principal (an API token as \"authorization: Bearer <token>\", a user and password as \"authorization: Basic <base64 user:password>\", or a client certificate with mutual TLS): the broker has auth.enabled"
+                ),
+                Vec::new(),
+            ));
         };
         if self.security.is_super_user(&p) {
             return Ok(off);
@@ -204,10 +225,24 @@ enum Presented<'a> {
     Password(String, String),
 }
 
-/// The credentials of the request's `authorization` header, if it has one.
+/// An UNAUTHENTICATED status for credentials that did not prove anyone.
+fn unauthenticated(why: Refused) -> Status {
+    let (reason, metadata) = match why {
+        Refused::TooManyAttempts => (Reason::TooManyPasswordChecks, Vec::new()),
+        why => (Reason::BadCredentials, vec![("credential", why.credential().to_string())]),
+    };
+    status::refusal(Code::Unauthenticated, reason, why.to_string(), metadata)
+}
+
+/// The credentials of the request's `authorization` header, if it has one;
+/// two or more are refused (which one a client meant is not guessed).
 fn credentials(headers: &http::HeaderMap) -> Option<Result<Presented<'_>, Refused>> {
     use base64::Engine;
-    let value = headers.get(http::header::AUTHORIZATION)?;
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = all.next()?;
+    if all.next().is_some() {
+        return Some(Err(Refused::Ambiguous));
+    }
     let Some((scheme, rest)) = value.to_str().ok().and_then(|v| v.split_once(' ')) else {
         return Some(Err(Refused::MalformedToken));
     };
@@ -269,6 +304,11 @@ impl Caller {
         self.principal.as_deref()
     }
 
+    /// The client's IP address (None outside the RPC layer).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.peer.map(|p| p.ip())
+    }
+
     /// Whether the caller may do its RPC's operation on `name` (a resource
     /// of the RPC's type): PERMISSION_DENIED naming both if not.
     pub fn may(&self, name: &str) -> Result<(), Error> {
@@ -293,9 +333,12 @@ impl Caller {
             return Ok(());
         }
         let principal = self.principal.as_deref().unwrap_or("");
-        let e = Error::PermissionDenied(format!(
-            "principal {principal:?} may not {operation} {resource_type} {name:?}: no ACL allows it, or one denies it"
-        ));
+        let e = Error::PermissionDenied {
+            principal: principal.to_string(),
+            operation: operation.to_string(),
+            resource_type: resource_type.to_string(),
+            resource: name.to_string(),
+        };
         log_denial(path, principal, self.peer, &e.to_string(), "PermissionDenied");
         Err(e)
     }

@@ -17,17 +17,16 @@ use tonic::{Request, Response, Status, Streaming};
 use super::authz::Caller;
 use super::connections::ConnInfo;
 use super::layers::HeldMemory;
-use super::status::to_status;
+use super::status::{self, to_status};
 use super::subscription::{Feed, Room, Subscriptions, FIRST_REPLY_BYTES, SHED_AFTER};
 use crate::config::AckLevel;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result, Unavailability};
 use crate::log::batch::ProducerStamp;
 use crate::node::NodeHandle;
-use crate::partition::producers::SeqError;
 use crate::partition::{check_client_op, AppendIf, ClientOp, Manager, Partition, Produced};
 use crate::security::quota::Kind;
 use crate::shutdown::stopped;
-use crate::writers::Writers;
+use crate::writers::{Owner, Writers};
 
 /// Requests a ProduceStream may have in flight (appended, awaiting fsync).
 const MAX_IN_FLIGHT: usize = 64;
@@ -112,9 +111,20 @@ impl BrokerService {
                 principal: principal.map(str::to_string),
             });
         }
-        let cond = self.conditions(req)?;
+        let cond = self.conditions(req, caller)?;
         let now = self.manager.now_ms();
-        let produced = topic.produce(req.partition, &req.records, now, acks, self.max_reply_bytes, cond)?;
+        let produce = || topic.produce(req.partition, &req.records, now, acks, self.max_reply_bytes, cond);
+        let produced = match produce() {
+            // A producer table full of retired ids' state makes room first.
+            Err(e) if e.is_producer_table_full() => {
+                let partition = topic.partition(req.partition.unwrap_or(0))?;
+                match partition.forget_producers(|id| !self.writers.is_issued(id)) {
+                    0 => return Err(e),
+                    _ => produce()?,
+                }
+            }
+            r => r?,
+        };
         let bytes = record_bytes(req);
         let labels = [("topic", req.topic.clone())];
         metrics::counter!("strata_records_in_total", &labels).increment(req.records.len() as u64);
@@ -122,10 +132,11 @@ impl BrokerService {
         Ok(produced)
     }
 
-    /// The request's idempotent producer (checked against the writer's
-    /// newest epoch: a stale instance is fenced here, on every partition)
-    /// and its conditions (next offset, key's latest offset).
-    fn conditions(&self, req: &ProduceRequest) -> Result<AppendIf> {
+    /// The request's idempotent producer (issued to the caller, and checked
+    /// against the writer's newest epoch: a stale instance is fenced here,
+    /// on every partition) and its conditions (next offset, key's latest
+    /// offset).
+    fn conditions(&self, req: &ProduceRequest, caller: &Caller) -> Result<AppendIf> {
         let producer = match &req.producer {
             None => None,
             Some(p) => {
@@ -137,23 +148,8 @@ impl BrokerService {
                         "producer_id, producer_epoch and sequence must not be negative".into(),
                     ));
                 }
-                match self.writers.newest_epoch(p.producer_id) {
-                    Some(current) if current > epoch => {
-                        return Err(Error::Producer {
-                            topic: req.topic.clone(),
-                            partition: req.partition.unwrap_or(0),
-                            producer_id: p.producer_id,
-                            error: SeqError::Fenced { epoch, current },
-                        })
-                    }
-                    Some(current) if current < epoch => {
-                        return Err(Error::InvalidArgument(format!(
-                            "producer {} epoch {epoch} was never issued (its newest is {current}): call InitProducer",
-                            p.producer_id
-                        )))
-                    }
-                    _ => {}
-                }
+                let partition = req.partition.unwrap_or(0);
+                self.writers.check(p.producer_id, epoch, caller.principal(), caller.ip(), &req.topic, partition)?;
                 Some(ProducerStamp { id: p.producer_id, epoch, sequence: p.sequence })
             }
         };
@@ -222,7 +218,11 @@ impl BrokerService {
             }
         }
         metrics::counter!("strata_reply_budget_waits_total").increment(1);
-        self.reply_budget.clone().acquire_many_owned(n).await.map_err(|_| Error::Unavailable("broker stopping".into()))
+        self.reply_budget
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| Error::Unavailable(Unavailability::Stopping, "broker stopping".into()))
     }
 
     /// Reply memory for a subscription's next read. Subscribers that are not
@@ -258,10 +258,15 @@ impl BrokerService {
     /// holds for it.
     async fn stalled(&self, feed: &Feed, conn: Option<&ConnInfo>, offset: u64) {
         metrics::counter!("strata_subscribers_stalled_total").increment(1);
-        feed.end_stalled(Status::resource_exhausted(format!(
-            "subscriber took no reply for {} ms (server.subscribe_stall_timeout_ms); what was queued for it is dropped: subscribe again from offset {offset}",
-            self.stall_timeout.as_millis()
-        )));
+        feed.end_stalled(status::refusal(
+            tonic::Code::ResourceExhausted,
+            Reason::SubscriberStalled,
+            format!(
+                "subscriber took no reply for {} ms (server.subscribe_stall_timeout_ms); what was queued for it is dropped: subscribe again from offset {offset}",
+                self.stall_timeout.as_millis()
+            ),
+            vec![("offset", offset.to_string()), ("limit", "server.subscribe_stall_timeout_ms".into())],
+        ));
         if tokio::time::timeout(self.stall_timeout, feed.gone()).await.is_err() {
             if let Some(conn) = conn {
                 tracing::info!(
@@ -304,6 +309,12 @@ impl BrokerService {
     }
 }
 
+/// How a stream ends when the broker stops: UNAVAILABLE (retry elsewhere or
+/// later), never OK, which would read as the end of the data.
+fn stopping() -> Status {
+    to_status(Error::Unavailable(Unavailability::Stopping, "the broker is stopping: subscribe again".into()))
+}
+
 /// Counts open subscriptions in `strata_subscriptions_active`.
 struct ActiveSubscription;
 
@@ -341,9 +352,16 @@ async fn hold(wait: Duration, shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
+/// A refusal inside a ProduceStream reply: what a unary call's status and
+/// ErrorInfo would carry.
 fn stream_error(e: Error) -> strata_proto::v1::Error {
-    let s = to_status(e);
-    strata_proto::v1::Error { code: s.code() as i32, message: s.message().to_string() }
+    let reason = e.reason();
+    strata_proto::v1::Error {
+        code: status::code(&e) as i32,
+        message: e.to_string(),
+        reason: reason.as_str().to_string(),
+        metadata: status::info_metadata(reason, e.metadata()),
+    }
 }
 
 #[tonic::async_trait]
@@ -424,7 +442,12 @@ impl Broker for BrokerService {
                         }
                     },
                     _ = tokio::time::sleep_until(resume_at), if reading && held => {}
-                    _ = stopped(&mut shutdown), if reading => reading = false,
+                    // Requests not read yet are not answered: UNAVAILABLE
+                    // after the replies to those read, not OK.
+                    _ = stopped(&mut shutdown), if reading => {
+                        reading = false;
+                        broken = Some(stopping());
+                    }
                     else => break,
                 }
             }
@@ -470,7 +493,10 @@ impl Broker for BrokerService {
                 reply.partitions.push(part);
             }
             let got = total_max - budget;
-            if got >= min_bytes || Instant::now() >= deadline || *shutdown.borrow() {
+            // A reader at offsets compaction removed learns where to go on
+            // at once: waiting would not bring it records.
+            let passed = reply.partitions.iter().zip(&req.partitions).any(|(part, p)| part.next_offset > p.offset);
+            if got >= min_bytes || passed || Instant::now() >= deadline || *shutdown.borrow() {
                 // Held, for what the reply carries, until it has been sent
                 // (see `layers::HeldMemory`).
                 let held: usize = reply.partitions.iter().map(raw::PartitionRecords::records_len).sum();
@@ -517,12 +543,15 @@ impl Broker for BrokerService {
                     // Deleted (NOT_FOUND: retrying will not help), or the broker is stopping.
                     break Some(match svc.manager.partition(&req.topic, req.partition) {
                         Err(e) => to_status(e),
-                        Ok(_) => to_status(Error::Unavailable(format!("partition {} was closed", log.name()))),
+                        Ok(_) => to_status(Error::Unavailable(
+                            Unavailability::PartitionClosed,
+                            format!("partition {} was closed", log.name()),
+                        )),
                     });
                 }
                 let room = tokio::select! {
                     room = feed.room(svc.stall_timeout) => room,
-                    _ = stopped(&mut shutdown) => break None,
+                    _ = stopped(&mut shutdown) => break Some(stopping()),
                 };
                 match room {
                     Room::Ready { resume, took } => {
@@ -547,7 +576,7 @@ impl Broker for BrokerService {
                         }
                     },
                     _ = feed.gone() => return,
-                    _ = stopped(&mut shutdown) => break None,
+                    _ = stopped(&mut shutdown) => break Some(stopping()),
                 };
                 match svc.read(&req.topic, req.partition, &log, offset, reply_bytes, req.skip_damaged) {
                     Ok((records, next)) if !records.records.is_empty() => {
@@ -563,7 +592,7 @@ impl Broker for BrokerService {
                             tokio::select! {
                                 _ = tokio::time::sleep(wait) => {}
                                 _ = feed.gone() => return,
-                                _ = stopped(&mut shutdown) => break None,
+                                _ = stopped(&mut shutdown) => break Some(stopping()),
                             }
                         }
                     }
@@ -574,7 +603,7 @@ impl Broker for BrokerService {
                         tokio::select! {
                             _ = hw.changed() => {}
                             _ = feed.gone() => return,
-                            _ = stopped(&mut shutdown) => break None,
+                            _ = stopped(&mut shutdown) => break Some(stopping()),
                         }
                     }
                     Err(e) => break Some(to_status(e)),
@@ -588,7 +617,8 @@ impl Broker for BrokerService {
     async fn init_producer(&self, req: Request<InitProducerRequest>) -> Result<Response<InitProducerResponse>, Status> {
         let caller = Caller::of(&req);
         let writer_id = req.into_inner().writer_id;
-        let (producer_id, epoch) = self.writers.init(caller.principal(), &writer_id).await?;
+        let owner = Owner::of(caller.principal(), caller.ip());
+        let (producer_id, epoch) = self.writers.init(owner, &writer_id).await?;
         Ok(Response::new(InitProducerResponse { producer_id, producer_epoch: i32::from(epoch) }))
     }
 

@@ -11,9 +11,11 @@ use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_server::Health;
-use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+use crate::error::Reason;
+use strata_proto::health::health_check_response::ServingStatus;
+use strata_proto::health::health_server::Health;
+use strata_proto::health::{HealthCheckRequest, HealthCheckResponse};
 
 /// The services a health check may name; "" is the server as a whole.
 const SERVICES: &[&str] = &["", "strata.v1.Broker", "strata.v1.Admin", "strata.v1.Groups"];
@@ -47,10 +49,15 @@ impl Health for HealthService {
     async fn check(&self, req: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
         let service = req.into_inner().service;
         match status_of(&service, *self.stop.borrow()) {
-            ServingStatus::ServiceUnknown => Err(Status::not_found(format!(
-                "unknown service {service:?}: this server has {}",
-                SERVICES.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
-            ))),
+            ServingStatus::ServiceUnknown => Err(super::status::refusal(
+                tonic::Code::NotFound,
+                Reason::UnknownService,
+                format!(
+                    "unknown service {service:?}: this server has {}",
+                    SERVICES.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+                ),
+                vec![("service", service.clone())],
+            )),
             status => Ok(Response::new(reply(status))),
         }
     }

@@ -29,7 +29,7 @@ pub use admin::AdminService;
 pub use broker::BrokerService;
 pub use groups::GroupsService;
 use health::HealthService;
-use tonic_health::pb::health_server::HealthServer;
+use strata_proto::health::health_server::HealthServer;
 
 use crate::node::{Listener, NodeError, NodeHandle, Serving};
 use crate::shutdown::stopped;
@@ -87,8 +87,12 @@ async fn run(
         // for, plus one whole batch (which may exceed what was asked, but is
         // itself at most max_request_bytes), plus per-partition framing.
         .max_encoding_message_size(max_message * 2 + (4 << 20));
-    let admin = AdminServer::new(AdminService::new(node.manager.clone(), node.security.clone()));
-    let groups = GroupsServer::new(GroupsService::new(node.coordinator.clone()));
+    // Bounded by the RPC layer first (RESOURCE_EXHAUSTED naming the key);
+    // tonic's own bound agrees with it.
+    let max_control = config.server.max_control_request_bytes as usize;
+    let admin = AdminServer::new(AdminService::new(node.manager.clone(), node.security.clone()))
+        .max_decoding_message_size(max_control);
+    let groups = GroupsServer::new(GroupsService::new(node.coordinator.clone())).max_decoding_message_size(max_control);
 
     let tls = crate::tls::Tls::load(&config.tls, b"h2").map_err(NodeError::from)?;
     if config.auth.enabled && tls.is_none() {
@@ -127,6 +131,7 @@ async fn run(
     let incoming = connections::incoming(listener, connections, tls);
     let limits = layers::RequestLimits {
         max_request_bytes: max_message,
+        max_control_request_bytes: max_control,
         budget: Arc::new(Semaphore::new(config.server.request_memory_bytes as usize)),
         budget_bytes: config.server.request_memory_bytes as usize,
     };

@@ -226,7 +226,9 @@ impl Drop for Feed {
         let mut st = self.0.lock();
         if !st.finished {
             st.finished = true;
-            st.end.get_or_insert_with(|| Status::internal("subscription ended unexpectedly"));
+            st.end.get_or_insert_with(|| {
+                super::status::to_status(crate::error::Error::Internal("subscription ended unexpectedly".into()))
+            });
             if let Some(w) = st.waker.take() {
                 w.wake();
             }
