@@ -29,6 +29,8 @@ async fn after_a_failed_fsync_nothing_is_acknowledged_as_durable_until_restart()
     let got = c.fetch("t", 0, 0, 1 << 20, std::time::Duration::ZERO).await.unwrap();
     assert!(got.records.len() <= 3);
     b.log_lines_once(|l| l.contains("fsync failed: the partition is read-only"));
+    // Health says so: a restart is the remedy.
+    assert_eq!(health(&b.addr).await, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
     drop(c);
     b.kill9();
 
@@ -38,6 +40,14 @@ async fn after_a_failed_fsync_nothing_is_acknowledged_as_durable_until_restart()
     let r = c.produce("t", Some(0), records(3, "after", 10), Acks::Durable).await.unwrap();
     let all = read_all(&mut c, "t", 0, 0).await;
     assert_eq!(all.len() as u64, r.ranges[0].base_offset + 3);
+    assert_eq!(health(&b.addr).await, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+}
+
+/// The broker's health as a whole ("").
+async fn health(addr: &str) -> i32 {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status
 }
 
 /// Two produces fail with a full disk (`write=enospc*2`); then space is
@@ -110,10 +120,8 @@ struct SmallDisk {
 impl SmallDisk {
     fn mount(mib: u32) -> Option<SmallDisk> {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a small filesystem needs root (CI runs as root)");
-            return None;
-        }
+        let root = unsafe { libc::geteuid() } == 0;
+        assert!(root, "this test mounts a small tmpfs, which needs root: run the suite as root (CI does)");
         let dir = tempfile::tempdir().unwrap();
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
@@ -186,4 +194,75 @@ async fn a_really_full_disk_is_resource_exhausted_without_a_crash_and_writes_res
     let d = describe(&mut c, "t").await;
     assert_eq!(d.partitions[0].damaged_batches, 0, "{d:?}");
     assert_eq!(d.partitions[0].high_watermark, acked + 1);
+}
+
+/// A free loopback port (the broker's stderr is not ours to read here).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs `strata serve` with its stderr going to `stderr`, logging at trace
+/// level, until it answers.
+async fn serve_logging_to(data: &std::path::Path, stderr: std::fs::File) -> (std::process::Child, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(data)
+        .env("STRATA_LOGGING__LEVEL", "trace")
+        .env("STRATA_SERVER__METRICS_LISTEN", "")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let a = addr.clone();
+    eventually(std::time::Duration::from_secs(30), "the broker answers", || {
+        let a = a.clone();
+        async move { strata_client::Client::connect(&a).await.ok().map(|_| ()) }
+    })
+    .await;
+    (child, addr)
+}
+
+/// Produces and reads back through `addr`; health must say SERVING.
+async fn serves(addr: &str, topic: &str) {
+    let mut c = strata_client::Client::connect(addr).await.unwrap();
+    create_topic(&mut c, topic, 2).await;
+    for i in 0..100 {
+        c.produce(topic, Some(i % 2), records(5, "v", 100), Acks::Durable).await.unwrap();
+    }
+    assert_eq!(read_all(&mut c, topic, 0, 0).await.len() + read_all(&mut c, topic, 1, 0).await.len(), 500);
+    assert_eq!(health(addr).await, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+}
+
+/// The broker's own log output failing (stderr on a full filesystem, or
+/// on /dev/full) stops neither a partition nor the process: lines that
+/// cannot be written are dropped, and logging resumes once space is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_brokers_own_log_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(1).unwrap();
+    let filler = disk.dir.path().join("filler");
+    let _ = std::fs::write(&filler, vec![7u8; 2 << 20]);
+    let log = disk.dir.path().join("stderr.log");
+    let (mut child, addr) = serve_logging_to(&dir.path().join("a"), std::fs::File::create(&log).unwrap()).await;
+    serves(&addr, "t").await;
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    // Space again: the log goes on.
+    std::fs::remove_file(&filler).unwrap();
+    serves(&addr, "u").await;
+    eventually(std::time::Duration::from_secs(10), "log lines after space came back", || {
+        let len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        async move { (len > 0).then_some(()) }
+    })
+    .await;
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success(), "a clean stop");
+
+    // stderr on /dev/full from the start.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let (mut child, addr) = serve_logging_to(&dir.path().join("b"), full).await;
+    serves(&addr, "t").await;
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success(), "a clean stop");
 }

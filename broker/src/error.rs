@@ -342,7 +342,7 @@ impl Error {
             LogError::ReadOnly(cause) => Error::Unavailable(
                 Unavailability::ReadOnly,
                 format!(
-                    "partition {topic}/{partition} is read-only: an fsync failed ({cause}), so nothing written since \
+                    "partition {topic}/{partition} is read-only: {cause}, so nothing written since \
                  the last good fsync is acknowledged as durable; restart the broker (start-up checks the log)"
                 ),
             ),

@@ -30,6 +30,7 @@ pub mod coordinator;
 pub mod error;
 pub mod failpoint;
 pub mod log;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod net;

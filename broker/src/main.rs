@@ -11,14 +11,16 @@ fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("strata: cannot start the async runtime: {e}");
+            strata::logging::last_words(&format!("strata: cannot start the async runtime: {e}"));
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let result = runtime.block_on(cli::run(args));
+    strata::logging::flush();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("strata: {e}");
+            strata::logging::last_words(&format!("strata: {e}"));
             std::process::ExitCode::FAILURE
         }
     }

@@ -50,6 +50,7 @@ async fn refresh(manager: &Manager, coordinator: &Coordinator) {
         metrics::gauge!("strata_resident_memory_bytes").set(rss as f64);
     }
     metrics::gauge!("strata_process_cpu_seconds_total").set(process_cpu_seconds());
+    metrics::gauge!("strata_log_lines_dropped_total").set(crate::logging::dropped_lines() as f64);
     for topic in manager.topics_snapshot() {
         for log in topic.partitions().iter() {
             let labels = [("topic", topic.name().to_string()), ("partition", log.id().to_string())];

@@ -29,7 +29,11 @@ pub struct ServeArgs {
 fn init_logging(config: &Config) -> Result<(), CliError> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.logging.level)
         .map_err(|e| format!("logging.level = {:?}: {e}", config.logging.level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Never fails, never blocks (see `strata::logging`).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(strata::logging::LossyStderr::get())
+        .log_internal_errors(false);
     match config.logging.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),

@@ -193,7 +193,38 @@ impl Log {
                 }
                 (std::mem::take(&mut w.queue), w.config)
             };
-            self.write_queued(sink, batches, &config);
+            let wrote =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write_queued(sink, batches, &config)));
+            if let Err(panic) = wrote {
+                return self.fail_after_panic(panic, background);
+            }
+        }
+    }
+
+    /// A write panicked (a bug): its batches' appends failed (they see the
+    /// log closed). Rather than leave offsets given out and never written,
+    /// with no drain ever running again, the log turns read-only, as after a
+    /// failed fsync: appends and durable waits fail with the reason, health
+    /// reports NOT_SERVING, and a restart runs recovery on the file.
+    fn fail_after_panic(&self, panic: Box<dyn std::any::Any + Send>, background: bool) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        tracing::error!(log = %self.name, panic = %what, "a write panicked: the partition is read-only until the broker restarts");
+        *self.sync_error.locked() = Some(format!("a write panicked ({what})"));
+        self.durable.send_modify(|_| {});
+        let later = {
+            let mut w = self.writer.locked();
+            if background {
+                w.draining = false;
+            }
+            std::mem::take(&mut w.queue)
+        };
+        for q in later {
+            direct::POOL.give(q.buf);
+            let _ = q.done.send(Err(LogError::ReadOnly("a write panicked".into())));
         }
     }
 

@@ -452,7 +452,7 @@ impl Log {
             Err(e) => {
                 tracing::error!(log = %self.name, error = %e, "fsync failed: the partition is read-only until the broker restarts");
                 metrics::counter!("strata_fsync_failures_total").increment(1);
-                *self.sync_error.locked() = Some(e.to_string());
+                *self.sync_error.locked() = Some(format!("an fsync failed ({e})"));
                 // Wake durable waiters: they fail now.
                 self.durable.send_modify(|_| {});
                 Err(e)
@@ -566,6 +566,12 @@ impl Log {
         // Wake waiters of the high watermark so they notice the close.
         self.end.send_modify(|_| {});
         result
+    }
+
+    /// Why the log takes no writes until a restart (an fsync failed, or a
+    /// write panicked), if it does not.
+    pub fn read_only(&self) -> Option<String> {
+        self.sync_error.locked().clone()
     }
 
     /// The damage start-up refused to cut, if any (where, why, what to do).

@@ -417,6 +417,12 @@ impl Partition {
         table.forget_if(retired)
     }
 
+    /// Why the partition takes no writes until a restart, if it does not
+    /// (an fsync failed, or a write panicked).
+    pub fn read_only(&self) -> Option<String> {
+        self.log.read_only()
+    }
+
     /// Damaged batches readers met since start-up.
     pub fn damaged_batches(&self) -> usize {
         self.log.damaged_batches()

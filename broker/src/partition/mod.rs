@@ -338,6 +338,23 @@ impl Manager {
         TopicInfo { name: topic.name().to_string(), partitions, configs }
     }
 
+    /// The partitions that take no writes until a restart (an fsync failed,
+    /// or a write panicked), by name: health reports NOT_SERVING while there
+    /// is one, since a restart is the remedy.
+    pub fn read_only_partitions(&self) -> Vec<String> {
+        let topics = self.topics.read_locked();
+        topics
+            .values()
+            .flat_map(|t| {
+                t.partitions()
+                    .iter()
+                    .filter(|p| p.read_only().is_some())
+                    .map(|p| p.name().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Partitions, offsets, sizes and effective configuration of a topic.
     pub fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
         Ok(self.info(&*self.topic(name)?))

@@ -1,4 +1,8 @@
-//! `grpc.health.v1.Health`, answering from the listener's own stop signal.
+//! `grpc.health.v1.Health`, answering from the listener's own stop signal
+//! and the partitions' state: NOT_SERVING once the broker is stopping, or
+//! while a partition is read-only until a restart (an fsync or a write
+//! failed: restarting is the remedy, which is what an orchestrator does
+//! with a container whose health check fails).
 //!
 //! Ours rather than tonic-health's reporter because a stop must end Watch
 //! streams: every client using gRPC's built-in health checking holds one,
@@ -6,6 +10,8 @@
 //! period runs out. Here a stop sends NOT_SERVING, then the stream ends.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
@@ -13,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::Reason;
+use crate::partition::Manager;
 use strata_proto::health::health_check_response::ServingStatus;
 use strata_proto::health::health_server::Health;
 use strata_proto::health::{HealthCheckRequest, HealthCheckResponse};
@@ -20,23 +27,35 @@ use strata_proto::health::{HealthCheckRequest, HealthCheckResponse};
 /// The services a health check may name; "" is the server as a whole.
 const SERVICES: &[&str] = &["", "strata.v1.Broker", "strata.v1.Admin", "strata.v1.Groups"];
 
-/// SERVING until `stop` turns true, NOT_SERVING after.
+/// How often a Watch looks at the partitions' state.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// SERVING until `stop` turns true or a partition is read-only.
+#[derive(Clone)]
 pub struct HealthService {
     stop: watch::Receiver<bool>,
+    manager: Arc<Manager>,
 }
 
 impl HealthService {
     /// Reports on this listener's services until `stop`.
-    pub fn new(stop: watch::Receiver<bool>) -> Self {
-        HealthService { stop }
+    pub fn new(stop: watch::Receiver<bool>, manager: Arc<Manager>) -> Self {
+        HealthService { stop, manager }
     }
-}
 
-fn status_of(service: &str, stopping: bool) -> ServingStatus {
-    match (SERVICES.contains(&service), stopping) {
-        (false, _) => ServingStatus::ServiceUnknown,
-        (true, false) => ServingStatus::Serving,
-        (true, true) => ServingStatus::NotServing,
+    fn status_of(&self, service: &str) -> ServingStatus {
+        if !SERVICES.contains(&service) {
+            return ServingStatus::ServiceUnknown;
+        }
+        if *self.stop.borrow() {
+            return ServingStatus::NotServing;
+        }
+        let read_only = self.manager.read_only_partitions();
+        if !read_only.is_empty() {
+            tracing::debug!(partitions = ?read_only, "health: NOT_SERVING while partitions are read-only");
+            return ServingStatus::NotServing;
+        }
+        ServingStatus::Serving
     }
 }
 
@@ -48,7 +67,7 @@ fn reply(status: ServingStatus) -> HealthCheckResponse {
 impl Health for HealthService {
     async fn check(&self, req: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
         let service = req.into_inner().service;
-        match status_of(&service, *self.stop.borrow()) {
+        match self.status_of(&service) {
             ServingStatus::ServiceUnknown => Err(super::status::refusal(
                 tonic::Code::NotFound,
                 Reason::UnknownService,
@@ -66,17 +85,27 @@ impl Health for HealthService {
 
     async fn watch(&self, req: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let service = req.into_inner().service;
+        let health = self.clone();
         let mut stop = self.stop.clone();
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
             let report = async {
-                let first = status_of(&service, *stop.borrow_and_update());
-                if tx.send(Ok(reply(first))).await.is_err() || *stop.borrow() {
+                // Each change is reported; the stop is the last.
+                let mut last = health.status_of(&service);
+                if tx.send(Ok(reply(last))).await.is_err() || last == ServingStatus::ServiceUnknown {
                     return;
                 }
-                // The only change there is: the stop. Report it, then end.
-                let _ = stop.wait_for(|s| *s).await;
-                let _ = tx.send(Ok(reply(status_of(&service, true)))).await;
+                while !*stop.borrow_and_update() {
+                    tokio::select! {
+                        _ = stop.changed() => {}
+                        _ = tokio::time::sleep(WATCH_EVERY) => {}
+                    }
+                    let now = health.status_of(&service);
+                    if now != last && tx.send(Ok(reply(now))).await.is_err() {
+                        return;
+                    }
+                    last = now;
+                }
             };
             tokio::select! {
                 _ = report => {}

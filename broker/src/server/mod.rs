@@ -71,7 +71,7 @@ async fn run(
     let config = node.config.clone();
     let max_message = config.server.max_request_bytes as usize;
 
-    let health = HealthServer::new(HealthService::new(stop.clone()));
+    let health = HealthServer::new(HealthService::new(stop.clone(), node.manager.clone()));
     // Both reflection versions: some tools (older grpcurl, Python's
     // grpcio-reflection client) speak only v1alpha.
     let reflection = || {
