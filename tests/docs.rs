@@ -272,3 +272,19 @@ fn every_config_key_the_docs_name_exists() {
     }
     assert!(named > 30, "only {named} config keys found in the docs");
 }
+
+#[test]
+fn every_error_reason_is_documented_in_compatibility_md() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let doc = std::fs::read_to_string(format!("{root}/docs/compatibility.md")).unwrap();
+    let proto = std::fs::read_to_string(format!("{root}/proto/strata/v1/errors.proto")).unwrap();
+    let mut n = 0;
+    for line in proto.lines() {
+        let Some((decl, _)) = line.trim().split_once(" = ") else { continue };
+        if decl.chars().all(|c| c.is_ascii_uppercase() || c == '_') && decl != "ERROR_REASON_UNSPECIFIED" {
+            n += 1;
+            assert!(doc.contains(&format!("`{decl}`")), "docs/compatibility.md does not list the reason {decl}");
+        }
+    }
+    assert!(n > 40, "only {n} reasons found in errors.proto");
+}

@@ -240,11 +240,21 @@ async fn connection_stream_timeout_and_fetch_limits_are_enforced() {
     assert!(s3.next().await.unwrap().is_ok());
     drop((s2, s3));
 
-    // Two connections at most. With a request open on each, a third is
-    // closed at once, and the refusal is logged.
-    let s1 = sub(&mut c).await.unwrap();
+    // Two connections at most. With a producing stream open on each (not a
+    // long-lived Subscribe: a connection holding only those is closed to
+    // make room, see tests/resources.rs), a third is closed at once, and
+    // the refusal is logged.
+    let producing = |c: &mut Client| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<ProduceRequest>(1);
+        let mut b = c.broker.clone();
+        async move {
+            let replies = b.produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap();
+            (tx, replies)
+        }
+    };
+    let s1 = producing(&mut c).await;
     let mut second = broker.client().await;
-    let s2 = sub(&mut second).await.unwrap();
+    let s2 = producing(&mut second).await;
     let third = Client::connect(&broker.addr).await;
     let refused = match third {
         Err(_) => true,

@@ -342,3 +342,36 @@ async fn produce_stream_pipelines_and_answers_in_order() {
     }
     assert_eq!(high_watermark(&mut c, "piped", 0).await, 199 * 5);
 }
+
+/// A stop ends Subscribe streams (and a ProduceStream still open) with
+/// UNAVAILABLE, reason BROKER_STOPPING: a client can tell a stop from the
+/// end of the data, which an OK would look like.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_streams_with_unavailable_not_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = b.client().await;
+    create_topic(&mut c, "t", 1).await;
+    c.produce("t", Some(0), vec![rec(None, "one")], Acks::Durable).await.unwrap();
+    let req = SubscribeRequest { topic: "t".into(), partition: 0, offset: Some(0), ..Default::default() };
+    let mut sub = c.broker.clone().subscribe(req).await.unwrap().into_inner();
+    let first = sub.message().await.unwrap().unwrap();
+    assert_eq!(first.records.unwrap().records.len(), 1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<ProduceRequest>(1);
+    let mut produced =
+        c.broker.clone().produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let stopping = tokio::spawn(b.stop());
+    let err = tokio::time::timeout(std::time::Duration::from_secs(20), sub.message())
+        .await
+        .expect("the stream ends")
+        .expect_err("with a status, not OK");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    assert!(strata_client::refusal::is(&err, ErrorReason::BrokerStopping), "{err:?}");
+    let err = tokio::time::timeout(std::time::Duration::from_secs(20), produced.message())
+        .await
+        .expect("the stream ends")
+        .expect_err("with a status, not OK");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    drop(tx);
+    assert!(stopping.await.unwrap().success());
+}

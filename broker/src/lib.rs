@@ -7,10 +7,15 @@
 //!   cleaner and metrics; runs the listeners it is given; stops all of it
 //!   in order. → everything below.
 //! - [`server`]: the gRPC listener, the only module that knows tonic and
-//!   prost; [`server::status`] is the one map from errors to gRPC codes.
-//!   → node, coordinator, partition.
+//!   prost; [`server::status`] is the one map from errors to gRPC codes and
+//!   `google.rpc.ErrorInfo`. → node, coordinator, partition, security,
+//!   writers, tls.
 //! - [`metrics`]: the Prometheus endpoint. → coordinator, partition.
 //! - [`cleaner`]: retention and compaction passes on timers. → partition.
+//! - [`writers`]: producer ids (issued and bound to their owner) and
+//!   writer ids with their epochs, kept in an internal topic. → partition.
+//! - [`security`]: ACLs and their decision, API tokens, users and
+//!   passwords, quotas, kept in an internal topic. → partition.
 //! - [`coordinator`]: consumer groups (pure state machine, assignors) and
 //!   committed offsets kept in an internal topic. → partition.
 //! - [`partition`]: topics and their [`partition::Partition`] handles (high
@@ -18,11 +23,14 @@
 //!   rule. → log, config, retention.
 //! - [`retention`]: which closed segments retention deletes (pure).
 //! - [`config`]: the configuration and the one table of topic settings.
-//! - [`error`]: the error enum every layer returns. → log (its errors).
+//! - [`error`]: the error enum every layer returns, and each error's
+//!   machine-readable [`error::Reason`]. → log (its errors).
 //! - [`log`]: a partition's on-disk log — segments, indexes, batches, the
 //!   on-disk format, recovery policy, compaction's rewriting. A leaf: it
 //!   knows no topic, config, protocol or policy type.
-//! - [`failpoint`], [`shutdown`], [`net`], [`memory`]: small helpers.
+//! - [`failpoint`], [`shutdown`], [`net`], [`memory`], [`tls`] (rustls
+//!   configuration, reloaded from its files), [`logging`] (log lines to
+//!   stderr without ever failing or blocking): small helpers.
 
 pub mod cleaner;
 pub mod config;

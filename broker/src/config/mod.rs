@@ -145,6 +145,11 @@ pub struct ServerConfig {
     /// Most open connections from one client IP address (same rule; at most
     /// `max_connections` in effect).
     pub max_connections_per_ip: u32,
+    /// Most long-lived streams (Subscribe, health Watch) open at once from
+    /// one client address (IPv6: one /64).
+    pub max_streams_per_ip: u32,
+    /// Most long-lived streams open at once for one authenticated principal.
+    pub max_streams_per_principal: u32,
     /// A connection that has not sent the HTTP/2 preface and SETTINGS within
     /// this long is closed (ms).
     pub handshake_timeout_ms: u64,
@@ -187,6 +192,8 @@ impl Default for ServerConfig {
             max_concurrent_streams: 256,
             max_connections: 1024,
             max_connections_per_ip: 256,
+            max_streams_per_ip: 1024,
+            max_streams_per_principal: 4096,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 600_000,
             request_memory_bytes: 256 << 20,
@@ -429,6 +436,8 @@ impl Config {
         range("server.max_concurrent_streams", u64::from(self.server.max_concurrent_streams), 1, 1 << 20)?;
         range("server.max_connections", u64::from(self.server.max_connections), 1, 1 << 20)?;
         range("server.max_connections_per_ip", u64::from(self.server.max_connections_per_ip), 1, 1 << 20)?;
+        range("server.max_streams_per_ip", u64::from(self.server.max_streams_per_ip), 1, 1 << 20)?;
+        range("server.max_streams_per_principal", u64::from(self.server.max_streams_per_principal), 1, 1 << 20)?;
         range("server.handshake_timeout_ms", self.server.handshake_timeout_ms, 100, 3_600_000)?;
         range("server.idle_timeout_ms", self.server.idle_timeout_ms, 1_000, 86_400_000)?;
         let max_request = self.server.max_request_bytes;

@@ -48,7 +48,7 @@ pub struct AuthConfig {
     pub enabled: bool,
     /// Principals allowed every operation on every resource.
     pub super_users: Vec<String>,
-    /// A token (at least 32 characters) that authenticates as
+    /// A token (at least 32 bytes) that authenticates as
     /// `bootstrap_principal`, a super user: the first credential of a new
     /// broker, to create ACLs and API tokens with. Empty = none. Best set
     /// from the environment (`STRATA_AUTH__BOOTSTRAP_TOKEN`).
@@ -156,7 +156,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     let auth = &config.auth;
     if !auth.bootstrap_token.is_empty() && auth.bootstrap_token.len() < 32 {
         return Err(ConfigError(format!(
-            "auth.bootstrap_token is {} bytes: use at least 32 random characters (or \"\" for none)",
+            "auth.bootstrap_token is {} bytes: use at least 32 random bytes, e.g. 32 random letters and digits (or \"\" for none)",
             auth.bootstrap_token.len()
         )));
     }

@@ -26,7 +26,7 @@
 //!    offsets go backwards) with nothing valid after it is a torn tail and
 //!    the rest of the file is cut; damage with a valid batch after it, damage
 //!    at offsets reported durable (below the partition's recovery point —
-//!    the offset its last fsync covered, [`RecoveryPoint`] — or anywhere
+//!    the offset its last fsync covered, `checkpoint::RecoveryPoint` — or anywhere
 //!    after a clean stop), or a batch of a newer format version, is refused —
 //!    that partition stays unavailable for writes and readable up to the
 //!    damage, the rest of the broker serves, and nothing is changed — unless

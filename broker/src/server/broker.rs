@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::authz::Caller;
-use super::connections::ConnInfo;
+use super::connections::{ConnInfo, Connections};
 use super::layers::HeldMemory;
 use super::status::{self, to_status};
 use super::subscription::{Feed, Room, Subscriptions, FIRST_REPLY_BYTES, SHED_AFTER};
@@ -54,6 +54,9 @@ pub struct BrokerService {
     subscriptions: Arc<Subscriptions>,
     /// Producer ids, epochs and writer ids.
     writers: Arc<Writers>,
+    /// The listener's connections: those whose replies stopped leaving are
+    /// closed when the reply budget runs out.
+    connections: Arc<Connections>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -61,7 +64,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl BrokerService {
     /// Serves `node`'s partitions; streams end when `shutdown` turns true.
-    pub fn new(node: &NodeHandle, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(node: &NodeHandle, shutdown: watch::Receiver<bool>, connections: Arc<Connections>) -> Self {
         let config = &node.config;
         BrokerService {
             manager: node.manager.clone(),
@@ -75,6 +78,7 @@ impl BrokerService {
             stall_timeout: Duration::from_millis(config.server.subscribe_stall_timeout_ms),
             subscriptions: Arc::new(Subscriptions::default()),
             writers: node.writers.clone(),
+            connections,
             shutdown,
         }
     }
@@ -211,8 +215,9 @@ impl BrokerService {
             return Ok(permit);
         }
         // Subscribers that are not reading give up what is queued for them
-        // first: they never make readers wait.
-        if self.subscriptions.shed_stalled() > 0 {
+        // first, and connections whose replies stopped leaving what HTTP/2
+        // holds for them: they never make readers wait.
+        if self.shed_stalled() {
             if let Ok(permit) = self.reply_budget.clone().try_acquire_many_owned(n) {
                 return Ok(permit);
             }
@@ -225,6 +230,13 @@ impl BrokerService {
             .map_err(|_| Error::Unavailable(Unavailability::Stopping, "broker stopping".into()))
     }
 
+    /// Frees reply memory held for clients that are not reading: queued
+    /// subscription replies, then connections whose replies have sent
+    /// nothing for [`SHED_AFTER`]. True if anything was freed.
+    fn shed_stalled(&self) -> bool {
+        self.subscriptions.shed_stalled() > 0 || self.connections.close_send_stalled(SHED_AFTER) > 0
+    }
+
     /// Reply memory for a subscription's next read. Subscribers that are not
     /// reading never wait in line for it: None when there is no room for one
     /// now (it waits for its client instead).
@@ -234,7 +246,7 @@ impl BrokerService {
             if let Ok(permit) = self.reply_budget.clone().try_acquire_many_owned(n) {
                 return Some(permit);
             }
-            if self.subscriptions.shed_stalled() > 0 {
+            if self.shed_stalled() {
                 continue;
             }
             if !feed.taking() {
@@ -531,7 +543,7 @@ impl Broker for BrokerService {
         let max_bytes = self.max_bytes(req.max_bytes);
         // Check the start offset now, so a bad one fails the call itself.
         self.read(&req.topic, req.partition, &log, offset, 0, false)?;
-        let (feed, outbox) = self.subscriptions.open(self.subscribe_buffer);
+        let (feed, outbox) = self.subscriptions.open(self.subscribe_buffer, conn.as_ref().map(|c| c.state.clone()));
         let mut reply_bytes = FIRST_REPLY_BYTES.min(max_bytes);
         let svc = self.clone();
         let mut shutdown = self.shutdown.clone();

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tonic::transport::server::Connected;
 
 use crate::shutdown::stopped;
@@ -55,6 +55,18 @@ const HANDSHAKE_BYTES: u64 = 24 + 9;
 /// out of the HTTP/2 layer just after its request ended.
 const MIN_IDLE: Duration = Duration::from_millis(250);
 
+/// The address a client is counted under: its IP, or for IPv6 its /64 (one
+/// client usually has a whole /64 to pick addresses from).
+pub fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
+
 /// Limits on client connections (the `server.*` keys of the same names).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -62,6 +74,10 @@ pub struct ConnLimits {
     pub max_connections: usize,
     /// `server.max_connections_per_ip`.
     pub max_per_ip: usize,
+    /// `server.max_streams_per_ip`.
+    pub max_streams_per_ip: usize,
+    /// `server.max_streams_per_principal`.
+    pub max_streams_per_principal: usize,
     /// `quotas.connections_per_sec_per_ip` (0: unlimited).
     pub rate_per_ip: u64,
     /// `server.handshake_timeout_ms`.
@@ -86,9 +102,101 @@ pub struct ConnState {
     /// them last sent something (ms after `opened`).
     held_replies: AtomicUsize,
     last_send_ms: AtomicU64,
+    /// Open requests that are long-lived streams (Subscribe, Watch).
+    long_streams: AtomicUsize,
+    /// Bytes written to the socket.
+    written: AtomicU64,
+    /// Reply memory of replies handed to HTTP/2 but not yet written to the
+    /// socket (see [`ConnState::hold_until_written`]).
+    in_flight: Mutex<InFlight>,
+    in_flight_held: AtomicUsize,
+    /// When the socket last wrote while memory was in flight (ms after
+    /// `opened`).
+    in_flight_progress_ms: AtomicU64,
+}
+
+/// Reply memory waiting for the socket to write what it was for.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// The socket byte count by which everything held so far is written.
+    promised: u64,
+    /// (socket byte count, memory), in that order.
+    held: std::collections::VecDeque<(u64, OwnedSemaphorePermit)>,
 }
 
 impl ConnState {
+    fn new() -> ConnState {
+        ConnState {
+            opened: Instant::now(),
+            bytes_read: AtomicU64::new(0),
+            open_requests: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            held_replies: AtomicUsize::new(0),
+            last_send_ms: AtomicU64::new(0),
+            long_streams: AtomicUsize::new(0),
+            written: AtomicU64::new(0),
+            in_flight: Mutex::new(InFlight::default()),
+            in_flight_held: AtomicUsize::new(0),
+            in_flight_progress_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes written to the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Holds `permit` (reply memory) until the socket has written `bytes`
+    /// more than it had at `from`, after everything held before: HTTP/2
+    /// buffers what a client's window lets it send, so a reply handed to it
+    /// still takes memory until its bytes leave. A client that opens its
+    /// windows wide and never reads holds the reply budget, not memory
+    /// beyond it; its connection is closed when it makes no progress (see
+    /// `in_flight_stalled_for`), which gives the memory back.
+    pub fn hold_until_written(&self, from: u64, bytes: u64, permit: OwnedSemaphorePermit) {
+        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let mark = f.promised.max(from) + bytes;
+        f.promised = mark;
+        if self.written() >= mark {
+            return;
+        }
+        f.held.push_back((mark, permit));
+        if self.in_flight_held.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.in_flight_progress_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// How long memory in flight has waited for the socket to write
+    /// anything (None: none in flight).
+    fn in_flight_stalled_for(&self, now: Instant) -> Option<Duration> {
+        if self.in_flight_held.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let since = self.opened + Duration::from_millis(self.in_flight_progress_ms.load(Ordering::Relaxed));
+        Some(now.saturating_duration_since(since))
+    }
+
+    /// `n` more bytes went out: memory held for them goes back.
+    fn wrote(&self, n: usize) {
+        let written = self.written.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
+        if self.in_flight_held.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        self.in_flight_progress_ms.store(self.now_ms(), Ordering::Relaxed);
+        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        while f.held.front().is_some_and(|(mark, _)| *mark <= written) {
+            f.held.pop_front();
+            self.in_flight_held.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The connection is closed: what it held goes back now.
+    fn release_in_flight(&self) {
+        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in f.held.drain(..) {
+            self.in_flight_held.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
     fn handshaken(&self) -> bool {
         self.bytes_read.load(Ordering::Relaxed) >= HANDSHAKE_BYTES
     }
@@ -179,6 +287,47 @@ impl ConnInfo {
         self.principal.get().map(String::as_str)
     }
 
+    /// Admits a long-lived stream (Subscribe, health Watch) of `principal`
+    /// on this connection, within `server.max_streams_per_ip` and
+    /// `server.max_streams_per_principal`; the guard ends it.
+    pub fn begin_stream(&self, principal: Option<&str>) -> Result<StreamGuard, crate::error::Error> {
+        let Some(c) = self.connections.upgrade() else {
+            return Err(crate::error::Error::Unavailable(
+                crate::error::Unavailability::Stopping,
+                "the listener is stopping".into(),
+            ));
+        };
+        let group = address_group(self.peer.ip());
+        let mut reg = c.lock();
+        let from_group = reg.streams_by_group.get(&group).copied().unwrap_or(0);
+        if from_group >= c.limits.max_streams_per_ip {
+            return Err(crate::error::Error::Busy {
+                limit: "server.max_streams_per_ip",
+                message: format!(
+                    "client address {group} has {from_group} long-lived streams (Subscribe, Watch) open: server.max_streams_per_ip = {}; end some first",
+                    c.limits.max_streams_per_ip
+                ),
+            });
+        }
+        let principal: Option<Arc<str>> = principal.map(Arc::from);
+        if let Some(p) = &principal {
+            let of_principal = reg.streams_by_principal.get(p).copied().unwrap_or(0);
+            if of_principal >= c.limits.max_streams_per_principal {
+                return Err(crate::error::Error::Busy {
+                    limit: "server.max_streams_per_principal",
+                    message: format!(
+                        "principal {p:?} has {of_principal} long-lived streams (Subscribe, Watch) open: server.max_streams_per_principal = {}; end some first",
+                        c.limits.max_streams_per_principal
+                    ),
+                });
+            }
+            *reg.streams_by_principal.entry(p.clone()).or_default() += 1;
+        }
+        *reg.streams_by_group.entry(group).or_default() += 1;
+        self.state.long_streams.fetch_add(1, Ordering::AcqRel);
+        Ok(StreamGuard { connections: c.clone(), state: self.state.clone(), group, principal })
+    }
+
     /// Closes this connection (and every request on it): for a client that
     /// holds a stream it will not read.
     pub fn close(&self, why: &'static str) {
@@ -188,7 +337,37 @@ impl ConnInfo {
     }
 }
 
+/// An open long-lived stream (see [`ConnInfo::begin_stream`]).
+pub struct StreamGuard {
+    connections: Arc<Connections>,
+    state: Arc<ConnState>,
+    group: IpAddr,
+    principal: Option<Arc<str>>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.state.long_streams.fetch_sub(1, Ordering::AcqRel);
+        let mut reg = self.connections.lock();
+        decrement(&mut reg.streams_by_group, &self.group);
+        if let Some(p) = &self.principal {
+            decrement(&mut reg.streams_by_principal, p);
+        }
+    }
+}
+
+/// One fewer under `key`; no entry at 0.
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
 struct Entry {
+    /// The client's address group ([`address_group`]).
     ip: IpAddr,
     fd: RawFd,
     state: Arc<ConnState>,
@@ -203,6 +382,9 @@ struct Registry {
     /// Per IP, when its connection rate is next within its quota (GCRA,
     /// one second of burst).
     rates: HashMap<IpAddr, Instant>,
+    /// Long-lived streams open, per address group and per principal.
+    streams_by_group: HashMap<IpAddr, usize>,
+    streams_by_principal: HashMap<Arc<str>, usize>,
 }
 
 impl Registry {
@@ -221,6 +403,7 @@ impl Registry {
                 // entry is removed under this lock before the socket closes);
                 // shutdown(2) does not close or invalidate the descriptor.
                 unsafe { libc::shutdown(e.fd, libc::SHUT_RDWR) };
+                e.state.release_in_flight();
                 metrics::counter!("strata_connections_closed_total", "reason" => why).increment(1);
             }
         }
@@ -234,6 +417,25 @@ impl Registry {
             .filter_map(|(id, e)| e.state.idle_for(now).filter(|idle| *idle >= MIN_IDLE).map(|idle| (idle, *id)))
             .max()
             .map(|(_, id)| id)
+    }
+
+    /// The connection to close for a new one when none is idle: one whose
+    /// open requests are all long-lived streams (they reconnect), from the
+    /// address group (of `ip`, if given) holding the most connections, the
+    /// oldest of them. Never one with a unary request or a producing stream.
+    fn streams_only(&self, ip: Option<IpAddr>) -> Option<u64> {
+        let only_streams = |e: &Entry| {
+            let open = e.state.open_requests.load(Ordering::Acquire);
+            open > 0 && e.state.long_streams.load(Ordering::Acquire) >= open
+        };
+        let mut per_group: HashMap<IpAddr, usize> = HashMap::new();
+        for (_, e) in self.counted() {
+            *per_group.entry(e.ip).or_default() += 1;
+        }
+        self.counted()
+            .filter(|(_, e)| ip.is_none_or(|ip| e.ip == ip) && only_streams(e))
+            .max_by_key(|(id, e)| (per_group[&e.ip], std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
     }
 }
 
@@ -262,7 +464,7 @@ impl Connections {
             if reg.rates.len() >= 100_000 {
                 reg.rates.retain(|_, t| *t > now);
             }
-            let tat = reg.rates.entry(ip).or_insert(now);
+            let tat = reg.rates.entry(address_group(ip)).or_insert(now);
             let start = (*tat).max(now);
             if start > now + Duration::from_secs(1) {
                 metrics::counter!("strata_connections_rate_limited_total").increment(1);
@@ -270,15 +472,16 @@ impl Connections {
             }
             *tat = start + Duration::from_secs_f64(1.0 / self.limits.rate_per_ip as f64);
         }
-        let from_ip = reg.counted().filter(|(_, e)| e.ip == ip).count();
+        let group = address_group(ip);
+        let from_ip = reg.counted().filter(|(_, e)| e.ip == group).count();
         if from_ip >= self.limits.max_per_ip {
-            match reg.longest_idle(Some(ip), now) {
+            match reg.longest_idle(Some(group), now).or_else(|| reg.streams_only(Some(group))) {
                 Some(id) => reg.close(id, "evicted"),
                 None => return false,
             }
         }
         if reg.counted().count() >= self.limits.max_connections {
-            match reg.longest_idle(None, now) {
+            match reg.longest_idle(None, now).or_else(|| reg.streams_only(None)) {
                 Some(id) => reg.close(id, "evicted"),
                 None => return false,
             }
@@ -287,18 +490,12 @@ impl Connections {
     }
 
     fn register(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, tls: Option<&Arc<Tls>>) -> Conn {
-        let state = Arc::new(ConnState {
-            opened: Instant::now(),
-            bytes_read: AtomicU64::new(0),
-            open_requests: AtomicUsize::new(0),
-            idle_since_ms: AtomicU64::new(0),
-            held_replies: AtomicUsize::new(0),
-            last_send_ms: AtomicU64::new(0),
-        });
+        let state = Arc::new(ConnState::new());
         let mut reg = self.lock();
         let id = reg.next_id;
         reg.next_id += 1;
-        let entry = Entry { ip: peer.ip(), fd: stream.as_raw_fd(), state: state.clone(), closing: false };
+        let entry =
+            Entry { ip: address_group(peer.ip()), fd: stream.as_raw_fd(), state: state.clone(), closing: false };
         reg.conns.insert(id, entry);
         metrics::gauge!("strata_active_connections").set(reg.conns.len() as f64);
         drop(reg);
@@ -329,6 +526,11 @@ impl Connections {
                     Some((*id, "idle_timeout"))
                 } else if e.state.send_stalled_for(now).is_some_and(|s| s >= self.limits.send_stall_timeout) {
                     Some((*id, "send_stalled"))
+                } else if e.state.in_flight_stalled_for(now).is_some_and(|s| s >= 2 * self.limits.send_stall_timeout) {
+                    // Replies handed to HTTP/2 whose bytes never leave: the
+                    // client reads nothing. Twice the timeout: a stalled
+                    // subscriber first gets its status (see `broker.rs`).
+                    Some((*id, "send_stalled"))
                 } else {
                     None
                 }
@@ -337,6 +539,28 @@ impl Connections {
         for (id, why) in expired {
             reg.close(id, why);
         }
+    }
+
+    /// Closes the connections whose replies holding reply memory have sent
+    /// nothing for `stalled` (clients that keep their windows shut, or do not
+    /// read their socket): when the reply budget runs out, what they hold
+    /// goes to readers that read. Returns how many were closed.
+    pub fn close_send_stalled(&self, stalled: Duration) -> usize {
+        let mut reg = self.lock();
+        let now = Instant::now();
+        let ids: Vec<u64> = reg
+            .counted()
+            .filter(|(_, e)| {
+                let state = &e.state;
+                state.send_stalled_for(now).is_some_and(|s| s >= stalled)
+                    || state.in_flight_stalled_for(now).is_some_and(|s| s >= stalled)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for &id in &ids {
+            reg.close(id, "send_stalled");
+        }
+        ids.len()
     }
 
     /// Closes idle and unhandshaken connections every so often; after
@@ -501,7 +725,11 @@ impl AsyncRead for Conn {
 
 impl AsyncWrite for Conn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        on_stream!(self, cx, |s| Pin::new(s).poll_write(cx, buf))
+        let r = on_stream!(self, cx, |s| Pin::new(s).poll_write(cx, buf));
+        if let Poll::Ready(Ok(n)) = r {
+            self.info.state.wrote(n);
+        }
+        r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         on_stream!(self, cx, |s| Pin::new(s).poll_flush(cx))
@@ -514,7 +742,11 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        on_stream!(self, cx, |s| Pin::new(s).poll_write_vectored(cx, bufs))
+        let r = on_stream!(self, cx, |s| Pin::new(s).poll_write_vectored(cx, bufs));
+        if let Poll::Ready(Ok(n)) = r {
+            self.info.state.wrote(n);
+        }
+        r
     }
     fn is_write_vectored(&self) -> bool {
         // Asked once, possibly before a TLS handshake: both TCP and TLS

@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
 use super::authz::Authorizer;
-use super::connections::{ConnInfo, ConnState, RequestGuard};
+use super::connections::{ConnInfo, ConnState, RequestGuard, StreamGuard};
 use super::status::{self, to_status};
 use crate::error::{Error, Reason};
 use tonic::Code;
@@ -24,6 +24,11 @@ use tonic::Code;
 /// name, a partition and an offset per entry) become a `String` and a
 /// struct each; measured 12–34 times. Charged against the request budget.
 pub const CONTROL_DECODE_FACTOR: usize = 40;
+
+/// The RPCs that hold a stream open for as long as the client likes:
+/// bounded per address and principal (`server.max_streams_per_*`), and
+/// their connections may be closed to make room for new clients.
+const LONG_LIVED: &[&str] = &["/strata.v1.Broker/Subscribe", "/grpc.health.v1.Health/Watch"];
 
 /// Limits every request shares (`server.*` keys).
 #[derive(Clone)]
@@ -96,6 +101,12 @@ where
                 super::authz::log_denial(&method, principal, peer, status.message(), "Unauthenticated");
             }
         }
+        // A long-lived stream counts against its address's and principal's
+        // bound from the start.
+        let stream = match (&admitted, conn) {
+            (Ok(caller), Some(c)) if LONG_LIVED.contains(&method.as_str()) => Some(c.begin_stream(caller.principal())),
+            _ => None,
+        };
         let limits = self.limits.clone();
         let kind = MessageKind::of(&method);
         let mut req = req.map(|body| tonic::body::Body::new(Budgeted::new(body, limits, kind)));
@@ -104,8 +115,14 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let result = match admitted {
-                Ok(caller) => {
+            let (stream, refused) = match stream {
+                Some(Err(e)) => (None, Some(to_status(e))),
+                Some(Ok(g)) => (Some(g), None),
+                None => (None, None),
+            };
+            let result = match (admitted, refused) {
+                (_, Some(status)) => Ok(status.into_http()),
+                (Ok(caller), None) => {
                     // Held back for the caller's request-rate quota before
                     // anything of it is read.
                     let throttled = caller.throttled;
@@ -115,7 +132,7 @@ where
                     }
                     inner.call(req).await
                 }
-                Err(status) => Ok(status.into_http()),
+                (Err(status), None) => Ok(status.into_http()),
             };
             let code = match &result {
                 // Errors come back trailers-only, with the status in the head.
@@ -134,25 +151,30 @@ where
                     (Some(memory), Some(g)) => Some(HeldReply::new(memory, g.conn())),
                     _ => None,
                 };
-                resp.map(|inner| Tracked { inner, _guard: guard, held })
+                resp.map(|inner| Tracked { inner, _guard: guard, _stream: stream, held })
             })
         })
     }
 }
 
 /// Reply memory a handler leaves in its response's extensions, to be held
-/// until the reply has been sent: HTTP/2 asks a body for its next frame
-/// (here, the trailers) only once the previous one went out, so the memory
-/// goes back when the client has taken the reply, not when it was built.
+/// until the reply has been sent: while its body is being sent, and then
+/// until its bytes have been written to the socket (HTTP/2 buffers what
+/// the client's window allows), so the memory goes back when the reply has
+/// left, not when it was built or handed to HTTP/2.
 #[derive(Clone)]
 pub struct HeldMemory {
-    _permit: Arc<OwnedSemaphorePermit>,
+    permit: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
 impl HeldMemory {
     /// Holds `permit` until the reply is sent.
     pub fn new(permit: OwnedSemaphorePermit) -> Self {
-        HeldMemory { _permit: Arc::new(permit) }
+        HeldMemory { permit: Arc::new(std::sync::Mutex::new(Some(permit))) }
+    }
+
+    fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.permit.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -160,20 +182,34 @@ impl HeldMemory {
 /// client that stops taking replies (an HTTP/2 window kept at 0) is closed
 /// after `server.subscribe_stall_timeout_ms` (see `connections.rs`).
 struct HeldReply {
-    _memory: HeldMemory,
+    memory: HeldMemory,
     conn: Arc<ConnState>,
+    /// The socket's byte count when the body's first bytes went to HTTP/2,
+    /// and the body's bytes so far.
+    from: Option<u64>,
+    bytes: u64,
 }
 
 impl HeldReply {
     fn new(memory: HeldMemory, conn: Arc<ConnState>) -> Self {
         conn.reply_held();
-        HeldReply { _memory: memory, conn }
+        HeldReply { memory, conn, from: None, bytes: 0 }
+    }
+
+    fn sent(&mut self, bytes: usize) {
+        self.from.get_or_insert_with(|| self.conn.written());
+        self.bytes += bytes as u64;
     }
 }
 
 impl Drop for HeldReply {
     fn drop(&mut self) {
         self.conn.reply_released();
+        // Handed to HTTP/2 whole: held until its bytes leave the socket.
+        if let Some(permit) = self.memory.take() {
+            let from = self.from.unwrap_or_else(|| self.conn.written());
+            self.conn.hold_until_written(from, self.bytes, permit);
+        }
     }
 }
 
@@ -184,6 +220,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         _guard: Option<RequestGuard>,
+        _stream: Option<StreamGuard>,
         held: Option<HeldReply>,
     }
 }
@@ -194,10 +231,13 @@ impl<B: Body> Body for Tracked<B> {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
-        if let Some(held) = this.held {
-            held.conn.sending();
+        let Some(held) = this.held else { return this.inner.poll_frame(cx) };
+        held.conn.sending();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(|f| f.data_ref()) {
+            held.sent(bytes::Buf::remaining(data));
         }
-        this.inner.poll_frame(cx)
+        Poll::Ready(frame)
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()

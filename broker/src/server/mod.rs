@@ -81,7 +81,30 @@ async fn run(
     };
     let (reflection_v1, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
 
-    let broker = BrokerServer::new(BrokerService::new(&node, stop.clone()))
+    // Connections need descriptors: never allow more than half the limit.
+    let mut max_connections = config.server.max_connections as usize;
+    if let Ok(limit) = crate::partition::fds::limit() {
+        let fit = (limit / 2).max(1) as usize;
+        if max_connections > fit {
+            tracing::warn!(
+                max_connections,
+                nofile = limit,
+                "server.max_connections is more than half the file descriptor limit (RLIMIT_NOFILE); using {fit}"
+            );
+            max_connections = fit;
+        }
+    }
+    let connections = connections::Connections::new(connections::ConnLimits {
+        max_connections,
+        max_per_ip: config.server.max_connections_per_ip as usize,
+        max_streams_per_ip: config.server.max_streams_per_ip as usize,
+        max_streams_per_principal: config.server.max_streams_per_principal as usize,
+        rate_per_ip: config.quotas.connections_per_sec_per_ip,
+        handshake_timeout: Duration::from_millis(config.server.handshake_timeout_ms),
+        idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
+        send_stall_timeout: Duration::from_millis(config.server.subscribe_stall_timeout_ms),
+    });
+    let broker = BrokerServer::new(BrokerService::new(&node, stop.clone(), connections.clone()))
         .max_decoding_message_size(max_message)
         // A fetch reply carries at most max_request_bytes of records asked
         // for, plus one whole batch (which may exceed what was asked, but is
@@ -105,27 +128,6 @@ async fn run(
         None => tracing::info!("listening on {}", listener.local_addr()?),
     }
     let _ = ready.send(());
-    // Connections need descriptors: never allow more than half the limit.
-    let mut max_connections = config.server.max_connections as usize;
-    if let Ok(limit) = crate::partition::fds::limit() {
-        let fit = (limit / 2).max(1) as usize;
-        if max_connections > fit {
-            tracing::warn!(
-                max_connections,
-                nofile = limit,
-                "server.max_connections is more than half the file descriptor limit (RLIMIT_NOFILE); using {fit}"
-            );
-            max_connections = fit;
-        }
-    }
-    let connections = connections::Connections::new(connections::ConnLimits {
-        max_connections,
-        max_per_ip: config.server.max_connections_per_ip as usize,
-        rate_per_ip: config.quotas.connections_per_sec_per_ip,
-        handshake_timeout: Duration::from_millis(config.server.handshake_timeout_ms),
-        idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
-        send_stall_timeout: Duration::from_millis(config.server.subscribe_stall_timeout_ms),
-    });
     // Aborted when this returns.
     let _reaper = AbortOnDrop(tokio::spawn(connections.clone().run_reaper(stop.clone())));
     let incoming = connections::incoming(listener, connections, tls);

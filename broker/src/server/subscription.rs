@@ -9,7 +9,10 @@
 //! The queue holds at most `server.subscribe_buffer` replies (more than one
 //! only while the client keeps taking them), each with the
 //! reply memory (`server.reply_memory_bytes`) it was read with; the memory
-//! goes back when tonic takes the reply to send it. A subscriber that stops
+//! goes back once the reply's bytes have been written to the socket (HTTP/2
+//! buffers what the client's window allows: a client that opens its window
+//! wide and never reads would otherwise hold memory past the budget). A
+//! subscriber that stops
 //! reading cannot make others wait for that memory: when the budget runs out,
 //! the queues of subscribers that have taken nothing for [`SHED_AFTER`] are
 //! dropped ([`Subscriptions::shed_stalled`]) and re-read from storage once
@@ -28,6 +31,8 @@ use strata_proto::raw;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tonic::Status;
 
+use super::connections::ConnState;
+
 /// Record bytes a subscription's first reply asks for.
 pub const FIRST_REPLY_BYTES: usize = 64 << 10;
 
@@ -40,7 +45,7 @@ struct Queued {
     queued_at: Instant,
     /// The offset the reply starts at (where to re-read from if dropped).
     offset: u64,
-    _memory: OwnedSemaphorePermit,
+    memory: OwnedSemaphorePermit,
 }
 
 struct State {
@@ -66,6 +71,9 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// The connection the replies go out on: a reply's memory is held until
+    /// its bytes are written to the socket (None outside the RPC layer).
+    conn: Option<Arc<ConnState>>,
     /// Wakes the reading task: room in the queue, or the client is gone.
     room: Notify,
 }
@@ -85,8 +93,9 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// A new queue of `capacity` replies: the reading side and the stream
     /// tonic sends from.
-    pub fn open(&self, capacity: usize) -> (Feed, Outbox) {
+    pub fn open(&self, capacity: usize, conn: Option<Arc<ConnState>>) -> (Feed, Outbox) {
         let shared = Arc::new(Shared {
+            conn,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 capacity,
@@ -195,7 +204,7 @@ impl Feed {
     /// Queues a reply starting at `offset`, holding `memory`.
     pub fn push(&self, reply: raw::SubscribeResponse, offset: u64, memory: OwnedSemaphorePermit) {
         let mut st = self.0.lock();
-        st.queue.push_back(Queued { reply, queued_at: Instant::now(), offset, _memory: memory });
+        st.queue.push_back(Queued { reply, queued_at: Instant::now(), offset, memory });
         st.credits = st.credits.saturating_sub(1);
         if let Some(w) = st.waker.take() {
             w.wake();
@@ -251,7 +260,11 @@ impl Stream for Outbox {
         }
         if let Some(q) = st.queue.pop_front() {
             st.credits = (st.credits + 1).min(st.capacity);
-            // The reply's memory goes back here, as tonic takes it to send.
+            // tonic takes the reply to send: its memory goes back once its
+            // bytes have left through the socket, not when HTTP/2 buffers them.
+            if let Some(conn) = &self.0.conn {
+                conn.hold_until_written(conn.written(), q.reply.records.records_len() as u64, q.memory);
+            }
             self.0.room.notify_one();
             return Poll::Ready(Some(Ok(q.reply)));
         }
