@@ -374,6 +374,17 @@ async fn damage_in_the_last_batch_after_a_clean_stop_is_refused_not_cut() {
         assert_eq!(std::fs::read(&last.file).unwrap(), damaged, "nothing was cut");
         flips::flip(&last.file, last.pos + at, 3);
     }
+    // The last batch zeroed, and the file cut just before it (at a batch
+    // boundary: nothing torn to see, but fsynced offsets are missing).
+    let pristine = std::fs::read(&last.file).unwrap();
+    let mut zeroed = pristine.clone();
+    zeroed[last.pos as usize..].fill(0);
+    std::fs::write(&last.file, &zeroed).unwrap();
+    assert_partition_refused(dir.path(), last, &["reported durable"]).await;
+    assert_eq!(std::fs::read(&last.file).unwrap(), zeroed, "nothing was cut");
+    std::fs::write(&last.file, &pristine[..last.pos as usize]).unwrap();
+    assert_partition_refused(dir.path(), last, &["were fsynced"]).await;
+    std::fs::write(&last.file, &pristine).unwrap();
     // Undamaged, every record is there.
     let b = Broker::start(dir.path());
     let mut c = b.client().await;
@@ -851,4 +862,29 @@ async fn list_offsets_by_timestamp_at_damage_is_data_loss_not_a_later_offset() {
         assert_eq!(err.code(), tonic::Code::DataLoss, "record {record}: {}", err.message());
         assert!(err.message().contains(&format!("offsets {}..{}", victim.base, victim.next)), "{}", err.message());
     }
+}
+
+/// The broker's own state (writer epochs, ACLs and tokens, committed
+/// offsets) is replayed whole or not at all: damage start-up refuses in an
+/// internal topic stops the broker, naming it, rather than serving a
+/// state cut short (an older epoch, a revoked token working again).
+#[tokio::test]
+async fn refused_damage_in_an_internal_topic_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = b.client().await;
+    for _ in 0..3 {
+        let req = strata_client::proto::InitProducerRequest { writer_id: "w".into() };
+        c.broker.init_producer(req).await.unwrap();
+    }
+    drop(c);
+    assert!(b.stop().await.success());
+    let on_disk = flips::batches(&dir.path().join("topics/__strata_writers/0"));
+    let last = on_disk.last().unwrap();
+    flips::flip(&last.file, last.pos + 20, 2);
+    let damaged = std::fs::read(&last.file).unwrap();
+    let (status, stderr) = serve_refuses(dir.path(), &["--listen", "127.0.0.1:0"]);
+    assert!(!status.success());
+    assert!(stderr.contains("refusing to start") && stderr.contains("__strata_writers"), "{stderr}");
+    assert_eq!(std::fs::read(&last.file).unwrap(), damaged, "nothing was cut");
 }

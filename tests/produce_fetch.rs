@@ -375,3 +375,30 @@ async fn a_stop_ends_streams_with_unavailable_not_ok() {
     drop(tx);
     assert!(stopping.await.unwrap().success());
 }
+
+/// A long poll waits for `min_bytes` (or `max_wait_ms`), also when some
+/// records are there already: it does not answer at the first record.
+#[tokio::test]
+async fn a_long_poll_waits_for_min_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = b.client().await;
+    create_topic(&mut c, "t", 1).await;
+    c.produce("t", Some(0), vec![rec(None, "small")], Acks::Durable).await.unwrap();
+    let req = FetchRequest {
+        partitions: vec![FetchPartition {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 0,
+            skip_damaged: false,
+        }],
+        max_wait_ms: 700,
+        min_bytes: 1 << 20,
+        max_bytes: 0,
+    };
+    let started = Instant::now();
+    let reply = c.broker.fetch(req).await.unwrap().into_inner();
+    assert_eq!(reply.partitions[0].records.len(), 1);
+    assert!(started.elapsed() >= Duration::from_millis(600), "answered after {:?}", started.elapsed());
+}

@@ -389,3 +389,25 @@ async fn producer_ids_are_issued_and_bound_to_their_owner_across_a_restart() {
     assert_eq!(again.ranges[0].base_offset, 0);
     assert_eq!(values(&read_all(&mut owner, "t", 0, 0).await), ["mine", "theirs", "mine again"]);
 }
+
+/// One owner holds at most 1,000 producer ids issued without a writer id:
+/// the 1,001st retires its oldest. The Rust producer whose id was retired
+/// gets UNKNOWN_PRODUCER_ID (nothing stored), asks for a new id and sends
+/// the batch under it: nothing lost, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_producer_id_is_renewed_by_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = b.client().await;
+    c.create_topic("t", 1, []).await.unwrap();
+    let mut producer = Producer::init(b.client().await, "").await.unwrap();
+    let (first_id, _) = producer.id();
+    producer.produce("t", 0, vec![rec(None, "before")], Acks::Durable).await.unwrap();
+    for _ in 0..1000 {
+        c.broker.init_producer(InitProducerRequest { writer_id: String::new() }).await.unwrap();
+    }
+    unknown_producer(c.broker.produce(stamped(first_id, 0, 1, "x")).await);
+    producer.produce("t", 0, vec![rec(None, "after")], Acks::Durable).await.unwrap();
+    assert_ne!(producer.id().0, first_id, "a new id");
+    assert_eq!(values(&read_all(&mut c, "t", 0, 0).await), ["before", "after"]);
+}

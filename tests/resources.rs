@@ -430,6 +430,27 @@ async fn sigterm_with_an_open_health_watch_exits_promptly() {
     assert_eq!(watched.await.unwrap(), vec![not_serving], "the watch saw NOT_SERVING, then ended");
 }
 
+/// The HPACK block of a gRPC call to `path`: each header a literal field
+/// without indexing, new name (no Huffman coding).
+fn grpc_headers(path: &str) -> Vec<u8> {
+    let mut headers = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "strata"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        headers.push(0);
+        headers.push(name.len() as u8);
+        headers.extend_from_slice(name.as_bytes());
+        headers.push(value.len() as u8);
+        headers.extend_from_slice(value.as_bytes());
+    }
+    headers
+}
+
 /// An HTTP/2 frame: 9-byte header, then the payload.
 fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(9 + payload.len());
@@ -462,23 +483,7 @@ async fn a_client_that_never_takes_its_fetch_reply_is_closed_and_its_memory_give
     let mut raw = TcpStream::connect(&broker.addr).unwrap();
     raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
     raw.write_all(&h2_frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0])).unwrap(); // SETTINGS_INITIAL_WINDOW_SIZE = 0
-    let mut headers = Vec::new();
-    for (name, value) in [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", "/strata.v1.Broker/Fetch"),
-        (":authority", "strata"),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ] {
-        // HPACK: literal header field without indexing, new name.
-        headers.push(0);
-        headers.push(name.len() as u8);
-        headers.extend_from_slice(name.as_bytes());
-        headers.push(value.len() as u8);
-        headers.extend_from_slice(value.as_bytes());
-    }
-    raw.write_all(&h2_frame(0x1, 0x4, 1, &headers)).unwrap(); // HEADERS, END_HEADERS
+    raw.write_all(&h2_frame(0x1, 0x4, 1, &grpc_headers("/strata.v1.Broker/Fetch"))).unwrap(); // HEADERS, END_HEADERS
     let partition = FetchPartition { topic: "t".into(), partition: 0, offset: 0, ..Default::default() };
     let fetch = prost::Message::encode_to_vec(&FetchRequest { partitions: vec![partition], ..Default::default() });
     let mut message = vec![0u8];
@@ -586,22 +591,7 @@ fn subscribe_raw(mut raw: TcpStream, topic: &str, streams: u32) -> TcpStream {
     message.extend_from_slice(&body);
     for i in 0..streams {
         let stream = 1 + 2 * i;
-        let mut headers = Vec::new();
-        for (name, value) in [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", "/strata.v1.Broker/Subscribe"),
-            (":authority", "strata"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ] {
-            headers.push(0);
-            headers.push(name.len() as u8);
-            headers.extend_from_slice(name.as_bytes());
-            headers.push(value.len() as u8);
-            headers.extend_from_slice(value.as_bytes());
-        }
-        raw.write_all(&h2_frame(0x1, 0x4, stream, &headers)).unwrap();
+        raw.write_all(&h2_frame(0x1, 0x4, stream, &grpc_headers("/strata.v1.Broker/Subscribe"))).unwrap();
         raw.write_all(&h2_frame(0x0, 0x1, stream, &message)).unwrap();
     }
     raw

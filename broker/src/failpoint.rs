@@ -63,7 +63,6 @@ fn parse(entry: &str) -> Point {
 /// Aborts the process if crash point `name` is active.
 pub fn hit(name: &str) {
     if active().iter().any(|p| p.name == name && p.errno.is_none()) {
-        crate::logging::flush();
         crate::logging::last_words(&format!("failpoint {name} hit: aborting"));
         std::process::abort();
     }

@@ -38,10 +38,26 @@ pub fn flush() {
     }
 }
 
-/// Writes `line` to stderr directly, ignoring failure (`eprintln!` panics
-/// when stderr fails): for the process's last words, after [`flush`].
+/// The process's last words (`strata: <error>`): queued like a log line,
+/// then flushed for a bounded time — `eprintln!` panics when stderr fails,
+/// and a direct write blocks on a pipe nobody reads.
 pub fn last_words(line: &str) {
-    let _ = writeln!(io::stderr(), "{line}");
+    let mut w = LossyStderr::get();
+    let _ = w.write(format!("{line}\n").as_bytes());
+    flush();
+}
+
+/// Panics are reported through the same queue: the default hook writes to
+/// stderr directly, and a panic in a partition's writer (which holds the
+/// partition's write lock) must not block on a stderr nobody reads.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("<unnamed>");
+        let backtrace = std::backtrace::Backtrace::capture();
+        let mut w = LossyStderr::get();
+        let _ = w.write(format!("thread '{name}' {info}\n{backtrace}\n").as_bytes());
+    }));
 }
 
 /// Lines dropped so far (for metrics).

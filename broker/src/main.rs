@@ -16,9 +16,12 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(cli::run(args));
-    strata::logging::flush();
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => {
+            // The last log lines, before the process ends.
+            strata::logging::flush();
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             strata::logging::last_words(&format!("strata: {e}"));
             std::process::ExitCode::FAILURE

@@ -51,14 +51,21 @@ async fn refresh(manager: &Manager, coordinator: &Coordinator) {
     }
     metrics::gauge!("strata_process_cpu_seconds_total").set(process_cpu_seconds());
     metrics::gauge!("strata_log_lines_dropped_total").set(crate::logging::dropped_lines() as f64);
+    let (mut refused, mut read_only) = (0usize, 0usize);
     for topic in manager.topics_snapshot() {
         for log in topic.partitions().iter() {
+            refused += usize::from(log.refused().is_some());
+            read_only += usize::from(log.read_only().is_some());
             let labels = [("topic", topic.name().to_string()), ("partition", log.id().to_string())];
             metrics::gauge!("strata_partition_size_bytes", &labels).set(log.disk_usage().1 as f64);
             metrics::gauge!("strata_partition_end_offset", &labels).set(log.high_watermark() as f64);
             metrics::gauge!("strata_partition_start_offset", &labels).set(log.log_start() as f64);
         }
     }
+    // Partitions whose damage start-up refused to cut (writes refused until
+    // repaired), and partitions read-only until a restart.
+    metrics::gauge!("strata_partitions_refused").set(refused as f64);
+    metrics::gauge!("strata_partitions_read_only").set(read_only as f64);
     for (group, _, _) in coordinator.list_groups().await {
         let Ok(info) = coordinator.describe(&group).await else { continue };
         for p in info.partitions {

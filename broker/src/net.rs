@@ -1,6 +1,6 @@
 //! What every listener's accept loop shares.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -40,5 +40,17 @@ impl RateLimitedLog {
             self.last = Some(Instant::now());
             f(std::mem::take(&mut self.events));
         }
+    }
+}
+
+/// The address a client is counted under: its IP, or for IPv6 its /64 (one
+/// client usually has a whole /64 to pick addresses from).
+pub fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
     }
 }

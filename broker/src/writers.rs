@@ -10,10 +10,13 @@
 //!   another's id (and have the victim's batch answered as a duplicate), nor
 //!   fill a partition's producer table with made-up ids.
 //! - **Bounded per owner**: an owner holds at most [`MAX_IDS_PER_OWNER`]
-//!   ids issued without a writer id; issuing one more retires its oldest.
-//!   Ids unused for `storage.producer_expiry_ms` are retired too. A retired
-//!   id is refused like one never issued (the producer calls InitProducer
-//!   again), and its state in a full partition table is the first to go.
+//!   ids issued without a writer id (issuing one more retires its oldest)
+//!   and at most [`MAX_WRITERS_PER_OWNER`] writer ids (one more is refused),
+//!   so no owner can fill a partition's table of producers alone. Ids, and
+//!   writer ids, unused for `storage.producer_expiry_ms` are retired. A
+//!   retired id is refused like one never issued (the producer calls
+//!   InitProducer again), and its state in a full partition table is the
+//!   first to go.
 //! - **Writer ids** are scoped to the caller's principal (so one service
 //!   cannot fence another's). Each `InitProducer` with a writer id keeps the
 //!   id's producer id, bumps its epoch and binds it to the caller; a produce
@@ -49,6 +52,9 @@ pub const MAX_WRITERS: usize = 100_000;
 /// one more retires its oldest.
 pub const MAX_IDS_PER_OWNER: usize = 1_000;
 
+/// Most writer ids one owner holds at once.
+pub const MAX_WRITERS_PER_OWNER: usize = 1_000;
+
 /// Most producer ids issued at once, over all owners.
 pub const MAX_ISSUED: usize = 200_000;
 
@@ -77,10 +83,11 @@ pub enum Owner {
 
 impl Owner {
     /// The owner a request of `principal` from `ip` is.
+    /// (An address counts by its group: an IPv6 client by its /64.)
     pub fn of(principal: Option<&str>, ip: Option<IpAddr>) -> Owner {
         match (principal, ip) {
             (Some(p), _) => Owner::Principal(p.into()),
-            (None, Some(ip)) => Owner::Address(ip),
+            (None, Some(ip)) => Owner::Address(crate::net::address_group(ip)),
             (None, None) => Owner::Nobody,
         }
     }
@@ -89,7 +96,7 @@ impl Owner {
         match (self, principal) {
             (Owner::Legacy, _) => true,
             (Owner::Principal(p), Some(q)) => **p == *q,
-            (Owner::Address(a), None) => ip == Some(*a),
+            (Owner::Address(a), None) => ip.map(crate::net::address_group) == Some(*a),
             _ => false,
         }
     }
@@ -124,9 +131,8 @@ impl Owner {
 #[derive(Debug)]
 struct Issued {
     owner: Owner,
-    /// It belongs to a writer id (bounded by [`MAX_WRITERS`], never retired
-    /// for its owner's count).
-    writer: bool,
+    /// The writer id (its `principal \0 writer id` key) it belongs to, if any.
+    writer: Option<String>,
     /// Last produce or issue (ms; since start-up at the latest).
     last_used_ms: i64,
 }
@@ -140,32 +146,61 @@ struct State {
     issued: HashMap<i64, Issued>,
     /// Each owner's ids without a writer id, oldest first.
     by_owner: HashMap<Owner, VecDeque<i64>>,
+    /// How many writer ids' producer ids each owner holds.
+    writers_by_owner: HashMap<Owner, usize>,
     last_expire_ms: i64,
 }
 
 impl State {
-    fn issue(&mut self, id: i64, owner: Owner, writer: bool, now_ms: i64) {
-        if let Some(old) = self.issued.insert(id, Issued { owner: owner.clone(), writer, last_used_ms: now_ms }) {
+    fn issue(&mut self, id: i64, owner: Owner, writer: Option<String>, now_ms: i64) {
+        let new = Issued { owner: owner.clone(), writer: writer.clone(), last_used_ms: now_ms };
+        if let Some(old) = self.issued.insert(id, new) {
             self.unlist(id, &old);
         }
-        if !writer {
-            self.by_owner.entry(owner).or_default().push_back(id);
+        match writer {
+            None => self.by_owner.entry(owner).or_default().push_back(id),
+            Some(_) => *self.writers_by_owner.entry(owner).or_default() += 1,
         }
     }
 
+    /// Forgets `id`, and the writer id it belongs to, if any.
     fn retire(&mut self, id: i64) {
         if let Some(old) = self.issued.remove(&id) {
             self.unlist(id, &old);
+            if let Some(key) = &old.writer {
+                if self.by_writer.get(key).is_some_and(|(i, _)| *i == id) {
+                    self.by_writer.remove(key);
+                }
+                self.epochs.remove(&id);
+            }
         }
     }
 
     fn unlist(&mut self, id: i64, old: &Issued) {
-        if let Some(ids) = self.by_owner.get_mut(&old.owner) {
+        if old.writer.is_some() {
+            if let Some(n) = self.writers_by_owner.get_mut(&old.owner) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.writers_by_owner.remove(&old.owner);
+                }
+            }
+        } else if let Some(ids) = self.by_owner.get_mut(&old.owner) {
             ids.retain(|&i| i != id);
             if ids.is_empty() {
                 self.by_owner.remove(&old.owner);
             }
         }
+    }
+
+    /// The records that retire `id` (its own, and its writer id's).
+    fn retire_records(&self, id: i64) -> Vec<KeyedRecord> {
+        let mut records = vec![KeyedRecord::delete(id_key(id))];
+        if let Some(key) = self.issued.get(&id).and_then(|i| i.writer.clone()) {
+            if self.by_writer.get(&key).is_some_and(|(i, _)| *i == id) {
+                records.push(KeyedRecord::delete(key.into_bytes()));
+            }
+        }
+        records
     }
 }
 
@@ -184,12 +219,12 @@ impl Writers {
         let log = open_keyed_topic(manager, WRITERS_TOPIC)?;
         let now = crate::partition::now_ms();
         let mut state = State::default();
-        let mut owners: HashMap<i64, (Owner, bool)> = HashMap::new();
+        let mut owners: HashMap<i64, Owner> = HashMap::new();
         replay_keyed(&log, |_, key, value| {
             let Ok(key) = std::str::from_utf8(key) else { return };
             if let Some(id) = key.strip_prefix(ID_KEY_PREFIX).and_then(|id| id.parse::<i64>().ok()) {
                 match value.and_then(decode_owner) {
-                    Some(v) => owners.insert(id, v),
+                    Some(owner) => owners.insert(id, owner),
                     None => owners.remove(&id),
                 };
                 return;
@@ -200,16 +235,19 @@ impl Writers {
             };
         })?;
         state.epochs = state.by_writer.values().copied().collect();
+        let mut writer_of: HashMap<i64, String> =
+            state.by_writer.iter().map(|(key, (id, _))| (*id, key.clone())).collect();
         // Writer ids recorded before ids were bound: owned by their key's
         // principal (any caller for the anonymous one) until rebound.
-        for (key, (id, _)) in &state.by_writer {
+        for (id, key) in &writer_of {
             if !owners.contains_key(id) {
                 let principal = key.split('\0').next().unwrap_or_default();
                 let owner = if principal.is_empty() { Owner::Legacy } else { Owner::Principal(principal.into()) };
-                owners.insert(*id, (owner, true));
+                owners.insert(*id, owner);
             }
         }
-        for (id, (owner, writer)) in owners {
+        for (id, owner) in owners {
+            let writer = writer_of.remove(&id);
             state.issue(id, owner, writer, now);
         }
         state.last_expire_ms = now;
@@ -230,77 +268,87 @@ impl Writers {
         }
         let now = crate::partition::now_ms();
         let _w = self.writing.lock().await;
-        let mut records = Vec::new();
         let mut retire = self.expired(now);
         let writer_key = match &owner {
             _ if writer_id.is_empty() => None,
             Owner::Principal(p) => Some(format!("{p}\0{writer_id}")),
             _ => Some(format!("\0{writer_id}")),
         };
-        let next = match &writer_key {
-            None => {
-                // The owner's oldest id goes if it holds the most.
-                let st = self.state.locked();
-                if let Some(ids) = st.by_owner.get(&owner).filter(|ids| ids.len() >= MAX_IDS_PER_OWNER) {
-                    retire.extend(ids.iter().take(ids.len() + 1 - MAX_IDS_PER_OWNER).copied());
+        let limit = |limit: &'static str, message: String| Err(Error::LimitReached { limit, message });
+        let (next, records) = {
+            let st = self.state.locked();
+            let next = match &writer_key {
+                None => {
+                    // The owner's oldest id goes if it holds the most.
+                    if let Some(ids) = st.by_owner.get(&owner).filter(|ids| ids.len() >= MAX_IDS_PER_OWNER) {
+                        retire.extend(ids.iter().take(ids.len() + 1 - MAX_IDS_PER_OWNER).copied());
+                    }
+                    (self.fresh_id(&st)?, 0)
                 }
-                (self.fresh_id(&st)?, 0)
+                Some(key) => {
+                    let current = st.by_writer.get(key).copied();
+                    let held = st.writers_by_owner.get(&owner).copied().unwrap_or(0);
+                    if current.is_none() && held >= MAX_WRITERS_PER_OWNER {
+                        return limit(
+                            "writer_ids_per_owner",
+                            format!(
+                                "{} holds {MAX_WRITERS_PER_OWNER} writer ids, the most one owner may (unused ones expire after storage.producer_expiry_ms)",
+                                owner.describe()
+                            ),
+                        );
+                    }
+                    if current.is_none() && st.by_writer.len() >= MAX_WRITERS {
+                        return limit("writer_ids", format!("the broker keeps at most {MAX_WRITERS} writer ids"));
+                    }
+                    match current {
+                        Some((id, epoch)) if epoch < i16::MAX => (id, epoch + 1),
+                        // Its epochs ran out: a new id, and the old one retires.
+                        Some((id, _)) => {
+                            retire.push(id);
+                            (self.fresh_id(&st)?, 0)
+                        }
+                        None => (self.fresh_id(&st)?, 0),
+                    }
+                }
+            };
+            retire.sort_unstable();
+            retire.dedup();
+            retire.retain(|&id| id != next.0);
+            let new_ids = usize::from(!st.issued.contains_key(&next.0));
+            if st.issued.len() + new_ids > MAX_ISSUED + retire.len() {
+                return limit(
+                    "producer_ids",
+                    format!(
+                        "the broker has issued {MAX_ISSUED} producer ids in use (unused ones expire after storage.producer_expiry_ms)"
+                    ),
+                );
             }
-            Some(key) => {
-                let st = self.state.locked();
-                let current = st.by_writer.get(key).copied();
-                if current.is_none() && st.by_writer.len() >= MAX_WRITERS {
-                    return Err(Error::LimitReached {
-                        limit: "writer_ids",
-                        message: format!("the broker keeps at most {MAX_WRITERS} writer ids"),
-                    });
-                }
-                let next = match current {
-                    Some((id, epoch)) if epoch < i16::MAX => (id, epoch + 1),
-                    // A new writer, or one whose epochs ran out: a new id.
-                    Some(_) | None => (self.fresh_id(&st)?, 0),
-                };
+            let mut records: Vec<KeyedRecord> = retire.iter().flat_map(|&id| st.retire_records(id)).collect();
+            if let Some(key) = &writer_key {
                 let mut value = next.0.to_le_bytes().to_vec();
                 value.extend_from_slice(&next.1.to_le_bytes());
                 records.push(KeyedRecord::set(key.clone().into_bytes(), value));
-                next
             }
+            let mut owner_value = vec![u8::from(writer_key.is_some())];
+            owner_value.extend_from_slice(owner.encode().as_bytes());
+            records.push(KeyedRecord::set(id_key(next.0), owner_value));
+            (next, records)
         };
-        {
-            let st = self.state.locked();
-            let new_ids = usize::from(!st.issued.contains_key(&next.0));
-            if st.issued.len() + new_ids > MAX_ISSUED + retire.len() {
-                return Err(Error::LimitReached {
-                    limit: "producer_ids",
-                    message: format!(
-                        "the broker has issued {MAX_ISSUED} producer ids in use (unused ones expire after storage.producer_expiry_ms)"
-                    ),
-                });
-            }
-        }
-        retire.sort_unstable();
-        retire.dedup();
-        retire.retain(|&id| id != next.0);
-        records.extend(retire.iter().map(|id| KeyedRecord::delete(id_key(*id))));
-        let mut owner_value = vec![u8::from(writer_key.is_some())];
-        owner_value.extend_from_slice(owner.encode().as_bytes());
-        records.push(KeyedRecord::set(id_key(next.0), owner_value));
         self.log.append(&records, now, AckLevel::Durable)?.acknowledged().await?;
         let mut st = self.state.locked();
         for id in retire {
             st.retire(id);
         }
-        if let Some(key) = writer_key {
-            st.by_writer.insert(key, next);
+        if let Some(key) = &writer_key {
+            st.by_writer.insert(key.clone(), next);
             st.epochs.insert(next.0, next.1);
         }
-        let writer = st.epochs.contains_key(&next.0);
-        st.issue(next.0, owner, writer, now);
+        st.issue(next.0, owner, writer_key, now);
         Ok(next)
     }
 
-    /// Ids without a writer id unused for `storage.producer_expiry_ms`, to
-    /// retire (looked for at most once a minute).
+    /// Ids unused for `storage.producer_expiry_ms` (with their writer ids),
+    /// to retire (looked for at most once a minute).
     fn expired(&self, now_ms: i64) -> Vec<i64> {
         let mut st = self.state.locked();
         if now_ms - st.last_expire_ms < EXPIRE_EVERY_MS {
@@ -308,7 +356,7 @@ impl Writers {
         }
         st.last_expire_ms = now_ms;
         let horizon = now_ms.saturating_sub(self.expiry_ms);
-        st.issued.iter().filter(|(_, i)| !i.writer && i.last_used_ms < horizon).map(|(id, _)| *id).collect()
+        st.issued.iter().filter(|(_, i)| i.last_used_ms < horizon).map(|(id, _)| *id).collect()
     }
 
     /// A random id not issued yet.
@@ -386,9 +434,10 @@ fn decode(v: &[u8]) -> Option<(i64, i16)> {
         .then(|| (i64::from_le_bytes(v[..8].try_into().unwrap_or_default()), i16::from_le_bytes([v[8], v[9]])))
 }
 
-fn decode_owner(v: &[u8]) -> Option<(Owner, bool)> {
-    let (&flag, owner) = v.split_first()?;
-    Some((Owner::decode(std::str::from_utf8(owner).ok()?)?, flag == 1))
+/// The owner in an issued id's record (after its writer-id flag byte).
+fn decode_owner(v: &[u8]) -> Option<Owner> {
+    let (_, owner) = v.split_first()?;
+    Owner::decode(std::str::from_utf8(owner).ok()?)
 }
 
 /// A random positive 63-bit producer id.
@@ -416,6 +465,10 @@ mod tests {
         assert!(addr.matches(None, Some(ip)));
         assert!(!addr.matches(None, Some(other)) && !addr.matches(Some("alice"), Some(ip)));
         assert!(!Owner::Nobody.matches(None, None));
+        // An IPv6 client counts by its /64.
+        let v6 = Owner::of(None, Some("2001:db8::1".parse().unwrap()));
+        assert!(v6.matches(None, Some("2001:db8::ffff:2".parse().unwrap())));
+        assert!(!v6.matches(None, Some("2001:db8:0:1::1".parse().unwrap())));
         for o in [alice, addr] {
             assert_eq!(Owner::decode(&o.encode()), Some(o));
         }
@@ -426,14 +479,21 @@ mod tests {
         let mut st = State::default();
         let owner = Owner::of(Some("a"), None);
         for id in 0..5 {
-            st.issue(id, owner.clone(), false, 0);
+            st.issue(id, owner.clone(), None, 0);
         }
-        st.issue(100, owner.clone(), true, 0);
-        assert_eq!(st.by_owner[&owner].len(), 5, "writer ids are not counted");
+        st.by_writer.insert("a\0w".into(), (100, 3));
+        st.epochs.insert(100, 3);
+        st.issue(100, owner.clone(), Some("a\0w".into()), 0);
+        assert_eq!(st.by_owner[&owner].len(), 5, "writer ids are counted apart");
+        assert_eq!(st.writers_by_owner[&owner], 1);
         st.retire(0);
         assert_eq!(st.by_owner[&owner].front(), Some(&1));
         // Rebinding an id to another owner moves it.
-        st.issue(1, Owner::of(Some("b"), None), false, 0);
+        st.issue(1, Owner::of(Some("b"), None), None, 0);
         assert_eq!(st.by_owner[&owner].len(), 3);
+        // Retiring a writer id's producer id forgets the writer id too.
+        assert_eq!(st.retire_records(100).len(), 2);
+        st.retire(100);
+        assert!(st.by_writer.is_empty() && st.epochs.is_empty() && !st.writers_by_owner.contains_key(&owner));
     }
 }

@@ -10,6 +10,12 @@
 //! A batch the broker refuses (a conditional append that lost, a denied
 //! write) stored nothing: its sequence number goes to the next batch if no
 //! later one took a number yet.
+//!
+//! A producer id the broker no longer knows (UNKNOWN_PRODUCER_ID: it
+//! expired unused, or its owner was issued too many) stored nothing: the
+//! producer asks for a new id (`InitProducer` with the same writer id),
+//! numbers its partitions from 0 again, and sends the batch under the new
+//! id, as Kafka's producer does.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -68,6 +74,7 @@ impl Batch {
 /// See the module documentation.
 pub struct Producer {
     client: Client,
+    writer_id: String,
     producer_id: i64,
     epoch: i32,
     next: HashMap<(String, u32), i32>,
@@ -94,6 +101,7 @@ impl Producer {
         let r = client.broker.init_producer(req).await?.into_inner();
         Ok(Producer {
             client,
+            writer_id: writer_id.to_string(),
             producer_id: r.producer_id,
             epoch: r.producer_epoch,
             next: HashMap::new(),
@@ -136,6 +144,7 @@ impl Producer {
     pub async fn send(&mut self, batch: &Batch) -> Result<proto::ProduceResponse, Status> {
         let mut backoff = self.retry.first_backoff;
         let mut attempt = 1;
+        let mut batch = batch.clone();
         loop {
             let call = self.client.broker.produce(batch.req.clone());
             let result = match tokio::time::timeout(self.retry.attempt_timeout, call).await {
@@ -143,6 +152,15 @@ impl Producer {
                 Err(_) => Err(Status::deadline_exceeded("no answer within the attempt timeout")),
             };
             match result {
+                Err(s) if refusal::is(&s, ErrorReason::UnknownProducerId) && attempt < self.retry.attempts => {
+                    // Nothing was stored: a new id, and this batch first under it.
+                    self.renew(&batch).await?;
+                    let partition = batch.req.partition.unwrap_or(0);
+                    let fresh = self.batch(&batch.req.topic, partition, Vec::new(), proto::Acks::Unspecified);
+                    let stamp = fresh.req.producer;
+                    batch.req.producer = stamp;
+                    attempt += 1;
+                }
                 Err(s) if retryable(&s) && attempt < self.retry.attempts => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.retry.max_backoff);
@@ -151,7 +169,7 @@ impl Producer {
                 Err(s) if !refusal::outcome_unknown(&s) => {
                     // Refused: nothing was stored. If no later batch took a
                     // number yet, the next one reuses this one's.
-                    self.give_back(batch);
+                    self.give_back(&batch);
                     return Err(s);
                 }
                 // Stored or not, unknown: the batch keeps its number; send
@@ -159,6 +177,20 @@ impl Producer {
                 r => return r,
             }
         }
+    }
+
+    /// A new producer id, unless one was already taken since `batch` was
+    /// numbered (another batch found the old one unknown first).
+    async fn renew(&mut self, batch: &Batch) -> Result<(), Status> {
+        if batch.req.producer.as_ref().is_some_and(|p| p.producer_id != self.producer_id) {
+            return Ok(());
+        }
+        let req = proto::InitProducerRequest { writer_id: self.writer_id.clone() };
+        let r = self.client.broker.init_producer(req).await?.into_inner();
+        self.producer_id = r.producer_id;
+        self.epoch = r.producer_epoch;
+        self.next.clear();
+        Ok(())
     }
 
     fn give_back(&mut self, batch: &Batch) {

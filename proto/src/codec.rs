@@ -109,7 +109,12 @@ impl<U: Message + Default + 'static> Decoder for StrataDecoder<U> {
             let len = buf.remaining();
             let chunk = buf.chunk();
             if chunk.len() < len {
-                return Err(Status::internal(format!("{name} buffer is not contiguous")));
+                return Err(refusal(
+                    tonic::Code::Internal,
+                    "INTERNAL",
+                    ("true", "false"),
+                    format!("{name} buffer is not contiguous"),
+                ));
             }
             check(&chunk[..len]).map_err(|e| malformed(format!("{name} {e}")))?;
         }
@@ -120,13 +125,19 @@ impl<U: Message + Default + 'static> Decoder for StrataDecoder<U> {
 /// INVALID_ARGUMENT with reason MALFORMED_REQUEST (errors.proto): final,
 /// definite.
 fn malformed(message: String) -> Status {
+    refusal(tonic::Code::InvalidArgument, "MALFORMED_REQUEST", ("false", "true"), message)
+}
+
+/// A status with an ErrorInfo of `reason` (errors.proto) marked
+/// (retriable, definite), as the broker's own refusals are.
+fn refusal(code: tonic::Code, reason: &str, (retriable, definite): (&str, &str), message: String) -> Status {
     use tonic_types::{ErrorDetails, StatusExt};
     let metadata = std::collections::HashMap::from([
-        ("retriable".to_string(), "false".to_string()),
-        ("definite".to_string(), "true".to_string()),
+        ("retriable".to_string(), retriable.to_string()),
+        ("definite".to_string(), definite.to_string()),
     ]);
-    let info = ErrorDetails::with_error_info("MALFORMED_REQUEST", "strata.v1", metadata);
-    Status::with_error_details(tonic::Code::InvalidArgument, message, info)
+    let info = ErrorDetails::with_error_info(reason, "strata.v1", metadata);
+    Status::with_error_details(code, message, info)
 }
 
 fn message_name<U>() -> &'static str {

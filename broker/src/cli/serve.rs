@@ -29,7 +29,8 @@ pub struct ServeArgs {
 fn init_logging(config: &Config) -> Result<(), CliError> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.logging.level)
         .map_err(|e| format!("logging.level = {:?}: {e}", config.logging.level))?;
-    // Never fails, never blocks (see `strata::logging`).
+    // Never fails, never blocks (see `strata::logging`); panics too.
+    strata::logging::install_panic_hook();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(strata::logging::LossyStderr::get())

@@ -42,9 +42,9 @@ impl RecoveryPoint {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RecoveryPoint::Missing),
             Err(e) => return Err(e),
         };
-        if bytes.is_empty() {
-            // Created, but its first write never happened (a crash, or a
-            // full disk): nothing was recorded.
+        if bytes.iter().all(|&b| b == 0) {
+            // Created, but its first write never happened or never reached
+            // the disk (a crash, a full disk): nothing was recorded.
             return Ok(RecoveryPoint::Missing);
         }
         if bytes.len() != RECOVERY_POINT_LEN {
@@ -66,6 +66,14 @@ impl RecoveryPoint {
             RecoveryPoint::At(o) => *o,
             RecoveryPoint::Damaged(_) => u64::MAX,
         }
+    }
+
+    /// Creates the file (offset 0: nothing known) and fsyncs it and its
+    /// directory, so its later writes overwrite blocks already on disk.
+    pub fn create(dir: &Path) -> io::Result<()> {
+        RecoveryPoint::write(dir, 0)?;
+        std::fs::File::open(dir.join(RECOVERY_POINT_FILE))?.sync_all()?;
+        super::sync_dir(dir)
     }
 
     /// Records that offsets below `offset` of the log in `dir` are fsynced.

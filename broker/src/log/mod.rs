@@ -233,15 +233,15 @@ impl Log {
         // back to what was kept (`truncate` cut below it: it would refuse
         // the next crash's torn tail). A damaged one is rewritten by the
         // next fsync. Best effort: on a full disk the file may stay behind.
-        let rewrite = match point {
-            checkpoint::RecoveryPoint::Missing => Some(0),
-            checkpoint::RecoveryPoint::At(p) if p > next_offset && tail.refused.is_none() => Some(next_offset),
-            _ => None,
-        };
-        if let Some(offset) = rewrite {
-            if let Err(e) = checkpoint::RecoveryPoint::write(dir, offset) {
-                tracing::warn!(log = %name, error = %e, "could not write the recovery point");
+        let written = match point {
+            checkpoint::RecoveryPoint::Missing => checkpoint::RecoveryPoint::create(dir),
+            checkpoint::RecoveryPoint::At(p) if p > next_offset && tail.refused.is_none() => {
+                checkpoint::RecoveryPoint::write(dir, next_offset)
             }
+            _ => Ok(()),
+        };
+        if let Err(e) = written {
+            tracing::warn!(log = %name, error = %e, "could not write the recovery point");
         }
         let direct = active.direct_writer()?;
         segments.insert(last, active.clone());

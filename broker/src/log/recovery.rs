@@ -161,7 +161,9 @@ pub enum TailStep {
 /// `truncate` is `storage.recovery = "truncate"`.
 ///
 /// - A valid batch is kept.
-/// - Zeros with nothing valid after them are the preallocated tail: the end.
+/// - Zeros with nothing valid after them are the preallocated tail: the end
+///   (unless the offsets there were reported durable: then they are data
+///   lost, refused as damage).
 /// - Damage at offsets reported durable is refused: an fsync covered them,
 ///   so this is not a write cut short, and cutting would lose what was
 ///   acknowledged.
@@ -179,7 +181,7 @@ pub fn tail_step(found: Found, valid_after: Option<u64>, durable: bool, truncate
     let damage = if why.is_empty() { "zeros where a batch header must be".to_string() } else { why.clone() };
     match found {
         Found::Batch(h) => TailStep::Keep(h),
-        Found::Zeros if valid_after.is_none() => TailStep::End,
+        Found::Zeros if valid_after.is_none() && !durable => TailStep::End,
         _ if truncate => TailStep::Cut(damage),
         _ if newer => TailStep::Refuse(format!("{why}: written by a newer strata; upgrade, or {TRUNCATE_CHOICE}")),
         _ if durable => TailStep::Refuse(format!(
@@ -194,6 +196,19 @@ pub fn tail_step(found: Found, valid_after: Option<u64>, durable: bool, truncate
             None => TailStep::Cut(damage),
         },
     }
+}
+
+/// The end of the log as recovery found it, judged against the recovery
+/// point: a log that ends (cleanly) before offsets an fsync covered has
+/// lost them (a file cut at a batch boundary, a segment gone), and is
+/// refused unless `truncate`. None: the end stands.
+pub fn short_log(end_offset: u64, recovery_point: u64, truncate: bool) -> Option<String> {
+    (end_offset < recovery_point && !truncate).then(|| {
+        format!(
+            "the log ends at offset {end_offset}, but offsets below {recovery_point} were fsynced (recovery-point): \
+             they are lost from the files; run `strata verify DATA_DIR` for a report, or {TRUNCATE_CHOICE}"
+        )
+    })
 }
 
 const TRUNCATE_CHOICE: &str =
@@ -326,7 +341,11 @@ mod tests {
                 matches!(tail_step(found, None, true, false), TailStep::Refuse(w) if w.contains("reported durable"))
             );
         }
-        assert!(matches!(tail_step(Found::Zeros, None, true, false), TailStep::End));
+        assert!(
+            matches!(tail_step(Found::Zeros, None, true, false), TailStep::Refuse(w) if w.contains("zeros")),
+            "zeros where fsynced batches must be are data lost"
+        );
+        assert!(matches!(tail_step(Found::Zeros, None, false, false), TailStep::End));
         assert!(matches!(tail_step(Found::Damaged(BatchError::CrcMismatch), None, true, true), TailStep::Cut(_)));
     }
 }

@@ -186,11 +186,15 @@ impl Manager {
                 tracing::warn!(topic = name, error = %e, "a failed growth is undone at the next start");
                 return;
             }
-            for id in current..total {
-                let _ = std::fs::remove_dir_all(dir.join(id.to_string()));
+            let removed = (current..total).all(|id| {
+                let d = dir.join(id.to_string());
+                std::fs::remove_dir_all(&d).is_ok() || !d.exists()
+            });
+            // The marker goes only once every new directory is gone;
+            // otherwise it stays and start-up finishes the undo.
+            if removed {
+                let _ = sync_dir(&dir).and_then(|_| GrowthMarker::remove(&dir, name).map_err(std::io::Error::other));
             }
-            // If this fails, the marker stays and start-up finishes the undo.
-            let _ = sync_dir(&dir).and_then(|_| GrowthMarker::remove(&dir, name).map_err(std::io::Error::other));
         };
         let opened = self.open_partitions(name, current..total, &topic.settings()).inspect_err(|_| undo(&[]))?;
         crate::failpoint::hit(GROWTH_CRASH_POINT);

@@ -417,6 +417,12 @@ impl Partition {
         table.forget_if(retired)
     }
 
+    /// The damage start-up refused to cut in this partition's log, if any
+    /// (where, why, what to do): it takes no writes.
+    pub fn refused(&self) -> Option<&str> {
+        self.log.refused()
+    }
+
     /// Why the partition takes no writes until a restart, if it does not
     /// (an fsync failed, or a write panicked).
     pub fn read_only(&self) -> Option<String> {

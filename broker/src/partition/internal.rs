@@ -112,7 +112,19 @@ pub fn open_keyed_topic(manager: &Manager, name: &str) -> Result<Arc<Partition>>
         }
         Err(e) => return Err(e),
     };
-    topic.partition(0)
+    let partition = topic.partition(0)?;
+    // The broker's state is replayed from the whole log: one cut short at
+    // refused damage would bring back what later records undid (a revoked
+    // token, an older epoch, an older commit). The broker does not start.
+    if let Some(why) = partition.refused() {
+        return Err(Error::RecoveryRefused {
+            path: manager.topic_dir_of(name),
+            reason: format!(
+                "the internal topic {name} holds broker state, which must be replayed whole, and start-up refused damage in it: {why}"
+            ),
+        });
+    }
+    Ok(partition)
 }
 
 /// One change to a keyed internal topic.

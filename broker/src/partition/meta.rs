@@ -122,8 +122,16 @@ impl TopicMeta {
         let (meta, checked): (TopicMeta, bool) =
             read_checked(&path)?.ok_or_else(|| MetaError::Io(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
         if !checked {
-            tracing::info!(file = %path.display(), "adding a checksum to topic metadata written before checksums");
-            write_checked(&meta, dir, TOPIC_META_FILE).map_err(MetaError::Io)?;
+            // Best effort: on a full disk the file stays as it is (and is
+            // read the same way next time).
+            match write_checked(&meta, dir, TOPIC_META_FILE) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "added a checksum to topic metadata written before checksums")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "could not add a checksum to topic metadata")
+                }
+            }
         }
         Ok(meta)
     }
@@ -145,7 +153,12 @@ impl TopicMeta {
 impl GrowthMarker {
     /// The growth marker of the topic in `dir`, if one is there.
     pub(super) fn read(dir: &Path) -> Result<Option<GrowthMarker>, MetaError> {
-        Ok(read_checked(&dir.join(GROWTH_MARKER_FILE))?.map(|(m, _)| m))
+        match read_checked(&dir.join(GROWTH_MARKER_FILE))? {
+            None => Ok(None),
+            Some((m, true)) => Ok(Some(m)),
+            // Markers were written with checksums from the start.
+            Some((_, false)) => Err(MetaError::Damaged("its checksum line is missing".into())),
+        }
     }
 
     /// Writes the marker, crash-safely, before any new partition directory.

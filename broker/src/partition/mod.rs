@@ -185,6 +185,11 @@ impl Manager {
         self.root.join(name)
     }
 
+    /// The directory of topic `name` (for messages).
+    pub fn topic_dir_of(&self, name: &str) -> PathBuf {
+        self.topic_dir(name)
+    }
+
     /// Index sizing for every segment.
     pub fn index_config(&self) -> IndexConfig {
         let st = &self.config.storage;

@@ -507,7 +507,11 @@ impl Broker for BrokerService {
             let got = total_max - budget;
             // A reader at offsets compaction removed learns where to go on
             // at once: waiting would not bring it records.
-            let passed = reply.partitions.iter().zip(&req.partitions).any(|(part, p)| part.next_offset > p.offset);
+            let passed = reply
+                .partitions
+                .iter()
+                .zip(&req.partitions)
+                .any(|(part, p)| part.records_len() == 0 && part.next_offset > p.offset);
             if got >= min_bytes || passed || Instant::now() >= deadline || *shutdown.borrow() {
                 // Held, for what the reply carries, until it has been sent
                 // (see `layers::HeldMemory`).

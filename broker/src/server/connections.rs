@@ -43,6 +43,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tonic::transport::server::Connected;
 
+pub use crate::net::address_group;
 use crate::shutdown::stopped;
 use crate::tls::Tls;
 
@@ -54,18 +55,6 @@ const HANDSHAKE_BYTES: u64 = 24 + 9;
 /// once it has been idle this long: its last reply may still be on its way
 /// out of the HTTP/2 layer just after its request ended.
 const MIN_IDLE: Duration = Duration::from_millis(250);
-
-/// The address a client is counted under: its IP, or for IPv6 its /64 (one
-/// client usually has a whole /64 to pick addresses from).
-pub fn address_group(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-        v4 => v4,
-    }
-}
 
 /// Limits on client connections (the `server.*` keys of the same names).
 #[derive(Debug, Clone, Copy)]
@@ -161,8 +150,15 @@ impl ConnState {
             return;
         }
         f.held.push_back((mark, permit));
-        if self.in_flight_held.fetch_add(1, Ordering::AcqRel) == 0 {
+        if self.in_flight_held.fetch_add(1, Ordering::SeqCst) == 0 {
             self.in_flight_progress_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+        // A write that counted its bytes before this entry was visible to it
+        // released nothing: look again (SeqCst: that write's count is seen).
+        let written = self.written.load(Ordering::SeqCst);
+        while f.held.front().is_some_and(|(mark, _)| *mark <= written) {
+            f.held.pop_front();
+            self.in_flight_held.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -178,8 +174,8 @@ impl ConnState {
 
     /// `n` more bytes went out: memory held for them goes back.
     fn wrote(&self, n: usize) {
-        let written = self.written.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
-        if self.in_flight_held.load(Ordering::Acquire) == 0 {
+        let written = self.written.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+        if self.in_flight_held.load(Ordering::SeqCst) == 0 {
             return;
         }
         self.in_flight_progress_ms.store(self.now_ms(), Ordering::Relaxed);

@@ -35,12 +35,32 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 pub struct HealthService {
     stop: watch::Receiver<bool>,
     manager: Arc<Manager>,
+    /// When the partitions were last looked at, and whether one was
+    /// read-only: shared by every check and watch, so many of them cost one
+    /// look at the partitions per [`WATCH_EVERY`].
+    read_only: Arc<std::sync::Mutex<Option<(tokio::time::Instant, bool)>>>,
 }
 
 impl HealthService {
     /// Reports on this listener's services until `stop`.
     pub fn new(stop: watch::Receiver<bool>, manager: Arc<Manager>) -> Self {
-        HealthService { stop, manager }
+        HealthService { stop, manager, read_only: Arc::default() }
+    }
+
+    fn any_read_only(&self) -> bool {
+        let mut cached = self.read_only.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
+        match *cached {
+            Some((at, read_only)) if now.duration_since(at) < WATCH_EVERY => read_only,
+            _ => {
+                let partitions = self.manager.read_only_partitions();
+                if !partitions.is_empty() {
+                    tracing::debug!(?partitions, "health: NOT_SERVING while partitions are read-only");
+                }
+                *cached = Some((now, !partitions.is_empty()));
+                !partitions.is_empty()
+            }
+        }
     }
 
     fn status_of(&self, service: &str) -> ServingStatus {
@@ -50,12 +70,10 @@ impl HealthService {
         if *self.stop.borrow() {
             return ServingStatus::NotServing;
         }
-        let read_only = self.manager.read_only_partitions();
-        if !read_only.is_empty() {
-            tracing::debug!(partitions = ?read_only, "health: NOT_SERVING while partitions are read-only");
-            return ServingStatus::NotServing;
+        match self.any_read_only() {
+            true => ServingStatus::NotServing,
+            false => ServingStatus::Serving,
         }
-        ServingStatus::Serving
     }
 }
 

@@ -108,8 +108,13 @@ impl Segment {
                 _ => self.next_valid_batch(pos, next_offset, file_len)?.map(|(p, _)| p),
             };
             // Everything was fsynced before a clean stop; after a crash, what
-            // the last fsync covered (the recovery point).
-            let durable = clean_stop || next_offset < recovery_point;
+            // the last fsync covered (the recovery point). Zeros after the
+            // last batch (preallocation, direct I/O's padding) are judged
+            // by the recovery point alone: a clean stop writes it too.
+            let durable = match found {
+                Found::Zeros => next_offset < recovery_point,
+                _ => clean_stop || next_offset < recovery_point,
+            };
             let hole = match valid_after {
                 Some(next) if !durable => self.has_zero_block(pos, next)?,
                 _ => false,
@@ -133,6 +138,12 @@ impl Segment {
             max_ts = max_ts.max(h.meta.max_timestamp);
             next_offset = h.meta.next_offset();
             pos += u64::from(h.batch_len);
+        }
+        // (A damaged recovery point, u64::MAX, says nothing of where the log ends.)
+        if report.refused.is_none() && recovery_point != u64::MAX {
+            if let Some(why) = recovery::short_log(next_offset, recovery_point, truncate_damage) {
+                report.refused = Some(format!("{} at byte {pos}: {why}", self.path.display()));
+            }
         }
         if pos < file_len && report.refused.is_none() {
             self.file.set_len(pos)?;
