@@ -42,8 +42,26 @@ pub fn flush() {
 /// then flushed for a bounded time — `eprintln!` panics when stderr fails,
 /// and a direct write blocks on a pipe nobody reads.
 pub fn last_words(line: &str) {
-    let mut w = LossyStderr::get();
-    let _ = w.write(format!("{line}\n").as_bytes());
+    // The line most worth keeping: it waits (bounded) for room in the queue.
+    let w = LossyStderr::get();
+    let mut line = format!("{line}\n").into_bytes();
+    let deadline = std::time::Instant::now() + FLUSH_WAIT;
+    loop {
+        match w.queue.try_send(line) {
+            Ok(()) => {
+                QUEUED.fetch_add(1, Ordering::Release);
+                break;
+            }
+            Err(TrySendError::Full(l)) if std::time::Instant::now() < deadline => {
+                line = l;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(_) => {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
     flush();
 }
 
@@ -57,6 +75,8 @@ pub fn install_panic_hook() {
         let backtrace = std::backtrace::Backtrace::capture();
         let mut w = LossyStderr::get();
         let _ = w.write(format!("thread '{name}' {info}\n{backtrace}\n").as_bytes());
+        // The process may be about to end: the message goes out first.
+        flush();
     }));
 }
 

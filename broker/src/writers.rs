@@ -83,12 +83,22 @@ pub enum Owner {
 
 impl Owner {
     /// The owner a request of `principal` from `ip` is.
-    /// (An address counts by its group: an IPv6 client by its /64.)
+    /// (An id is bound to the exact address; caps count by its group, an
+    /// IPv6 client's /64: see [`Owner::cap_key`].)
     pub fn of(principal: Option<&str>, ip: Option<IpAddr>) -> Owner {
         match (principal, ip) {
             (Some(p), _) => Owner::Principal(p.into()),
-            (None, Some(ip)) => Owner::Address(crate::net::address_group(ip)),
+            (None, Some(ip)) => Owner::Address(ip),
             (None, None) => Owner::Nobody,
+        }
+    }
+
+    /// Whom the per-owner caps count this owner under: its address's group
+    /// (one IPv6 client has a whole /64 to take addresses from).
+    fn cap_key(&self) -> Owner {
+        match self {
+            Owner::Address(a) => Owner::Address(crate::net::address_group(*a)),
+            other => other.clone(),
         }
     }
 
@@ -96,7 +106,7 @@ impl Owner {
         match (self, principal) {
             (Owner::Legacy, _) => true,
             (Owner::Principal(p), Some(q)) => **p == *q,
-            (Owner::Address(a), None) => ip.map(crate::net::address_group) == Some(*a),
+            (Owner::Address(a), None) => ip == Some(*a),
             _ => false,
         }
     }
@@ -158,8 +168,8 @@ impl State {
             self.unlist(id, &old);
         }
         match writer {
-            None => self.by_owner.entry(owner).or_default().push_back(id),
-            Some(_) => *self.writers_by_owner.entry(owner).or_default() += 1,
+            None => self.by_owner.entry(owner.cap_key()).or_default().push_back(id),
+            Some(_) => *self.writers_by_owner.entry(owner.cap_key()).or_default() += 1,
         }
     }
 
@@ -177,17 +187,18 @@ impl State {
     }
 
     fn unlist(&mut self, id: i64, old: &Issued) {
+        let key = old.owner.cap_key();
         if old.writer.is_some() {
-            if let Some(n) = self.writers_by_owner.get_mut(&old.owner) {
+            if let Some(n) = self.writers_by_owner.get_mut(&key) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    self.writers_by_owner.remove(&old.owner);
+                    self.writers_by_owner.remove(&key);
                 }
             }
-        } else if let Some(ids) = self.by_owner.get_mut(&old.owner) {
+        } else if let Some(ids) = self.by_owner.get_mut(&key) {
             ids.retain(|&i| i != id);
             if ids.is_empty() {
-                self.by_owner.remove(&old.owner);
+                self.by_owner.remove(&key);
             }
         }
     }
@@ -219,12 +230,13 @@ impl Writers {
         let log = open_keyed_topic(manager, WRITERS_TOPIC)?;
         let now = crate::partition::now_ms();
         let mut state = State::default();
-        let mut owners: HashMap<i64, Owner> = HashMap::new();
-        replay_keyed(&log, |_, key, value| {
+        // By id: where its latest record is (issue order) and its owner.
+        let mut owners: HashMap<i64, (u64, Owner)> = HashMap::new();
+        replay_keyed(&log, |offset, key, value| {
             let Ok(key) = std::str::from_utf8(key) else { return };
             if let Some(id) = key.strip_prefix(ID_KEY_PREFIX).and_then(|id| id.parse::<i64>().ok()) {
                 match value.and_then(decode_owner) {
-                    Some(owner) => owners.insert(id, owner),
+                    Some(owner) => owners.insert(id, (offset, owner)),
                     None => owners.remove(&id),
                 };
                 return;
@@ -243,10 +255,13 @@ impl Writers {
             if !owners.contains_key(id) {
                 let principal = key.split('\0').next().unwrap_or_default();
                 let owner = if principal.is_empty() { Owner::Legacy } else { Owner::Principal(principal.into()) };
-                owners.insert(*id, owner);
+                owners.insert(*id, (0, owner));
             }
         }
-        for (id, owner) in owners {
+        // In issue order: an owner's oldest id is the first to retire.
+        let mut owners: Vec<(i64, (u64, Owner))> = owners.into_iter().collect();
+        owners.sort_unstable_by_key(|(_, (offset, _))| *offset);
+        for (id, (_, owner)) in owners {
             let writer = writer_of.remove(&id);
             state.issue(id, owner, writer, now);
         }
@@ -280,14 +295,23 @@ impl Writers {
             let next = match &writer_key {
                 None => {
                     // The owner's oldest id goes if it holds the most.
-                    if let Some(ids) = st.by_owner.get(&owner).filter(|ids| ids.len() >= MAX_IDS_PER_OWNER) {
+                    if let Some(ids) = st.by_owner.get(&owner.cap_key()).filter(|ids| ids.len() >= MAX_IDS_PER_OWNER) {
                         retire.extend(ids.iter().take(ids.len() + 1 - MAX_IDS_PER_OWNER).copied());
                     }
                     (self.fresh_id(&st)?, 0)
                 }
                 Some(key) => {
                     let current = st.by_writer.get(key).copied();
-                    let held = st.writers_by_owner.get(&owner).copied().unwrap_or(0);
+                    // Writer ids expiring now make room first.
+                    let expiring = |of: Option<&Owner>| {
+                        retire
+                            .iter()
+                            .filter_map(|id| st.issued.get(id))
+                            .filter(|i| i.writer.is_some() && of.is_none_or(|o| i.owner.cap_key() == *o))
+                            .count()
+                    };
+                    let cap_key = owner.cap_key();
+                    let held = st.writers_by_owner.get(&cap_key).copied().unwrap_or(0) - expiring(Some(&cap_key));
                     if current.is_none() && held >= MAX_WRITERS_PER_OWNER {
                         return limit(
                             "writer_ids_per_owner",
@@ -297,7 +321,7 @@ impl Writers {
                             ),
                         );
                     }
-                    if current.is_none() && st.by_writer.len() >= MAX_WRITERS {
+                    if current.is_none() && st.by_writer.len() - expiring(None) >= MAX_WRITERS {
                         return limit("writer_ids", format!("the broker keeps at most {MAX_WRITERS} writer ids"));
                     }
                     match current {
@@ -336,6 +360,11 @@ impl Writers {
         };
         self.log.append(&records, now, AckLevel::Durable)?.acknowledged().await?;
         let mut st = self.state.locked();
+        // The expired ones (if a look was due) go with this record: the
+        // next look is a minute on. (A refused request looked for nothing.)
+        if now - st.last_expire_ms >= EXPIRE_EVERY_MS {
+            st.last_expire_ms = now;
+        }
         for id in retire {
             st.retire(id);
         }
@@ -350,11 +379,10 @@ impl Writers {
     /// Ids unused for `storage.producer_expiry_ms` (with their writer ids),
     /// to retire (looked for at most once a minute).
     fn expired(&self, now_ms: i64) -> Vec<i64> {
-        let mut st = self.state.locked();
+        let st = self.state.locked();
         if now_ms - st.last_expire_ms < EXPIRE_EVERY_MS {
             return Vec::new();
         }
-        st.last_expire_ms = now_ms;
         let horizon = now_ms.saturating_sub(self.expiry_ms);
         st.issued.iter().filter(|(_, i)| i.last_used_ms < horizon).map(|(id, _)| *id).collect()
     }
@@ -382,6 +410,7 @@ impl Writers {
         partition: u32,
     ) -> Result<()> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *st;
         let unknown = |why: String| Error::UnknownProducer { producer_id, message: why };
         let Some(issued) = st.issued.get_mut(&producer_id) else {
             return Err(unknown(format!(
@@ -389,6 +418,19 @@ impl Writers {
             )));
         };
         if !issued.owner.matches(principal, ip) {
+            // A writer id's id taken over by a newer instance (InitProducer
+            // from another owner binds it there, with a newer epoch): the
+            // old instance is fenced, as from the same owner.
+            if let (Some(_), Some(&current)) = (&issued.writer, st.epochs.get(&producer_id)) {
+                if current > epoch {
+                    return Err(Error::Producer {
+                        topic: topic.to_string(),
+                        partition,
+                        producer_id,
+                        error: SeqError::Fenced { epoch, current },
+                    });
+                }
+            }
             return Err(unknown(format!(
                 "producer id {producer_id} was issued to another {}: call InitProducer",
                 if principal.is_some() { "principal" } else { "client" }
@@ -465,10 +507,12 @@ mod tests {
         assert!(addr.matches(None, Some(ip)));
         assert!(!addr.matches(None, Some(other)) && !addr.matches(Some("alice"), Some(ip)));
         assert!(!Owner::Nobody.matches(None, None));
-        // An IPv6 client counts by its /64.
+        // Bound to the exact address; counted (caps) by an IPv6 client's /64.
         let v6 = Owner::of(None, Some("2001:db8::1".parse().unwrap()));
-        assert!(v6.matches(None, Some("2001:db8::ffff:2".parse().unwrap())));
-        assert!(!v6.matches(None, Some("2001:db8:0:1::1".parse().unwrap())));
+        assert!(!v6.matches(None, Some("2001:db8::ffff:2".parse().unwrap())));
+        let same_64 = Owner::of(None, Some("2001:db8::ffff:2".parse().unwrap()));
+        assert_eq!(v6.cap_key(), same_64.cap_key());
+        assert_ne!(v6.cap_key(), Owner::of(None, Some("2001:db8:0:1::1".parse().unwrap())).cap_key());
         for o in [alice, addr] {
             assert_eq!(Owner::decode(&o.encode()), Some(o));
         }

@@ -11,11 +11,13 @@
 //! write) stored nothing: its sequence number goes to the next batch if no
 //! later one took a number yet.
 //!
-//! A producer id the broker no longer knows (UNKNOWN_PRODUCER_ID: it
-//! expired unused, or its owner was issued too many) stored nothing: the
-//! producer asks for a new id (`InitProducer` with the same writer id),
-//! numbers its partitions from 0 again, and sends the batch under the new
-//! id, as Kafka's producer does.
+//! A producer without a writer id whose id the broker no longer knows
+//! (UNKNOWN_PRODUCER_ID: it expired unused, or its owner was issued too
+//! many) asks for a new id, numbers its partitions from 0 again, and sends
+//! the batch under the new id — only if no attempt of that batch had an
+//! unknown outcome (it might be stored under the old id; then the error is
+//! returned). With a writer id, UNKNOWN_PRODUCER_ID is returned: the id
+//! was taken over or expired, and the instance stops as a fenced one does.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -52,9 +54,22 @@ impl Default for RetryPolicy {
 
 /// A produce request with its sequence number fixed: send it again and it
 /// is the same batch to the broker.
+///
+/// Clones are the same batch: a new stamp (after the producer renewed its
+/// id) and whether an attempt's outcome was unknown are shared by them.
 #[derive(Debug, Clone)]
 pub struct Batch {
     req: proto::ProduceRequest,
+    stamp: std::sync::Arc<std::sync::Mutex<Stamp>>,
+}
+
+/// A batch's producer stamp, and whether it may have been stored already.
+#[derive(Debug)]
+struct Stamp {
+    producer: Option<proto::ProducerBatch>,
+    /// An attempt ended without a definite answer: it may be stored, so it
+    /// is never sent under another id.
+    in_doubt: bool,
 }
 
 impl Batch {
@@ -67,7 +82,18 @@ impl Batch {
 
     /// Its sequence number on its partition.
     pub fn sequence(&self) -> i32 {
-        self.req.producer.as_ref().map_or(-1, |p| p.sequence)
+        self.stamp().producer.as_ref().map_or(-1, |p| p.sequence)
+    }
+
+    fn stamp(&self) -> std::sync::MutexGuard<'_, Stamp> {
+        self.stamp.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The request as it is to be sent now.
+    fn request(&self) -> proto::ProduceRequest {
+        let mut req = self.req.clone();
+        req.producer = self.stamp().producer;
+        req
     }
 }
 
@@ -124,19 +150,16 @@ impl Producer {
         let next = self.next.entry((topic.to_string(), partition)).or_insert(0);
         let sequence = *next;
         *next = next.checked_add(1).unwrap_or(0);
+        let producer = proto::ProducerBatch { producer_id: self.producer_id, producer_epoch: self.epoch, sequence };
         Batch {
             req: proto::ProduceRequest {
                 topic: topic.into(),
                 partition: Some(partition),
                 records,
                 acks: acks as i32,
-                producer: Some(proto::ProducerBatch {
-                    producer_id: self.producer_id,
-                    producer_epoch: self.epoch,
-                    sequence,
-                }),
                 ..Default::default()
             },
+            stamp: std::sync::Arc::new(std::sync::Mutex::new(Stamp { producer: Some(producer), in_doubt: false })),
         }
     }
 
@@ -144,21 +167,33 @@ impl Producer {
     pub async fn send(&mut self, batch: &Batch) -> Result<proto::ProduceResponse, Status> {
         let mut backoff = self.retry.first_backoff;
         let mut attempt = 1;
-        let mut batch = batch.clone();
         loop {
-            let call = self.client.broker.produce(batch.req.clone());
+            let call = self.client.broker.produce(batch.request());
             let result = match tokio::time::timeout(self.retry.attempt_timeout, call).await {
                 Ok(r) => r.map(|r| r.into_inner()),
                 Err(_) => Err(Status::deadline_exceeded("no answer within the attempt timeout")),
             };
+            if let Err(s) = &result {
+                if refusal::outcome_unknown(s) {
+                    batch.stamp().in_doubt = true;
+                }
+            }
             match result {
-                Err(s) if refusal::is(&s, ErrorReason::UnknownProducerId) && attempt < self.retry.attempts => {
-                    // Nothing was stored: a new id, and this batch first under it.
-                    self.renew(&batch).await?;
+                // This batch was never possibly stored, and the producer has
+                // no writer id (one with a writer id that lost its id was
+                // taken over, or expired: it stops, as a fenced one does): a
+                // new id, and this batch first under it.
+                Err(s)
+                    if refusal::is(&s, ErrorReason::UnknownProducerId)
+                        && self.writer_id.is_empty()
+                        && !batch.stamp().in_doubt
+                        && attempt < self.retry.attempts =>
+                {
+                    self.renew(batch).await?;
                     let partition = batch.req.partition.unwrap_or(0);
                     let fresh = self.batch(&batch.req.topic, partition, Vec::new(), proto::Acks::Unspecified);
-                    let stamp = fresh.req.producer;
-                    batch.req.producer = stamp;
+                    let stamp = fresh.stamp().producer;
+                    batch.stamp().producer = stamp;
                     attempt += 1;
                 }
                 Err(s) if retryable(&s) && attempt < self.retry.attempts => {
@@ -169,7 +204,7 @@ impl Producer {
                 Err(s) if !refusal::outcome_unknown(&s) => {
                     // Refused: nothing was stored. If no later batch took a
                     // number yet, the next one reuses this one's.
-                    self.give_back(&batch);
+                    self.give_back(batch);
                     return Err(s);
                 }
                 // Stored or not, unknown: the batch keeps its number; send
@@ -182,7 +217,7 @@ impl Producer {
     /// A new producer id, unless one was already taken since `batch` was
     /// numbered (another batch found the old one unknown first).
     async fn renew(&mut self, batch: &Batch) -> Result<(), Status> {
-        if batch.req.producer.as_ref().is_some_and(|p| p.producer_id != self.producer_id) {
+        if batch.stamp().producer.as_ref().is_some_and(|p| p.producer_id != self.producer_id) {
             return Ok(());
         }
         let req = proto::InitProducerRequest { writer_id: self.writer_id.clone() };

@@ -68,10 +68,11 @@ impl RecoveryPoint {
         }
     }
 
-    /// Creates the file (offset 0: nothing known) and fsyncs it and its
-    /// directory, so its later writes overwrite blocks already on disk.
-    pub fn create(dir: &Path) -> io::Result<()> {
-        RecoveryPoint::write(dir, 0)?;
+    /// Writes the file anew (at start-up: `offset` 0 when nothing is known)
+    /// and fsyncs it and its directory, so its later writes overwrite blocks
+    /// already on disk, and a point moved back by `truncate` stays back.
+    pub fn create(dir: &Path, offset: u64) -> io::Result<()> {
+        RecoveryPoint::write(dir, offset)?;
         std::fs::File::open(dir.join(RECOVERY_POINT_FILE))?.sync_all()?;
         super::sync_dir(dir)
     }

@@ -178,6 +178,8 @@ pub struct Log {
     /// Damage start-up refused to cut (where and why): the log takes no
     /// appends and ends, for readers, where the damage starts.
     refused: Option<String>,
+    /// The offset the recovery-point file says (written under `syncing`).
+    recovery_point: Mutex<u64>,
     /// Held for the length of an fsync: one at a time (see [`Log::sync`]).
     syncing: Mutex<()>,
     /// (segment base, position) of every damaged batch readers met, so
@@ -233,12 +235,17 @@ impl Log {
         // back to what was kept (`truncate` cut below it: it would refuse
         // the next crash's torn tail). A damaged one is rewritten by the
         // next fsync. Best effort: on a full disk the file may stay behind.
-        let written = match point {
-            checkpoint::RecoveryPoint::Missing => checkpoint::RecoveryPoint::create(dir),
-            checkpoint::RecoveryPoint::At(p) if p > next_offset && tail.refused.is_none() => {
-                checkpoint::RecoveryPoint::write(dir, next_offset)
+        // A damaged one is replaced by 0 (nothing known; the next fsync
+        // raises it), fsynced like a new one.
+        let (written, point_now) = match point {
+            checkpoint::RecoveryPoint::Missing | checkpoint::RecoveryPoint::Damaged(_) if tail.refused.is_none() => {
+                (checkpoint::RecoveryPoint::create(dir, 0), 0)
             }
-            _ => Ok(()),
+            checkpoint::RecoveryPoint::At(p) if p > next_offset && tail.refused.is_none() => {
+                (checkpoint::RecoveryPoint::create(dir, next_offset), next_offset)
+            }
+            checkpoint::RecoveryPoint::At(p) => (Ok(()), p),
+            _ => (Ok(()), 0),
         };
         if let Err(e) = written {
             tracing::warn!(log = %name, error = %e, "could not write the recovery point");
@@ -276,6 +283,7 @@ impl Log {
             damaged: Mutex::default(),
             sync_error: Mutex::new(None),
             refused,
+            recovery_point: Mutex::new(point_now),
             syncing: Mutex::new(()),
             #[cfg(test)]
             fail_writes: AtomicBool::new(false),
@@ -441,11 +449,17 @@ impl Log {
             Ok(()) => {
                 metrics::counter!("strata_fsync_total").increment(1);
                 metrics::histogram!("strata_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
-                // Before anything is reported durable. A failure only leaves
-                // the recovery point behind, which is safe.
-                if let Err(e) = checkpoint::RecoveryPoint::write(&self.dir, upto) {
-                    tracing::warn!(log = %self.name, error = %e, "could not write the recovery point");
+                // Before anything is reported durable; never backwards (an
+                // fsync asked for earlier may finish after a later one). A
+                // failure only leaves the recovery point behind, which is safe.
+                let mut point = self.recovery_point.locked();
+                if upto > *point {
+                    match checkpoint::RecoveryPoint::write(&self.dir, upto) {
+                        Ok(()) => *point = upto,
+                        Err(e) => tracing::warn!(log = %self.name, error = %e, "could not write the recovery point"),
+                    }
                 }
+                drop(point);
                 self.durable.send_if_modified(|d| raise(d, upto));
                 Ok(())
             }

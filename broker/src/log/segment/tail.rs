@@ -111,8 +111,9 @@ impl Segment {
             // the last fsync covered (the recovery point). Zeros after the
             // last batch (preallocation, direct I/O's padding) are judged
             // by the recovery point alone: a clean stop writes it too.
-            let durable = match found {
-                Found::Zeros => next_offset < recovery_point,
+            let durable = match (&found, valid_after) {
+                // (A damaged recovery point, u64::MAX, says nothing here.)
+                (Found::Zeros, None) => recovery_point != u64::MAX && next_offset < recovery_point,
                 _ => clean_stop || next_offset < recovery_point,
             };
             let hole = match valid_after {
