@@ -460,11 +460,6 @@ impl Writers {
     pub fn is_issued(&self, producer_id: i64) -> bool {
         self.state.locked().issued.contains_key(&producer_id)
     }
-
-    /// The owner of `producer_id`, for operators and tests.
-    pub fn owner(&self, producer_id: i64) -> Option<String> {
-        self.state.locked().issued.get(&producer_id).map(|i| i.owner.describe())
-    }
 }
 
 fn id_key(id: i64) -> Vec<u8> {
