@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::config::CleanerConfig;
+use crate::locks::LockExt;
 use crate::log::compact::{CompactionPolicy, Throttle};
-use crate::log::locks::LockExt;
 use crate::partition::Manager;
 use crate::shutdown::stopped;
 

@@ -28,7 +28,8 @@
 //! - [`log`]: a partition's on-disk log — segments, indexes, batches, the
 //!   on-disk format, recovery policy, compaction's rewriting. A leaf: it
 //!   knows no topic, config, protocol or policy type.
-//! - [`failpoint`], [`shutdown`], [`net`], [`memory`], [`tls`] (rustls
+//! - [`failpoint`], [`locks`] (taking a lock whose holder panicked),
+//!   [`shutdown`], [`net`], [`memory`], [`tls`] (rustls
 //!   configuration, reloaded from its files), [`logging`] (log lines to
 //!   stderr without ever failing or blocking): small helpers.
 
@@ -37,6 +38,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod failpoint;
+pub mod locks;
 pub mod log;
 pub mod logging;
 pub mod memory;

@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use x509_parser::extensions::GeneralName;
 
 use crate::config::{PrincipalSource, TlsConfig};
-use crate::log::locks::{LockExt, RwLockExt};
+use crate::locks::{LockExt, RwLockExt};
 use crate::shutdown::stopped;
 
 /// The listener's TLS state: the configuration new connections get.

@@ -38,7 +38,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::AckLevel;
 use crate::error::{Error, Result, SeqError};
-use crate::log::locks::LockExt;
+use crate::locks::LockExt;
 use crate::partition::internal::{open_keyed_topic, replay_keyed, KeyedRecord};
 use crate::partition::{Manager, Partition};
 

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::{AckLevel, GroupsConfig};
 use crate::error::{Error, Result};
-use crate::log::locks::LockExt;
+use crate::locks::LockExt;
 use crate::partition::internal::{open_keyed_topic, KeyedRecord};
 use crate::partition::{is_internal, Manager, Partition};
 use crate::shutdown::stopped;

@@ -14,7 +14,7 @@ use super::batch::{append_batch, append_batch_gather, BatchMeta, ProducerStamp, 
 use super::direct::{self, AlignedBuf, DirectWriter};
 use super::format::{DIRECT_IO_ALIGN, MAX_SEGMENT_BYTES, SMALL_WRITE_BYTES};
 use super::{sync_dir, Appended, Log, LogConfig, LogError, Segment, WRITEBACK_BYTES};
-use crate::log::locks::{LockExt, RwLockExt};
+use crate::locks::{LockExt, RwLockExt};
 
 /// Appends that have their offsets (under `Log::writer`).
 pub(super) struct Writer {

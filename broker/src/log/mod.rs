@@ -23,7 +23,6 @@ pub mod compact;
 pub mod direct;
 pub mod format;
 pub mod index;
-pub mod locks;
 mod pool;
 mod read;
 mod readahead;
@@ -42,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
-use crate::log::locks::{LockExt, RwLockExt};
+use crate::locks::{LockExt, RwLockExt};
 pub use append::{AppendOptions, Pending};
 use append::{Sink, Writer};
 use format::parse_segment_file_name;

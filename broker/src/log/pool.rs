@@ -7,7 +7,7 @@
 //! most a fixed number of bytes of them; appends and reads in flight at once
 //! are few, so a few warm buffers serve them all.
 
-use crate::log::locks::LockExt;
+use crate::locks::LockExt;
 use std::sync::Mutex;
 
 /// A buffer a [`Pool`] can keep.

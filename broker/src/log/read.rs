@@ -11,7 +11,7 @@ use super::batch::{self, BatchError, BatchHeader, RecordIter};
 use super::format::BATCH_HEADER_LEN_V1;
 use super::segment::Seek;
 use super::{Log, LogError, Segment};
-use crate::log::locks::{LockExt, RwLockExt};
+use crate::locks::{LockExt, RwLockExt};
 
 /// A damaged stretch of a log, as a reader meets it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::direct;
-use crate::log::locks::LockExt;
+use crate::locks::LockExt;
 
 /// Reads shorter than this do not start a read-ahead: they come from readers
 /// at or near the tail, where there is nothing ahead to read.

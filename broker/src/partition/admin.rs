@@ -12,8 +12,8 @@ use super::meta::{GrowthMarker, TopicMeta};
 use super::{Manager, Partition, Topic, TopicInfo};
 use crate::config::{topic::check_keys, TopicSettings};
 use crate::error::{Error, Result};
+use crate::locks::{LockExt, RwLockExt};
 use crate::log::format::{CREATING_TOPIC_PREFIX, DELETED_TOPIC_PREFIX};
-use crate::log::locks::{LockExt, RwLockExt};
 use crate::log::sync_dir;
 
 /// Crash point between a growth's new partition directories and its commit.

@@ -19,9 +19,9 @@ use super::keys::KeyIndex;
 use super::producers::{ProducerTable, SeqBatch, SeqCheck, SeqError, MAX_PRODUCERS};
 use crate::config::AckLevel;
 use crate::error::{Error, Result, Unavailability};
+use crate::locks::LockExt;
 use crate::log::batch::{ProducerStamp, RecordSource};
 use crate::log::compact::{compact_partition, CleanStats, CompactionPolicy, Throttle};
-use crate::log::locks::LockExt;
 use crate::log::{AppendOptions, Appended, IndexConfig, Log, LogConfig, LogError, Pending, ReadResult};
 use crate::retention::{segments_to_delete, SegmentStat};
 

@@ -33,8 +33,8 @@ pub use topic::{Produced, Topic};
 
 use crate::config::{Config, RecoveryMode, TimestampType, TopicDefaults, TopicSettings, SETTINGS};
 use crate::error::{Error, Result};
+use crate::locks::{LockExt, RwLockExt};
 use crate::log::format::{CLEAN_SHUTDOWN_FILE, GROWTH_MARKER_FILE, TOPICS_DIR, TOPIC_META_FILE};
-use crate::log::locks::{LockExt, RwLockExt};
 use crate::log::recovery::{self, PartitionDirs, TopicDir};
 use crate::log::{sync_dir, IndexConfig, Log, LogConfig};
 use meta::{GrowthMarker, MetaError, TopicMeta};

@@ -8,9 +8,9 @@ use super::handle::{AppendIf, Appending, Partition};
 use super::partitioner::partition_for_key;
 use crate::config::{AckLevel, TimestampType, TopicSettings};
 use crate::error::{Error, Result};
+use crate::locks::RwLockExt;
 use crate::log::batch::{stored_record_size, RecordSource};
 use crate::log::format::BATCH_HEADER_LEN;
-use crate::log::locks::RwLockExt;
 use crate::log::LogConfig;
 
 /// Where a produce request's records landed.

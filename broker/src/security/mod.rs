@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{AckLevel, AuthConfig, QuotasConfig};
 use crate::error::{Error, Result};
-use crate::log::locks::RwLockExt;
+use crate::locks::RwLockExt;
 use crate::partition::internal::{open_keyed_topic, replay_keyed, KeyedRecord};
 use crate::partition::{Manager, Partition};
 use acl::{Acl, Operation, PatternType, Permission, ResourceType};

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::QuotasConfig;
-use crate::log::locks::LockExt;
+use crate::locks::LockExt;
 
 /// How far ahead of its rate a principal may run: a burst of this much
 /// time's worth of its quota passes without delay.

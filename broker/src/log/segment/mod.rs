@@ -20,7 +20,7 @@ use super::format::*;
 use super::index::{Indexes, OffsetIndex, TimeIndex};
 use super::readahead::ReadAhead;
 use super::recent::Recent;
-use crate::log::locks::RwLockExt;
+use crate::locks::RwLockExt;
 
 mod reindex;
 mod tail;

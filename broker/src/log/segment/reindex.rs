@@ -11,7 +11,7 @@ use super::super::format::{BATCH_HEADER_LEN_V1, INDEX_ENTRY_LEN, TIME_INDEX_ENTR
 use super::super::index::{Indexes, OffsetIndex, TimeIndex};
 use super::super::sync_dir;
 use super::{segment_paths, Segment};
-use crate::log::locks::RwLockExt;
+use crate::locks::RwLockExt;
 
 impl Segment {
     /// Why the indexes of this sealed segment cannot be trusted, if they

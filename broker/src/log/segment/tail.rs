@@ -13,7 +13,7 @@ use super::super::format::*;
 use super::super::recovery::{self, Found, TailRecovery, TailStep};
 use super::super::verify::next_valid_within;
 use super::{IndexConfig, Segment};
-use crate::log::locks::RwLockExt;
+use crate::locks::RwLockExt;
 
 impl Segment {
     /// The first batch after byte `after` that verifies whole and starts at

@@ -12,7 +12,7 @@ use super::super::format::{PREALLOCATE_BYTES, PREALLOCATE_MIN_BYTES, SMALL_WRITE
 use super::super::recent::Recent;
 use super::{IndexConfig, Segment};
 use crate::failpoint;
-use crate::log::locks::{LockExt, RwLockExt};
+use crate::locks::{LockExt, RwLockExt};
 
 impl Segment {
     /// Appends encoded batches, in order, at the end, in one write (through
