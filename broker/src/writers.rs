@@ -36,11 +36,10 @@ use std::sync::{Arc, Mutex};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::config::AckLevel;
 use crate::error::{Error, Result, SeqError};
 use crate::locks::LockExt;
-use crate::partition::internal::{open_keyed_topic, replay_keyed, KeyedRecord};
-use crate::partition::{Manager, Partition};
+use crate::partition::internal::{KeyedRecord, KeyedStore};
+use crate::partition::Manager;
 
 /// The internal topic of writer ids and issued producer ids.
 pub const WRITERS_TOPIC: &str = "__strata_writers";
@@ -217,7 +216,7 @@ impl State {
 
 /// Producer ids, their owners and epochs.
 pub struct Writers {
-    log: Arc<Partition>,
+    store: KeyedStore,
     state: Mutex<State>,
     /// `storage.producer_expiry_ms`.
     expiry_ms: i64,
@@ -227,12 +226,12 @@ pub struct Writers {
 impl Writers {
     /// Opens `__strata_writers` (creating it on first start) and replays it.
     pub fn open(manager: &Manager, expiry_ms: u64) -> Result<Writers> {
-        let log = open_keyed_topic(manager, WRITERS_TOPIC)?;
+        let store = KeyedStore::open(manager, WRITERS_TOPIC)?;
         let now = crate::partition::now_ms();
         let mut state = State::default();
         // By id: where its latest record is (issue order) and its owner.
         let mut owners: HashMap<i64, (u64, Owner)> = HashMap::new();
-        replay_keyed(&log, |offset, key, value| {
+        store.replay(|offset, key, value| {
             let Ok(key) = std::str::from_utf8(key) else { return };
             if let Some(id) = key.strip_prefix(ID_KEY_PREFIX).and_then(|id| id.parse::<i64>().ok()) {
                 match value.and_then(decode_owner) {
@@ -267,7 +266,12 @@ impl Writers {
         }
         state.last_expire_ms = now;
         tracing::info!(writers = state.by_writer.len(), producer_ids = state.issued.len(), "loaded producer ids");
-        Ok(Writers { log, state: Mutex::new(state), expiry_ms: expiry_ms as i64, writing: tokio::sync::Mutex::new(()) })
+        Ok(Writers {
+            store,
+            state: Mutex::new(state),
+            expiry_ms: expiry_ms as i64,
+            writing: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// A producer id and epoch for `owner` (whose principal, if any, scopes
@@ -358,7 +362,7 @@ impl Writers {
             records.push(KeyedRecord::set(id_key(next.0), owner_value));
             (next, records)
         };
-        self.log.append(&records, now, AckLevel::Durable)?.acknowledged().await?;
+        self.store.append(&records, now).await?;
         let mut st = self.state.locked();
         // The expired ones (if a look was due) go with this record: the
         // next look is a minute on. (A refused request looked for nothing.)

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::config::{AckLevel, GroupsConfig};
+use crate::config::GroupsConfig;
 use crate::error::{Error, Result};
 use crate::locks::LockExt;
-use crate::partition::internal::{open_keyed_topic, KeyedRecord};
-use crate::partition::{is_internal, Manager, Partition};
+use crate::partition::internal::{KeyedRecord, KeyedStore};
+use crate::partition::{is_internal, Manager};
 use crate::shutdown::stopped;
 use assignor::Tp;
 use group::{Group, GroupError, Heartbeat, HeartbeatReply};
@@ -73,8 +73,8 @@ pub enum ResetTo {
 /// The group coordinator.
 pub struct Coordinator {
     manager: Arc<Manager>,
-    /// Partition 0 of the offsets topic.
-    log: Arc<Partition>,
+    /// The offsets topic.
+    store: KeyedStore,
     config: GroupsConfig,
     groups: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Group>>>>,
     offsets: Mutex<BTreeMap<OffsetKey, Committed>>,
@@ -92,13 +92,13 @@ impl Coordinator {
     /// Opens the offsets topic (creating it on first start) and rebuilds
     /// the committed-offsets table from it.
     pub fn open(manager: Arc<Manager>, config: GroupsConfig) -> Result<Coordinator> {
-        let log = open_keyed_topic(&manager, OFFSETS_TOPIC)?;
-        let table = offsets::replay(&log)?;
+        let store = KeyedStore::open(&manager, OFFSETS_TOPIC)?;
+        let table = offsets::replay(&store)?;
         let groups: BTreeSet<&String> = table.keys().map(|k| &k.0).collect();
         tracing::info!(groups = groups.len(), offsets = table.len(), "loaded committed offsets");
         Ok(Coordinator {
             manager,
-            log,
+            store,
             config,
             groups: Mutex::new(BTreeMap::new()),
             offsets: Mutex::new(table),
@@ -213,7 +213,7 @@ impl Coordinator {
     /// Appends to the offsets topic and waits for fsync (the write happens
     /// on a blocking thread, not on this async worker).
     async fn write(&self, records: Vec<KeyedRecord>) -> Result<()> {
-        self.log.append(&records, self.manager.now_ms(), AckLevel::Durable)?.acknowledged().await.map(|_| ())
+        self.store.append(&records, self.manager.now_ms()).await
     }
 
     /// Committed offsets of a group (all, or only `filter`).

@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::Result;
-use crate::partition::internal::{replay_keyed, KeyedRecord};
-use crate::partition::Partition;
+use crate::partition::internal::{KeyedRecord, KeyedStore};
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -57,9 +56,9 @@ fn decode_value(b: &[u8]) -> Option<Committed> {
 }
 
 /// Rebuilds the table by replaying the offsets log from its start.
-pub fn replay(log: &Partition) -> Result<BTreeMap<OffsetKey, Committed>> {
+pub fn replay(store: &KeyedStore) -> Result<BTreeMap<OffsetKey, Committed>> {
     let mut table = BTreeMap::new();
-    replay_keyed(log, |_, key, value| {
+    store.replay(|_, key, value| {
         let Some(key) = decode_key(key) else { return };
         match value.and_then(decode_value) {
             Some(c) => table.insert(key, c),
@@ -73,6 +72,7 @@ pub fn replay(log: &Partition) -> Result<BTreeMap<OffsetKey, Committed>> {
 mod tests {
     use super::*;
     use crate::log::{IndexConfig, Log, LogConfig};
+    use crate::partition::Partition;
 
     #[test]
     fn commits_and_deletes_replay_to_the_table() {
@@ -93,7 +93,8 @@ mod tests {
         let c = |o: u64| Committed { offset: o, metadata: format!("m{o}") };
         log.append(&[commit_record(&k1, &c(5)), commit_record(&k2, &c(7))], 1).unwrap();
         log.append(&[commit_record(&k1, &c(9)), delete_record(&k2)], 1).unwrap();
-        let table = replay(&Partition::new("o", 0, std::sync::Arc::new(log), 1000, 10)).unwrap();
+        let partition = Partition::new("o", 0, std::sync::Arc::new(log), 1000, 10);
+        let table = replay(&KeyedStore::over(std::sync::Arc::new(partition))).unwrap();
         assert_eq!(table, BTreeMap::from([(k1, c(9))]));
         assert_eq!(decode_key(b"a\0b\0x"), None);
     }

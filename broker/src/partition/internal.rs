@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::config::AckLevel;
 use crate::error::{Error, Result};
 use crate::log::batch::{RecordIter, RecordSource};
 
@@ -95,36 +96,68 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Opens partition 0 of the internal, compacted topic `name`, creating it
-/// on first start. The broker keeps its own state (committed offsets, ACLs
-/// and tokens) in such topics as keyed events: the latest record of a key
-/// is its value, a tombstone deletes it.
-pub fn open_keyed_topic(manager: &Manager, name: &str) -> Result<Arc<Partition>> {
-    let topic = match manager.topic(name) {
-        Ok(t) => t,
-        Err(Error::TopicNotFound { .. }) => {
-            let configs = BTreeMap::from([
-                ("cleanup.policy".to_string(), "compact".to_string()),
-                ("segment.bytes".to_string(), (64u64 << 20).to_string()),
-            ]);
-            manager.create_internal_topic(name, 1, configs)?;
-            manager.topic(name)?
+/// A keyed, compacted internal topic holding broker state (committed
+/// offsets, ACLs, tokens and users, producer ids): the latest record of a
+/// key is its value, a tombstone deletes it. The one place such state is
+/// read back and written: opened (created on first start) and replayed
+/// whole at start-up, appended to durably. An append returns once its
+/// records are below the high watermark, so a caller applies a change to
+/// its in-memory state only once it is committed (with one replica that is
+/// the fsync; with replication, the commit index: the contract stays).
+pub struct KeyedStore {
+    log: Arc<Partition>,
+}
+
+impl KeyedStore {
+    /// Opens partition 0 of the internal topic `name`, creating it on first
+    /// start. Refused damage in it refuses start-up: its state is replayed
+    /// whole or not at all (a replay cut short would bring back what later
+    /// records undid: a revoked token, an older epoch, an older commit).
+    pub fn open(manager: &Manager, name: &str) -> Result<KeyedStore> {
+        let topic = match manager.topic(name) {
+            Ok(t) => t,
+            Err(Error::TopicNotFound { .. }) => {
+                let configs = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("segment.bytes".to_string(), (64u64 << 20).to_string()),
+                ]);
+                manager.create_internal_topic(name, 1, configs)?;
+                manager.topic(name)?
+            }
+            Err(e) => return Err(e),
+        };
+        let log = topic.partition(0)?;
+        if let Some(why) = log.refused() {
+            return Err(Error::RecoveryRefused {
+                path: manager.topic_dir_of(name),
+                reason: format!(
+                    "the internal topic {name} holds broker state, which must be replayed whole, and start-up refused damage in it: {why}"
+                ),
+            });
         }
-        Err(e) => return Err(e),
-    };
-    let partition = topic.partition(0)?;
-    // The broker's state is replayed from the whole log: one cut short at
-    // refused damage would bring back what later records undid (a revoked
-    // token, an older epoch, an older commit). The broker does not start.
-    if let Some(why) = partition.refused() {
-        return Err(Error::RecoveryRefused {
-            path: manager.topic_dir_of(name),
-            reason: format!(
-                "the internal topic {name} holds broker state, which must be replayed whole, and start-up refused damage in it: {why}"
-            ),
-        });
+        Ok(KeyedStore { log })
     }
-    Ok(partition)
+
+    /// A store over an open partition (unit tests).
+    #[cfg(test)]
+    pub(crate) fn over(log: Arc<Partition>) -> KeyedStore {
+        KeyedStore { log }
+    }
+
+    /// Replays the store from its start: `apply(offset, key, value)` for
+    /// every keyed record in order (value None: a tombstone).
+    pub fn replay(&self, apply: impl FnMut(u64, &[u8], Option<&[u8]>)) -> Result<()> {
+        replay_keyed(&self.log, apply)
+    }
+
+    /// Appends `records` as one batch, fsynced, and returns once they are
+    /// below the high watermark: then, and only then, the caller applies
+    /// them to its state.
+    pub async fn append(&self, records: &[KeyedRecord], now_ms: i64) -> Result<()> {
+        let appended = self.log.append(records, now_ms, AckLevel::Durable)?.acknowledged().await?;
+        debug_assert!(self.log.high_watermark() >= appended.next_offset);
+        Ok(())
+    }
 }
 
 /// One change to a keyed internal topic.
@@ -161,7 +194,8 @@ impl RecordSource for KeyedRecord {
 }
 
 /// Replays a keyed topic from its start: `apply(offset, key, value)` for
-/// every keyed record in order (value None: a tombstone).
+/// every keyed record in order (value None: a tombstone). Also for a user
+/// topic's key index (per-key conditions).
 pub fn replay_keyed(log: &Partition, mut apply: impl FnMut(u64, &[u8], Option<&[u8]>)) -> Result<()> {
     let mut offset = log.log_start();
     while offset < log.high_watermark() {

@@ -24,11 +24,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{AckLevel, AuthConfig, QuotasConfig};
+use crate::config::{AuthConfig, QuotasConfig};
 use crate::error::{Error, Result};
 use crate::locks::RwLockExt;
-use crate::partition::internal::{open_keyed_topic, replay_keyed, KeyedRecord};
-use crate::partition::{Manager, Partition};
+use crate::partition::internal::{KeyedRecord, KeyedStore};
+use crate::partition::Manager;
 use acl::{Acl, Operation, PatternType, Permission, ResourceType};
 use password::Hashed;
 use token::SecretHash;
@@ -130,7 +130,7 @@ pub struct Security {
     super_users: HashSet<String>,
     /// `auth.bootstrap_token`'s hash and principal.
     bootstrap: Option<(SecretHash, String)>,
-    log: Arc<Partition>,
+    store: KeyedStore,
     /// Swapped whole on each change (changes are rare, checks constant).
     acls: RwLock<Arc<AclIndex>>,
     tokens: RwLock<BTreeMap<String, Token>>,
@@ -148,11 +148,11 @@ pub struct Security {
 impl Security {
     /// Opens `__strata_auth` (creating it on first start) and replays it.
     pub fn open(manager: &Manager, config: &AuthConfig, quotas: &QuotasConfig) -> Result<Security> {
-        let log = open_keyed_topic(manager, AUTH_TOPIC)?;
+        let store = KeyedStore::open(manager, AUTH_TOPIC)?;
         let mut acls = BTreeSet::new();
         let mut tokens = BTreeMap::new();
         let mut users = BTreeMap::new();
-        replay_keyed(&log, |_, key, value| match decode_key(key) {
+        store.replay(|_, key, value| match decode_key(key) {
             Some(Key::Acl(a)) => {
                 match value {
                     Some(_) => acls.insert(a),
@@ -194,7 +194,7 @@ impl Security {
             enabled: config.enabled,
             super_users,
             bootstrap,
-            log,
+            store,
             acls: RwLock::new(Arc::new(AclIndex::rebuild(acls))),
             tokens: RwLock::new(tokens),
             users: RwLock::new(users),
@@ -430,7 +430,7 @@ impl Security {
 
     /// Appends one change and waits for fsync.
     async fn write(&self, record: KeyedRecord) -> Result<()> {
-        self.log.append(&[record], now_ms(), AckLevel::Durable)?.acknowledged().await.map(|_| ())
+        self.store.append(&[record], now_ms()).await
     }
 }
 
