@@ -106,7 +106,8 @@ fn open_sealed(dir: &Path, bases: &[u64], config: &LogConfig) -> io::Result<Vec<
 /// Errors from a log that a caller can act on.
 #[derive(Debug)]
 pub enum LogError {
-    /// The requested offset is outside [log start, high watermark].
+    /// The requested offset is outside [log start, the bound the read was
+    /// given] (the partition's high watermark, at most the log end).
     OffsetOutOfRange {
         /// Requested offset.
         offset: u64,
@@ -495,7 +496,7 @@ impl Log {
 
     /// fsyncs everything appended so far and publishes the durable offset.
     pub async fn flush(self: &Arc<Self>) -> Result<(), LogError> {
-        // Under the writer lock, the high watermark is all written to
+        // Under the writer lock, the log end is all written to
         // `active` or to segments sealed (and fsynced) before it.
         let (seg, target, records) = {
             let w = self.writer.locked();
@@ -576,7 +577,7 @@ impl Log {
         let result = self.sync(&sink.active, next).and_then(|_| sink.active.seal(last));
         self.closed.store(true, Ordering::Release);
         self.flush_wanted.notify_one();
-        // Wake waiters of the high watermark so they notice the close.
+        // Wake waiters of the log end so they notice the close.
         self.end.send_modify(|_| {});
         result
     }

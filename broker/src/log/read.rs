@@ -110,8 +110,9 @@ impl Log {
                 }
             }
         }
-        // No batch holds `offset` or a later one below the high watermark:
-        // compaction removed them. The reader goes on at the high watermark.
+        // No batch holds `offset` or a later one below the bound (`upto`,
+        // the partition's high watermark): compaction removed them. The
+        // reader goes on at the bound.
         result.next_offset = hw;
         Ok(result)
     }
@@ -158,7 +159,7 @@ impl Log {
                 break Some((pos + p as u64, e));
             }
             if h.meta.base_offset >= hw {
-                // Nothing between here and the high watermark: compacted away.
+                // Nothing between here and the bound: compacted away.
                 result.next_offset = hw;
                 break None;
             }
