@@ -2,6 +2,8 @@
 //! temporary data directory, and talks to it over gRPC.
 #![allow(dead_code)]
 
+pub mod flips;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -279,4 +281,40 @@ pub fn serve_refuses(data_dir: &Path, args: &[&str]) -> (ExitStatus, String) {
 pub async fn committed(client: &mut Client, group: &str) -> Vec<CommittedOffset> {
     let req = FetchOffsetsRequest { group_id: group.into(), partitions: vec![] };
     client.groups.fetch_offsets(req).await.unwrap().into_inner().offsets
+}
+
+/// Produces `batches` durable batches of 3 records to `t`/0 and stops the
+/// broker cleanly; returns the on-disk batches of the partition.
+pub async fn durable_batches(dir: &std::path::Path, batches: u64) -> Vec<flips::OnDisk> {
+    let b = Broker::start(dir);
+    let mut c = b.client().await;
+    create_topic(&mut c, "t", 1).await;
+    for i in 0..batches {
+        let records = (0..3).map(|j| rec(Some(&format!("k{i}")), &format!("value {i}/{j}"))).collect();
+        c.produce("t", Some(0), records, strata_client::proto::Acks::Durable).await.unwrap();
+    }
+    drop(c);
+    assert!(b.stop().await.success());
+    flips::batches(&dir.join("topics/t/0"))
+}
+
+/// A MiB.
+pub const MIB: u64 = 1 << 20;
+
+/// The metrics endpoint's text ("" if it does not answer).
+pub fn scrape(addr: &str) -> String {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut out);
+    out
+}
+
+/// The most process `pid` ever had resident (VmHWM).
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }

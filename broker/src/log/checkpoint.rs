@@ -51,11 +51,13 @@ impl RecoveryPoint {
             return Ok(RecoveryPoint::Damaged(format!("{} bytes, not {RECOVERY_POINT_LEN}", bytes.len())));
         }
         let (offset, crc) = bytes.split_at(8);
-        let want = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
-        if crc32fast::hash(offset) != want {
+        let (Ok(offset), Ok(crc)) = (<[u8; 8]>::try_from(offset), <[u8; 4]>::try_from(crc)) else {
+            return Ok(RecoveryPoint::Damaged("bad length".into()));
+        };
+        if crc32fast::hash(&offset) != u32::from_le_bytes(crc) {
             return Ok(RecoveryPoint::Damaged("checksum mismatch".into()));
         }
-        Ok(RecoveryPoint::At(u64::from_le_bytes(offset.try_into().expect("8 bytes"))))
+        Ok(RecoveryPoint::At(u64::from_le_bytes(offset)))
     }
 
     /// The offset below which damage is refused at start-up after a crash:

@@ -43,6 +43,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tonic::transport::server::Connected;
 
+use super::in_flight::InFlight;
 pub use crate::net::address_group;
 use crate::shutdown::stopped;
 use crate::tls::Tls;
@@ -93,24 +94,8 @@ pub struct ConnState {
     last_send_ms: AtomicU64,
     /// Open requests that are long-lived streams (Subscribe, Watch).
     long_streams: AtomicUsize,
-    /// Bytes written to the socket.
-    written: AtomicU64,
-    /// Reply memory of replies handed to HTTP/2 but not yet written to the
-    /// socket (see [`ConnState::hold_until_written`]).
-    in_flight: Mutex<InFlight>,
-    in_flight_held: AtomicUsize,
-    /// When the socket last wrote while memory was in flight (ms after
-    /// `opened`).
-    in_flight_progress_ms: AtomicU64,
-}
-
-/// Reply memory waiting for the socket to write what it was for.
-#[derive(Debug, Default)]
-struct InFlight {
-    /// The socket byte count by which everything held so far is written.
-    promised: u64,
-    /// (socket byte count, memory), in that order.
-    held: std::collections::VecDeque<(u64, OwnedSemaphorePermit)>,
+    /// Reply memory handed to HTTP/2 and not yet written to the socket.
+    in_flight: InFlight,
 }
 
 impl ConnState {
@@ -123,76 +108,28 @@ impl ConnState {
             held_replies: AtomicUsize::new(0),
             last_send_ms: AtomicU64::new(0),
             long_streams: AtomicUsize::new(0),
-            written: AtomicU64::new(0),
-            in_flight: Mutex::new(InFlight::default()),
-            in_flight_held: AtomicUsize::new(0),
-            in_flight_progress_ms: AtomicU64::new(0),
+            in_flight: InFlight::default(),
         }
     }
 
     /// Bytes written to the socket so far.
     pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Acquire)
+        self.in_flight.written()
     }
 
     /// Holds `permit` (reply memory) until the socket has written `bytes`
-    /// more than it had at `from`, after everything held before: HTTP/2
-    /// buffers what a client's window lets it send, so a reply handed to it
-    /// still takes memory until its bytes leave. A client that opens its
-    /// windows wide and never reads holds the reply budget, not memory
-    /// beyond it; its connection is closed when it makes no progress (see
-    /// `in_flight_stalled_for`), which gives the memory back.
+    /// more than it had at `from` (see `server/in_flight.rs`).
     pub fn hold_until_written(&self, from: u64, bytes: u64, permit: OwnedSemaphorePermit) {
-        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let mark = f.promised.max(from) + bytes;
-        f.promised = mark;
-        if self.written() >= mark {
-            return;
-        }
-        f.held.push_back((mark, permit));
-        if self.in_flight_held.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.in_flight_progress_ms.store(self.now_ms(), Ordering::Relaxed);
-        }
-        // A write that counted its bytes before this entry was visible to it
-        // released nothing: look again (SeqCst: that write's count is seen).
-        let written = self.written.load(Ordering::SeqCst);
-        while f.held.front().is_some_and(|(mark, _)| *mark <= written) {
-            f.held.pop_front();
-            self.in_flight_held.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.in_flight.hold(from, bytes, permit, self.now_ms());
     }
 
     /// How long memory in flight has waited for the socket to write
     /// anything (None: none in flight).
     fn in_flight_stalled_for(&self, now: Instant) -> Option<Duration> {
-        if self.in_flight_held.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let since = self.opened + Duration::from_millis(self.in_flight_progress_ms.load(Ordering::Relaxed));
-        Some(now.saturating_duration_since(since))
+        let now_ms = now.saturating_duration_since(self.opened).as_millis() as u64;
+        self.in_flight.stalled_for_ms(now_ms).map(Duration::from_millis)
     }
 
-    /// `n` more bytes went out: memory held for them goes back.
-    fn wrote(&self, n: usize) {
-        let written = self.written.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
-        if self.in_flight_held.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        self.in_flight_progress_ms.store(self.now_ms(), Ordering::Relaxed);
-        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        while f.held.front().is_some_and(|(mark, _)| *mark <= written) {
-            f.held.pop_front();
-            self.in_flight_held.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    /// The connection is closed: what it held goes back now.
-    fn release_in_flight(&self) {
-        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        for _ in f.held.drain(..) {
-            self.in_flight_held.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
     fn handshaken(&self) -> bool {
         self.bytes_read.load(Ordering::Relaxed) >= HANDSHAKE_BYTES
     }
@@ -399,7 +336,7 @@ impl Registry {
                 // entry is removed under this lock before the socket closes);
                 // shutdown(2) does not close or invalidate the descriptor.
                 unsafe { libc::shutdown(e.fd, libc::SHUT_RDWR) };
-                e.state.release_in_flight();
+                e.state.in_flight.release();
                 metrics::counter!("strata_connections_closed_total", "reason" => why).increment(1);
             }
         }
@@ -723,7 +660,7 @@ impl AsyncWrite for Conn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let r = on_stream!(self, cx, |s| Pin::new(s).poll_write(cx, buf));
         if let Poll::Ready(Ok(n)) = r {
-            self.info.state.wrote(n);
+            self.info.state.in_flight.wrote(n, self.info.state.now_ms());
         }
         r
     }
@@ -740,7 +677,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<std::io::Result<usize>> {
         let r = on_stream!(self, cx, |s| Pin::new(s).poll_write_vectored(cx, bufs));
         if let Poll::Ready(Ok(n)) = r {
-            self.info.state.wrote(n);
+            self.info.state.in_flight.wrote(n, self.info.state.now_ms());
         }
         r
     }

@@ -12,6 +12,7 @@ mod broker;
 mod connections;
 mod groups;
 mod health;
+mod in_flight;
 mod layers;
 mod records;
 pub mod status;
