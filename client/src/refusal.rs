@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 /// `ErrorInfo.domain` of the broker's refusals.
-pub const DOMAIN: &str = "strata.v1";
+pub use strata_proto::codec::DOMAIN;
 
 /// A refusal's reason and fields.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -112,7 +112,7 @@ impl<U: Message + Default + 'static> Decoder for StrataDecoder<U> {
                 return Err(refusal(
                     tonic::Code::Internal,
                     "INTERNAL",
-                    ("true", "false"),
+                    marks(true, false),
                     format!("{name} buffer is not contiguous"),
                 ));
             }
@@ -125,18 +125,32 @@ impl<U: Message + Default + 'static> Decoder for StrataDecoder<U> {
 /// INVALID_ARGUMENT with reason MALFORMED_REQUEST (errors.proto): final,
 /// definite.
 fn malformed(message: String) -> Status {
-    refusal(tonic::Code::InvalidArgument, "MALFORMED_REQUEST", ("false", "true"), message)
+    refusal(tonic::Code::InvalidArgument, "MALFORMED_REQUEST", marks(false, true), message)
 }
 
-/// A status with an ErrorInfo of `reason` (errors.proto) marked
-/// (retriable, definite), as the broker's own refusals are.
-fn refusal(code: tonic::Code, reason: &str, (retriable, definite): (&str, &str), message: String) -> Status {
-    use tonic_types::{ErrorDetails, StatusExt};
-    let metadata = std::collections::HashMap::from([
+/// `ErrorInfo.domain` of every refusal.
+pub const DOMAIN: &str = "strata.v1";
+
+/// The metadata every refusal carries: whether a retry may succeed, and
+/// whether the refusal changed nothing (errors.proto).
+pub fn marks(retriable: bool, definite: bool) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([
         ("retriable".to_string(), retriable.to_string()),
         ("definite".to_string(), definite.to_string()),
-    ]);
-    let info = ErrorDetails::with_error_info(reason, "strata.v1", metadata);
+    ])
+}
+
+/// A status carrying a `google.rpc.ErrorInfo` (domain `strata.v1`) of
+/// `reason` (an errors.proto name) and `metadata` (with [`marks`]): how
+/// every refusal of the broker is made.
+pub fn refusal(
+    code: tonic::Code,
+    reason: &str,
+    metadata: std::collections::HashMap<String, String>,
+    message: String,
+) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let info = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
     Status::with_error_details(code, message, info)
 }
 

@@ -6,12 +6,10 @@
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::{Error, GroupError, Reason};
 
-/// `ErrorInfo.domain` of every refusal.
-pub const DOMAIN: &str = "strata.v1";
+pub use strata_proto::codec::DOMAIN;
 
 /// The gRPC code of an error.
 pub fn code(e: &Error) -> Code {
@@ -61,16 +59,14 @@ pub fn to_status(e: Error) -> Status {
 /// made outside the request handlers (authentication, the request budget,
 /// health); errors of the broker core go through [`to_status`].
 pub fn refusal(code: Code, reason: Reason, message: String, metadata: Vec<(&'static str, String)>) -> Status {
-    let info = ErrorDetails::with_error_info(reason.as_str(), DOMAIN, info_metadata(reason, metadata));
-    Status::with_error_details(code, message, info)
+    strata_proto::codec::refusal(code, reason.as_str(), info_metadata(reason, metadata), message)
 }
 
 /// The metadata of a refusal as clients see it: the reason's fields, plus
 /// whether a retry may succeed and whether the refusal changed nothing.
 pub fn info_metadata(reason: Reason, metadata: Vec<(&'static str, String)>) -> HashMap<String, String> {
-    let mut m: HashMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    m.insert("retriable".into(), reason.retriable().to_string());
-    m.insert("definite".into(), reason.definite().to_string());
+    let mut m = strata_proto::codec::marks(reason.retriable(), reason.definite());
+    m.extend(metadata.into_iter().map(|(k, v)| (k.to_string(), v)));
     m
 }
 
@@ -83,6 +79,7 @@ impl From<Error> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic_types::StatusExt;
 
     /// Each ErrorReason of errors.proto, with its marks, parsed from the file.
     fn proto_reasons() -> Vec<(String, bool, bool)> {
